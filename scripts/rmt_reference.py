@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""PyTorch reference for rmt-fast: HF `transformers` GPT-2 + an RMT / RMT-R wrapper written from
+../shared/docs/RMT-SPEC.md (§1.4-1.7 RMT, §2.2-2.3 RMT-R v1/v2).
+
+It is the oracle the Rust engine is tested against, and the PyTorch baseline it is benchmarked against.
+PyTorch is never a runtime or CI dependency of rmt-fast.
+
+    fixtures  write tiny random models and their expected outputs to tests/fixtures/ (safetensors)
+    bench     time the RMT segment loop (GPT-2 small shape, random weights) on CPU or CUDA
+
+Fixture command (the committed fixtures were made with exactly this):
+    python3 scripts/rmt_reference.py fixtures --out tests/fixtures
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.activations import ACT2FN
+
+
+def gpt2_config(cfg, attn="eager"):
+    c = GPT2Config(
+        vocab_size=cfg["vocab_size"], n_positions=cfg["n_positions"], n_embd=cfg["n_embd"],
+        n_layer=cfg["n_layer"], n_head=cfg["n_head"], layer_norm_epsilon=cfg["layer_norm_epsilon"],
+        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=cfg["eos_token_id"], eos_token_id=cfg["eos_token_id"],
+        tie_word_embeddings=cfg.get("tie_word_embeddings", True),
+    )
+    c._attn_implementation = attn
+    return c
+
+
+class Retrieval(nn.Module):
+    """Cross-attention from the current memory M_t to all stored memory states (RMT-SPEC §2.3)."""
+
+    def __init__(self, d, version):
+        super().__init__()
+        self.version, self.d = version, d
+        self.q_proj, self.k_proj = nn.Linear(d, d), nn.Linear(d, d)
+        self.v_proj, self.o_proj = nn.Linear(d, d), nn.Linear(d, d)
+        self.act = ACT2FN["gelu_new"]
+        if version == "v2":
+            self.ln_q, self.ln_kv, self.ln_mlp = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+            self.fc_1, self.fc_2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, past, cur):  # past: list of [B,m,d]; cur: [B,m,d]
+        H = torch.cat(past, dim=1)
+        if self.version == "v1":
+            q, k, v = self.act(self.q_proj(cur)), self.act(self.k_proj(H)), self.act(self.v_proj(H))
+            a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(self.d), dim=-1)
+            return self.act(self.o_proj(a @ v))
+        H = self.ln_kv(H)
+        q, k, v = self.q_proj(self.ln_q(cur)), self.k_proj(H), self.v_proj(H)
+        a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(self.d), dim=-1)
+        r = self.o_proj(a @ v) + cur
+        return r + self.fc_2(self.act(self.fc_1(self.ln_mlp(r))))
+
+
+class RMT(nn.Module):
+    """RMT (kind 'rmt') or RMT-R (kind 'rmt-r') around HF GPT2LMHeadModel, as in the authors' MemoryCell."""
+
+    def __init__(self, cfg, attn="eager"):
+        super().__init__()
+        self.cfg = cfg
+        mem = cfg["memory"]
+        self.kind, self.m, self.seg = mem["kind"], mem["num_mem_tokens"], mem["segment_size"]
+        self.gpt2 = GPT2LMHeadModel(gpt2_config(cfg, attn))
+        wte = self.gpt2.transformer.wte.weight
+        read_rows = self.m if self.kind == "rmt" else 2 * self.m
+        self.memory = nn.Parameter(torch.randn(read_rows, cfg["n_embd"]) * wte.std())
+        self.retrieval = Retrieval(cfg["n_embd"], mem["retrieval"]) if self.kind == "rmt-r" else None
+
+    # -- the recurrence ------------------------------------------------------------------------------
+    def embed(self, tokens):
+        return self.gpt2.transformer.wte(tokens)
+
+    def write_segment(self, read, tokens, write):
+        """One segment [read | tokens | write]; new memory = ln_f output at the write rows (§1.5)."""
+        x = torch.cat([read, self.embed(tokens), write], dim=1)
+        out = self.gpt2.transformer(inputs_embeds=x, output_hidden_states=True)
+        return out.hidden_states[-1][:, -self.m:]
+
+    def blocks(self, state, B):
+        """(read, write) blocks for the next segment, given the recurrent state."""
+        if self.kind == "rmt":
+            mem = state["M"] if state["M"] is not None else self.memory.expand(B, -1, -1)
+            return mem, mem
+        if state["M"] is None:
+            mem = self.memory.expand(B, -1, -1)
+            return mem, mem[:, : self.m]
+        M = state["M"]
+        R = self.retrieval(state["store"], M)
+        return torch.cat([M, R], dim=1), M
+
+    def step(self, state, tokens):
+        read, write = self.blocks(state, tokens.shape[0])
+        M = self.write_segment(read, tokens, write)
+        state["M"] = M
+        state["store"].append(M)
+        return M
+
+    def new_state(self):
+        return {"M": None, "store": []}
+
+    def train_memories(self, tokens):
+        """Training-mode forward (§1.11): every segment, the partial last one too, writes memory."""
+        st, mems = self.new_state(), []
+        for s in range(0, tokens.shape[1], self.seg):
+            mems.append(self.step(st, tokens[:, s:s + self.seg]))
+        return torch.stack(mems, 1)
+
+    def generate(self, prompt, max_new, eos):
+        """Left-aligned split; all but the last segment write memory; the last runs [read | seg] without
+        write memory, then greedy decoding with the KV cache (§1.7). Returns memories, per-step logits, tokens."""
+        st, mems = self.new_state(), []
+        starts = list(range(0, prompt.shape[1], self.seg))
+        for s in starts[:-1]:
+            mems.append(self.step(st, prompt[:, s:s + self.seg]))
+        read, _ = self.blocks(st, prompt.shape[0])
+        x = torch.cat([read, self.embed(prompt[:, starts[-1]:])], dim=1)
+        out = self.gpt2(inputs_embeds=x, use_cache=True)
+        past, pos, logits, toks = out.past_key_values, x.shape[1], [], []
+        for _ in range(max_new):
+            row = out.logits[:, -1].float()
+            logits.append(row)
+            t = int(row.argmax(-1))
+            toks.append(t)
+            if t == eos or len(toks) == max_new:
+                break
+            ids = torch.tensor([[t]])
+            out = self.gpt2(input_ids=ids, past_key_values=past, use_cache=True,
+                            position_ids=torch.tensor([[pos]]))
+            past, pos = out.past_key_values, pos + 1
+        mems = torch.stack(mems, 1) if mems else torch.zeros(1, 0, self.m, self.cfg["n_embd"])
+        return mems, torch.stack(logits, 1), toks
+
+    # -- our safetensors model file (ENGINEERING.md §3.1) ---------------------------------------------
+    def tensors(self):
+        t = {k: v for k, v in self.gpt2.transformer.state_dict().items()
+             if not (k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"))}
+        if not self.cfg.get("tie_word_embeddings", True):
+            t["lm_head.weight"] = self.gpt2.lm_head.weight
+        t["memory"] = self.memory
+        if self.retrieval is not None:
+            for k, v in self.retrieval.state_dict().items():
+                t["retrieval." + k] = v
+        return {k: v.detach().contiguous().clone() for k, v in t.items()}
+
+
+def file_config(cfg):
+    keys = ["n_layer", "n_head", "n_embd", "vocab_size", "n_positions", "layer_norm_epsilon",
+            "memory", "eos_token_id", "gen_token_id"]
+    return {k: cfg[k] for k in keys}
+
+
+def save_model(model, path, dtype=torch.float32):
+    t = {k: v.to(dtype) for k, v in model.tensors().items()}
+    save_file(t, path, metadata={"config": json.dumps(file_config(model.cfg))})
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+TINY = dict(n_layer=2, n_head=4, n_embd=32, vocab_size=96, n_positions=64, layer_norm_epsilon=1e-5,
+            eos_token_id=95, gen_token_id=94)
+# Prompt lengths (GEN included) over segment_size 16: one partial segment, exactly one, 2 full + a partial,
+# exactly 4, 4 full + a partial.
+PROMPT_LENGTHS = [9, 16, 37, 64, 75]
+MAX_NEW = 10
+
+
+def fixture_models():
+    rmt = dict(TINY, memory=dict(kind="rmt", num_mem_tokens=4, segment_size=16))
+    return {
+        "rmt": rmt,
+        "rmt_r_v1": dict(TINY, memory=dict(kind="rmt-r", num_mem_tokens=4, segment_size=16, retrieval="v1")),
+        # v2 also covers an untied lm_head
+        "rmt_r_v2": dict(TINY, tie_word_embeddings=False,
+                         memory=dict(kind="rmt-r", num_mem_tokens=4, segment_size=16, retrieval="v2")),
+    }
+
+
+def expected_outputs(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    cfg, out = model.cfg, {}
+    for i, n in enumerate(PROMPT_LENGTHS):
+        ctx = torch.randint(0, cfg["gen_token_id"], (1, n - 1), generator=g)
+        prompt = torch.cat([ctx, torch.tensor([[cfg["gen_token_id"]]])], dim=1)
+        with torch.no_grad():
+            mems, logits, toks = model.generate(prompt, MAX_NEW, cfg["eos_token_id"])
+            train = model.train_memories(prompt)
+        out[f"case{i}.prompt"] = prompt[0].to(torch.int64)
+        out[f"case{i}.memories"] = mems[0]
+        out[f"case{i}.train_memories"] = train[0]
+        out[f"case{i}.logits"] = logits[0]
+        out[f"case{i}.tokens"] = torch.tensor(toks, dtype=torch.int64)
+    return out
+
+
+def cmd_fixtures(args):
+    os.makedirs(args.out, exist_ok=True)
+    for seed, (name, cfg) in enumerate(fixture_models().items()):
+        torch.manual_seed(1000 + seed)
+        model = RMT(cfg).eval()
+        save_model(model, f"{args.out}/{name}.safetensors")
+        save_file(expected_outputs(model, 7 + seed), f"{args.out}/{name}.expected.safetensors")
+        if name == "rmt":
+            # The same model stored in bf16; the reference runs it with the bf16-rounded weights in f32.
+            save_model(model, f"{args.out}/rmt_bf16.safetensors", torch.bfloat16)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.copy_(p.to(torch.bfloat16).float())
+            save_file(expected_outputs(model, 7 + seed), f"{args.out}/rmt_bf16.expected.safetensors")
+        print(f"wrote {args.out}/{name}.*")
+    print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}")
+
+
+# -- benchmark --------------------------------------------------------------------------------------
+GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024,
+                  layer_norm_epsilon=1e-5, eos_token_id=50256, gen_token_id=35353)
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_loop(model, dev, batch, n_seg, style, compiled):
+    """Tokens/s of the segment loop over n_seg full segments of random tokens.
+    style 'authors': GPT2LMHeadModel forward with logits of every position, as the released code runs it;
+    'lean': the backbone only (no LM head), which is what the memory hand-off needs."""
+    seg, m, V = model.seg, model.m, model.cfg["vocab_size"]
+    toks = torch.randint(0, V - 2, (batch, (n_seg + 3) * seg), device=dev)
+
+    def segment(read, t, write):
+        x = torch.cat([read, model.embed(t), write], dim=1)
+        if style == "authors":
+            out = model.gpt2(inputs_embeds=x, output_hidden_states=True)
+            return out.hidden_states[-1][:, -m:]
+        return model.gpt2.transformer(inputs_embeds=x).last_hidden_state[:, -m:]
+
+    fn = torch.compile(segment, mode="reduce-overhead", fullgraph=False) if compiled else segment
+
+    def run(n, offset):
+        st = model.new_state()
+        for s in range(n):
+            read, write = model.blocks(st, batch)
+            M = fn(read, toks[:, (offset + s) * seg:(offset + s + 1) * seg], write).clone()
+            st["M"] = M
+            if model.kind == "rmt-r":
+                st["store"].append(M)
+        return st
+
+    with torch.no_grad():
+        run(3, 0)  # warm-up (compilation, graph capture, cuBLAS handles)
+        sync(dev)
+        t0 = time.perf_counter()
+        run(n_seg, 3)
+        sync(dev)
+        dt = time.perf_counter() - t0
+    return batch * n_seg * seg / dt, dt
+
+
+def cmd_bench(args):
+    dev = torch.device(args.device)
+    dtype = dict(f32=torch.float32, bf16=torch.bfloat16)[args.dtype]
+    torch.set_num_threads(args.threads) if args.threads else None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rows = []
+    for kind in args.kinds.split(","):
+        mem = dict(kind=kind, num_mem_tokens=16, segment_size=512)
+        if kind == "rmt-r":
+            mem["retrieval"] = "v2"
+        torch.manual_seed(0)
+        model = RMT(dict(GPT2_SMALL, memory=mem), attn=args.attn).to(dev, dtype).eval()
+        for batch in [int(b) for b in args.batch.split(",")]:
+            for mode in args.modes.split(","):
+                style, compiled = dict(authors=("authors", False), eager=("lean", False),
+                                       compile=("lean", True))[mode]
+                n_seg = args.segments if batch == 1 else max(8, args.segments // batch)
+                tps, dt = bench_loop(model, dev, batch, n_seg, style, compiled)
+                row = dict(kind=kind, batch=batch, mode=mode, segments=n_seg, seconds=round(dt, 3),
+                           tokens_per_s=round(tps), ms_per_segment=round(1000 * dt / n_seg, 3))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    info = dict(torch=torch.__version__, transformers=__import__("transformers").__version__,
+                device=torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+                dtype=args.dtype, attn=args.attn, threads=torch.get_num_threads())
+    print(json.dumps(dict(info=info)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(info=info, rows=rows), f, indent=1)
+    print(f"\n| kind | batch | mode | segments | s | tokens/s | ms/segment |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['kind']} | {r['batch']} | {r['mode']} | {r['segments']} | {r['seconds']} | "
+              f"{r['tokens_per_s']} | {r['ms_per_segment']} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fixtures", help="write tiny models + expected outputs")
+    f.add_argument("--out", default="tests/fixtures")
+    b = sub.add_parser("bench", help="time the RMT segment loop, GPT-2 small shape")
+    b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    b.add_argument("--dtype", default="bf16", choices=["f32", "bf16"])
+    b.add_argument("--attn", default="sdpa", choices=["eager", "sdpa"])
+    b.add_argument("--kinds", default="rmt,rmt-r")
+    b.add_argument("--batch", default="1,16")
+    b.add_argument("--modes", default="authors,eager,compile")
+    b.add_argument("--segments", type=int, default=1954, help="1954 segments x 512 = 1M tokens")
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--json", help="also write the rows as JSON here")
+    args = p.parse_args()
+    torch.use_deterministic_algorithms(False)
+    {"fixtures": cmd_fixtures, "bench": cmd_bench}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+//! GPT-2 forward over new input rows (exact f32): embeddings + learned positions, pre-LN blocks, `ln_f`.
+
+use super::attention::{causal_attention, KvCache};
+use super::ops::{gelu_new, layer_norm, matmul, MatRef};
+use crate::model::weights::Layout;
+use crate::model::Model;
+
+/// One piece of a segment's input rows.
+pub enum Piece<'a> {
+    /// Embedding rows fed as they are (memory), `k × d`.
+    Rows(&'a [f32]),
+    /// Token ids, looked up in `wte`.
+    Tokens(&'a [u32]),
+}
+
+/// Input rows `[pieces…]` plus the position embeddings of positions `start ..`.
+pub fn embed(model: &Model, pieces: &[Piece<'_>], start: usize) -> Vec<f32> {
+    let d = model.config.n_embd;
+    let w = &model.weights;
+    let mut x = Vec::new();
+    for p in pieces {
+        match p {
+            Piece::Rows(rows) => x.extend_from_slice(rows),
+            Piece::Tokens(toks) => toks
+                .iter()
+                .for_each(|&t| x.extend_from_slice(&w.wte[t as usize * d..][..d])),
+        }
+    }
+    for (i, row) in x.chunks_exact_mut(d).enumerate() {
+        row.iter_mut()
+            .zip(&w.wpe[(start + i) * d..][..d])
+            .for_each(|(a, p)| *a += p);
+    }
+    x
+}
+
+/// Runs all blocks over the rows `x` (`[n, d]`, positions continuing the cache) and returns the final residual
+/// stream; K/V of the rows are appended to `cache`.
+pub fn blocks(model: &Model, mut x: Vec<f32>, cache: &mut KvCache) -> Vec<f32> {
+    let cfg = &model.config;
+    let (d, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
+    let n = x.len() / d;
+    let mut a = vec![0.0; n * d];
+    let mut qkv = vec![0.0; n * 3 * d];
+    let mut att = vec![0.0; n * d];
+    let mut hidden = vec![0.0; n * 4 * d];
+    for (l, b) in model.weights.blocks.iter().enumerate() {
+        layer_norm(&x, &b.ln_1, eps, &mut a);
+        matmul(
+            &a,
+            n,
+            b.c_attn.mat(),
+            b.c_attn.b.as_deref(),
+            &mut qkv,
+            false,
+        );
+        causal_attention(&qkv, n, cfg.n_head, cache, l, &mut att);
+        matmul(
+            &att,
+            n,
+            b.attn_proj.mat(),
+            b.attn_proj.b.as_deref(),
+            &mut x,
+            true,
+        );
+        layer_norm(&x, &b.ln_2, eps, &mut a);
+        matmul(&a, n, b.c_fc.mat(), b.c_fc.b.as_deref(), &mut hidden, false);
+        gelu_new(&mut hidden);
+        matmul(
+            &hidden,
+            n,
+            b.mlp_proj.mat(),
+            b.mlp_proj.b.as_deref(),
+            &mut x,
+            true,
+        );
+    }
+    cache.len += n;
+    x
+}
+
+/// `ln_f` of the given rows.
+pub fn final_norm(model: &Model, rows: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; rows.len()];
+    layer_norm(
+        rows,
+        &model.weights.ln_f,
+        model.config.layer_norm_epsilon,
+        &mut out,
+    );
+    out
+}
+
+/// LM head logits of one normalised row: `h · Wᵀ` with the untied head or `wte`.
+pub fn lm_head(model: &Model, h: &[f32], logits: &mut [f32]) {
+    let w = model
+        .weights
+        .lm_head
+        .as_deref()
+        .unwrap_or(&model.weights.wte);
+    let head = MatRef {
+        w,
+        n_in: model.config.n_embd,
+        n_out: model.config.vocab_size,
+        layout: Layout::OutIn,
+    };
+    matmul(h, 1, head, None, logits, false);
+}

@@ -1,0 +1,94 @@
+//! The exact f32 CPU backend: the oracle every faster path is compared with.
+
+mod attention;
+mod forward;
+pub mod ops;
+mod retrieval;
+
+use std::sync::Arc;
+
+use attention::KvCache;
+pub use forward::Piece;
+use retrieval::StoreCache;
+
+use super::Step;
+use crate::model::weights::Retrieval;
+use crate::model::Model;
+
+/// The session only asks RMT-R models for retrieval.
+fn retrieval(model: &Model) -> &Retrieval {
+    model
+        .weights
+        .retrieval
+        .as_ref()
+        .expect("retrieval is only called for RMT-R models")
+}
+
+/// One stream's segment step on the CPU.
+pub struct CpuStep {
+    model: Arc<Model>,
+    cache: KvCache,
+    store: StoreCache,
+}
+
+impl CpuStep {
+    /// A step for `model` with empty caches.
+    pub fn new(model: Arc<Model>) -> Self {
+        let cache = KvCache::new(model.config.n_layer);
+        CpuStep {
+            model,
+            cache,
+            store: StoreCache::default(),
+        }
+    }
+
+    /// Runs `pieces` from position 0 in a fresh cache; returns the final residual rows.
+    fn run(&mut self, pieces: &[Piece<'_>]) -> Vec<f32> {
+        self.cache.clear();
+        let x = forward::embed(&self.model, pieces, 0);
+        forward::blocks(&self.model, x, &mut self.cache)
+    }
+}
+
+impl Step for CpuStep {
+    fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) {
+        let h = self.run(&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]);
+        out.copy_from_slice(&forward::final_norm(
+            &self.model,
+            &h[h.len() - write.len()..],
+        ));
+    }
+
+    fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) {
+        let h = self.run(&[Piece::Rows(read), Piece::Tokens(tokens)]);
+        let d = self.model.config.n_embd;
+        let last = forward::final_norm(&self.model, &h[h.len() - d..]);
+        forward::lm_head(&self.model, &last, logits);
+    }
+
+    fn decode(&mut self, token: u32, logits: &mut [f32]) {
+        let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.cache.len);
+        let h = forward::blocks(&self.model, x, &mut self.cache);
+        forward::lm_head(&self.model, &forward::final_norm(&self.model, &h), logits);
+    }
+
+    fn push_state(&mut self, state: &[f32]) {
+        let eps = self.model.config.layer_norm_epsilon;
+        self.store.push(retrieval(&self.model), state, eps);
+    }
+
+    fn truncate_states(&mut self, n: usize) {
+        let cfg = &self.model.config;
+        self.store
+            .truncate_rows(n * cfg.memory.num_mem_tokens, cfg.n_embd);
+    }
+
+    fn retrieve(&mut self, cur: &[f32], out: &mut [f32]) {
+        self.store.retrieve(
+            retrieval(&self.model),
+            cur,
+            self.model.config.layer_norm_epsilon,
+            out,
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! The device seam. A [`Step`] runs one stream's segment steps on one device; the session drives it and never
+//! branches on the device. Data flows one way: session → step (embeddings, tokens) → new memory / logits.
+
+pub mod cpu;
+
+/// One stream's segment step on a device, with the device-side state it needs (KV cache, RMT-R store cache).
+///
+/// Positions restart at 0 in every call to [`Step::write_segment`] and [`Step::prefill`]; the session checks that
+/// inputs fit the model's positions before calling.
+pub trait Step: Send {
+    /// Runs `[read | tokens | write]` and writes `ln_f` of the last `write.len() / d` rows (the new memory) to `out`.
+    fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]);
+    /// Runs the final segment `[read | tokens]` into a fresh KV cache and writes the last row's logits.
+    fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]);
+    /// Appends one token after the prefilled rows (next position) and writes its logits.
+    fn decode(&mut self, token: u32, logits: &mut [f32]);
+    /// RMT-R: appends one stored memory state (`m × d`) to the store cache.
+    fn push_state(&mut self, state: &[f32]);
+    /// RMT-R: keeps only the first `n` stored states.
+    fn truncate_states(&mut self, n: usize);
+    /// RMT-R: the retrieved rows (`m × d`) for the current memory `cur`, over all stored states.
+    fn retrieve(&mut self, cur: &[f32], out: &mut [f32]);
+}

@@ -1,0 +1,87 @@
+//! # rmt-fast
+//!
+//! Recurrent Memory Transformer inference on a GPT-2 backbone: RMT and RMT with self-retrieval (RMT-R, both
+//! retrieval versions), reading a token stream segment by segment in linear time and constant memory, exactly as
+//! the authors' PyTorch code computes it (see `RMT-SPEC.md`).
+//!
+//! ```
+//! use rmt_fast::{Config, Engine, Model};
+//!
+//! // A tiny random model (use `Model::load("model.safetensors")` for a real one).
+//! let config = Config::from_json(r#"{"n_layer": 2, "n_head": 2, "n_embd": 16, "vocab_size": 64,
+//!     "n_positions": 64, "eos_token_id": 63, "gen_token_id": 62,
+//!     "memory": {"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}}"#)?;
+//! let engine = Engine::cpu(Model::random(config, 42)?);
+//!
+//! let mut session = engine.session();
+//! session.read(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18])?; // one segment + a tail of 2
+//! let saved = session.snapshot();
+//! let answer = session.ask(&[20, 21, 22], 5)?; // the state is not disturbed by asking
+//! assert_eq!(session.snapshot(), saved);
+//!
+//! // A restored session continues exactly as the original.
+//! let mut again = engine.restore(saved)?;
+//! assert_eq!(again.ask(&[20, 21, 22], 5)?, answer);
+//! # Ok::<(), rmt_fast::Error>(())
+//! ```
+
+pub mod backend;
+mod error;
+pub mod model;
+pub mod rng;
+mod session;
+
+use std::sync::Arc;
+
+pub use error::{Error, Result};
+pub use model::{Config, FileDtype, MemoryConfig, MemoryKind, Model, RetrievalVersion};
+pub use session::{Answer, Session, State};
+
+/// Where segment steps run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The exact f32 CPU backend.
+    Cpu,
+}
+
+/// A loaded model on a device; opens sessions (one per stream).
+pub struct Engine {
+    model: Arc<Model>,
+    device: Device,
+}
+
+impl Engine {
+    /// An engine running `model` on `device`.
+    pub fn new(model: Model, device: Device) -> Self {
+        Engine {
+            model: Arc::new(model),
+            device,
+        }
+    }
+
+    /// An engine on the exact CPU backend.
+    pub fn cpu(model: Model) -> Self {
+        Self::new(model, Device::Cpu)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn step(&self) -> Box<dyn backend::Step> {
+        match self.device {
+            Device::Cpu => Box::new(backend::cpu::CpuStep::new(Arc::clone(&self.model))),
+        }
+    }
+
+    /// A new session at the start of a stream.
+    pub fn session(&self) -> Session {
+        Session::new(Arc::clone(&self.model), self.step())
+    }
+
+    /// A session continuing from `state` (checked against the model).
+    pub fn restore(&self, state: State) -> Result<Session> {
+        Session::restore(Arc::clone(&self.model), self.step(), state)
+    }
+}

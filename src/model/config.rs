@@ -1,0 +1,159 @@
+//! Model configuration: the GPT-2 shape plus the memory settings (ENGINEERING.md §3.1), stored as JSON in the
+//! safetensors metadata under the key `config`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which recurrent memory the model carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemoryKind {
+    /// RMT: the same `m` memory rows are read at the start and written at the end of each segment.
+    #[serde(rename = "rmt")]
+    Rmt,
+    /// RMT-R: reads `[M_t ; R_t]` (2m rows: recurrent + retrieved from all past states), writes `m` rows.
+    #[serde(rename = "rmt-r")]
+    RmtR,
+}
+
+/// RMT-R retrieval block (RMT-SPEC §2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetrievalVersion {
+    /// Single-head cross-attention, gelu on every projection, no LayerNorm.
+    #[serde(rename = "v1")]
+    V1,
+    /// Pre-LN cross-attention with residual, then a residual MLP.
+    #[serde(rename = "v2")]
+    V2,
+}
+
+/// Memory settings of an RMT / RMT-R model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryConfig {
+    /// RMT or RMT-R.
+    pub kind: MemoryKind,
+    /// `m`: memory rows written per segment (16 in the papers).
+    pub num_mem_tokens: usize,
+    /// Tokens per segment (512 in the papers).
+    pub segment_size: usize,
+    /// Retrieval block version; required for RMT-R, absent for RMT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalVersion>,
+}
+
+impl MemoryConfig {
+    /// Rows of the read block: `m` for RMT, `2m` for RMT-R.
+    pub fn read_rows(&self) -> usize {
+        match self.kind {
+            MemoryKind::Rmt => self.num_mem_tokens,
+            MemoryKind::RmtR => 2 * self.num_mem_tokens,
+        }
+    }
+}
+
+/// The whole model configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// Model width `d`.
+    pub n_embd: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Learned positions (`wpe` rows); positions restart at 0 every segment.
+    pub n_positions: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f32,
+    /// Memory settings.
+    pub memory: MemoryConfig,
+    /// End of text: stops generation.
+    #[serde(default = "default_eos")]
+    pub eos_token_id: u32,
+    /// The marker after the question that asks for the answer (`GEN` = 35353 for GPT-2's BPE).
+    #[serde(default = "default_gen")]
+    pub gen_token_id: u32,
+}
+
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_eos() -> u32 {
+    50256
+}
+fn default_gen() -> u32 {
+    35353
+}
+
+impl Config {
+    /// Parses the JSON form and checks it.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: Config = serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The JSON form stored in model files.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("config serialises")
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Checks that the shape is usable: widths divide, positions cover a whole segment, ids are in range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        let mem = &self.memory;
+        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.vocab_size == 0 {
+            return bad("n_layer, n_head, n_embd and vocab_size must be positive".into());
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        if mem.num_mem_tokens == 0 || mem.segment_size == 0 {
+            return bad("memory.num_mem_tokens and memory.segment_size must be positive".into());
+        }
+        let span = mem.read_rows() + mem.segment_size + mem.num_mem_tokens;
+        if span > self.n_positions {
+            return bad(format!(
+                "a segment spans {span} positions (read {} + segment {} + write {}) but n_positions is {}",
+                mem.read_rows(),
+                mem.segment_size,
+                mem.num_mem_tokens,
+                self.n_positions
+            ));
+        }
+        match (mem.kind, mem.retrieval) {
+            (MemoryKind::RmtR, None) => {
+                return bad("memory.kind rmt-r needs memory.retrieval (v1 or v2)".into())
+            }
+            (MemoryKind::Rmt, Some(_)) => {
+                return bad("memory.retrieval is only for memory.kind rmt-r".into())
+            }
+            _ => {}
+        }
+        for (what, id) in [
+            ("eos_token_id", self.eos_token_id),
+            ("gen_token_id", self.gen_token_id),
+        ] {
+            if id as usize >= self.vocab_size {
+                return bad(format!(
+                    "{what} {id} is outside the vocabulary ({})",
+                    self.vocab_size
+                ));
+            }
+        }
+        if !(self.layer_norm_epsilon > 0.0) {
+            return bad("layer_norm_epsilon must be positive".into());
+        }
+        Ok(())
+    }
+}

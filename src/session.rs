@@ -1,0 +1,279 @@
+//! The recurrence (RMT-SPEC §1.4–1.7, §2.2): memory hand-off between segments, the RMT-R store, the tail of a
+//! stream that does not fill a segment yet, and answering questions with greedy decoding.
+//!
+//! After reading N tokens, ⌊N / segment_size⌋ full segments have been processed with write memory and the rest
+//! is the tail (ENGINEERING.md §3.3). A question is answered by processing `tail + question + GEN` with the
+//! reference's left-aligned split: all chunks but the last write memory, the last runs `[read | chunk]` without
+//! write memory, then greedy decoding. So `read(A); read(B); ask(Q)` equals one pass over `A+B+Q+GEN`.
+
+use std::sync::Arc;
+
+use crate::backend::Step;
+use crate::error::{Error, Result};
+use crate::model::{MemoryKind, Model};
+
+/// Everything needed to continue a stream or answer questions later, exactly as if it had never stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    /// The memory the next segment reads: the learned memory (`read_rows × d`) before the first segment,
+    /// then the last written memory `M_t` (`m × d`).
+    pub memory: Vec<f32>,
+    /// RMT-R: every written memory state `M_1 … M_t`, `(t·m) × d`; empty for RMT.
+    pub store: Vec<f32>,
+    /// Tokens read but not yet processed (fewer than one segment).
+    pub tail: Vec<u32>,
+    /// Tokens read in total.
+    pub tokens_read: u64,
+    /// Segments processed with write memory.
+    pub segments: u64,
+    /// FNV-1a hash of all tokens read, to recognise the stream a state belongs to.
+    pub tokens_hash: u64,
+}
+
+/// A generated answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// Generated tokens, without the end-of-text token.
+    pub tokens: Vec<u32>,
+    /// Whether generation stopped at end-of-text (rather than at the token limit).
+    pub stopped_at_eos: bool,
+    /// Logits of every generation step (the last one chose EOS when `stopped_at_eos`).
+    pub logits: Vec<Vec<f32>>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut hash: u64, tokens: &[u32]) -> u64 {
+    for t in tokens {
+        for b in t.to_le_bytes() {
+            hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// One stream being read: its state plus the device step that processes its segments.
+pub struct Session {
+    model: Arc<Model>,
+    step: Box<dyn Step>,
+    state: State,
+}
+
+impl Session {
+    pub(crate) fn new(model: Arc<Model>, step: Box<dyn Step>) -> Self {
+        let state = State {
+            memory: model.weights.memory.clone(),
+            store: Vec::new(),
+            tail: Vec::new(),
+            tokens_read: 0,
+            segments: 0,
+            tokens_hash: FNV_OFFSET,
+        };
+        Session { model, step, state }
+    }
+
+    /// Continues from a snapshot; the state is checked against the model.
+    pub(crate) fn restore(
+        model: Arc<Model>,
+        mut step: Box<dyn Step>,
+        state: State,
+    ) -> Result<Self> {
+        let cfg = &model.config;
+        let (m, d) = (cfg.memory.num_mem_tokens, cfg.n_embd);
+        let rows = if state.segments == 0 {
+            cfg.memory.read_rows()
+        } else {
+            m
+        };
+        let store_rows = match cfg.memory.kind {
+            MemoryKind::Rmt => 0,
+            MemoryKind::RmtR => state.segments as usize * m,
+        };
+        if state.memory.len() != rows * d {
+            return Err(Error::Input(format!(
+                "state memory has {} values, the model needs {rows}×{d}",
+                state.memory.len()
+            )));
+        }
+        if state.store.len() != store_rows * d {
+            return Err(Error::Input(format!(
+                "state store has {} values, {} segments of this model need {store_rows}×{d}",
+                state.store.len(),
+                state.segments
+            )));
+        }
+        if state.tail.len() >= cfg.memory.segment_size {
+            return Err(Error::Input(format!(
+                "state tail of {} tokens is not shorter than a segment",
+                state.tail.len()
+            )));
+        }
+        check_tokens(&model, &state.tail)?;
+        for s in state.store.chunks_exact(m * d) {
+            step.push_state(s);
+        }
+        Ok(Session { model, step, state })
+    }
+
+    /// The state now (cheap to inspect; [`Session::snapshot`] clones it).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// A copy of the state to save or restore later.
+    pub fn snapshot(&self) -> State {
+        self.state.clone()
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Reads tokens: every completed segment is processed with write memory, the rest stays in the tail.
+    pub fn read(&mut self, tokens: &[u32]) -> Result<()> {
+        check_tokens(&self.model, tokens)?;
+        let seg = self.model.config.memory.segment_size;
+        self.state.tokens_read += tokens.len() as u64;
+        self.state.tokens_hash = fnv1a(self.state.tokens_hash, tokens);
+        let mut rest = tokens;
+        if !self.state.tail.is_empty() {
+            let take = (seg - self.state.tail.len()).min(rest.len());
+            self.state.tail.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.state.tail.len() < seg {
+                return Ok(());
+            }
+            let full = std::mem::take(&mut self.state.tail);
+            self.write_segment(&full);
+        }
+        let mut chunks = rest.chunks_exact(seg);
+        for c in chunks.by_ref() {
+            self.write_segment(c);
+        }
+        self.state.tail = chunks.remainder().to_vec();
+        Ok(())
+    }
+
+    /// Processes the tail as a short segment with write memory, as the training forward does with a sample's
+    /// last segment (RMT-SPEC §1.11). Does nothing when the tail is empty.
+    pub fn flush(&mut self) {
+        if !self.state.tail.is_empty() {
+            let tail = std::mem::take(&mut self.state.tail);
+            self.write_segment(&tail);
+        }
+    }
+
+    /// Answers `question` (tokens, without the GEN marker) from the stream read so far, generating at most
+    /// `max_new_tokens` greedily until end-of-text. The session's state is left as it was.
+    pub fn ask(&mut self, question: &[u32], max_new_tokens: usize) -> Result<Answer> {
+        check_tokens(&self.model, question)?;
+        let cfg = self.model.config.clone();
+        let mut prompt = self.state.tail.clone();
+        prompt.extend_from_slice(question);
+        prompt.push(cfg.gen_token_id);
+        let last_start = (prompt.len() - 1) / cfg.memory.segment_size * cfg.memory.segment_size;
+        let (read_rows, last_len) = (cfg.memory.read_rows(), prompt.len() - last_start);
+        if read_rows + last_len + max_new_tokens.saturating_sub(1) > cfg.n_positions {
+            return Err(Error::Input(format!(
+                "answer would need {} positions (read {read_rows} + final segment {last_len} + {max_new_tokens} new \
+                 tokens) but the model has {}",
+                read_rows + last_len + max_new_tokens - 1,
+                cfg.n_positions
+            )));
+        }
+        let saved = (
+            self.state.memory.clone(),
+            self.state.segments,
+            self.state.store.len(),
+        );
+        for chunk in prompt[..last_start].chunks_exact(cfg.memory.segment_size) {
+            self.write_segment(chunk);
+        }
+        let answer = self.generate(&prompt[last_start..], max_new_tokens);
+        let (memory, segments, store_len) = saved;
+        self.state.memory = memory;
+        self.state.segments = segments;
+        self.state.store.truncate(store_len);
+        self.step.truncate_states(segments as usize);
+        Ok(answer)
+    }
+
+    /// The final segment `[read | tokens]` without write memory, then greedy decoding with the KV cache.
+    fn generate(&mut self, tokens: &[u32], max_new_tokens: usize) -> Answer {
+        let mut answer = Answer {
+            tokens: Vec::new(),
+            stopped_at_eos: false,
+            logits: Vec::new(),
+        };
+        if max_new_tokens == 0 {
+            return answer;
+        }
+        let (read, _) = self.blocks();
+        let mut logits = vec![0.0; self.model.config.vocab_size];
+        self.step.prefill(&read, tokens, &mut logits);
+        loop {
+            let next = argmax(&logits);
+            answer.logits.push(logits.clone());
+            if next == self.model.config.eos_token_id {
+                answer.stopped_at_eos = true;
+                return answer;
+            }
+            answer.tokens.push(next);
+            if answer.tokens.len() == max_new_tokens {
+                return answer;
+            }
+            self.step.decode(next, &mut logits);
+        }
+    }
+
+    /// The (read, write) memory blocks of the next segment. First segment: the learned memory is read whole and
+    /// its first `m` rows are the write placeholder. Later: RMT reads and writes `M_t`; RMT-R reads
+    /// `[M_t ; retrieve(store, M_t)]` and writes `M_t` (RMT-SPEC §2.2).
+    fn blocks(&mut self) -> (Vec<f32>, Vec<f32>) {
+        let cfg = &self.model.config;
+        let md = cfg.memory.num_mem_tokens * cfg.n_embd;
+        let mem = &self.state.memory;
+        if self.state.segments == 0 || cfg.memory.kind == MemoryKind::Rmt {
+            return (mem.clone(), mem[..md].to_vec());
+        }
+        let mut read = mem.clone();
+        read.resize(2 * md, 0.0);
+        self.step.retrieve(mem, &mut read[md..]);
+        (read, mem.clone())
+    }
+
+    fn write_segment(&mut self, tokens: &[u32]) {
+        let (read, write) = self.blocks();
+        let mut next = vec![0.0; write.len()];
+        self.step.write_segment(&read, tokens, &write, &mut next);
+        if self.model.config.memory.kind == MemoryKind::RmtR {
+            self.step.push_state(&next);
+            self.state.store.extend_from_slice(&next);
+        }
+        self.state.memory = next;
+        self.state.segments += 1;
+    }
+}
+
+/// First index of the largest logit (torch's argmax tie rule).
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn check_tokens(model: &Model, tokens: &[u32]) -> Result<()> {
+    let v = model.config.vocab_size;
+    match tokens.iter().position(|&t| t as usize >= v) {
+        Some(i) => Err(Error::Input(format!(
+            "token {} at index {i} is outside the vocabulary ({v})",
+            tokens[i]
+        ))),
+        None => Ok(()),
+    }
+}
