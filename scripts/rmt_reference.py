@@ -186,6 +186,14 @@ def fixture_models():
     }
 
 
+def perturb(model, scale=0.1):
+    """HF init leaves biases at 0 and LayerNorms at 1/0 with small weights: a bug in bias or LayerNorm handling
+    would go unseen and nonlinearities stay near-linear. Fixtures add noise to every parameter."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+
+
 def expected_outputs(model, seed):
     g = torch.Generator().manual_seed(seed)
     cfg, out = model.cfg, {}
@@ -208,6 +216,7 @@ def cmd_fixtures(args):
     for seed, (name, cfg) in enumerate(fixture_models().items()):
         torch.manual_seed(1000 + seed)
         model = RMT(cfg).eval()
+        perturb(model)
         save_model(model, f"{args.out}/{name}.safetensors")
         save_file(expected_outputs(model, 7 + seed), f"{args.out}/{name}.expected.safetensors")
         if name == "rmt":

@@ -59,6 +59,16 @@ pub struct Session {
     state: State,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("tokens_read", &self.state.tokens_read)
+            .field("segments", &self.state.segments)
+            .field("tail", &self.state.tail.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Session {
     pub(crate) fn new(model: Arc<Model>, step: Box<dyn Step>) -> Self {
         let state = State {

@@ -3,6 +3,9 @@
 
 pub mod cpu;
 
+/// `(file name, source)` of every CUDA C++ file in `cuda/`, embedded at build time for run-time NVRTC compilation.
+pub const CUDA_SOURCES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/cuda_sources.rs"));
+
 /// One stream's segment step on a device, with the device-side state it needs (KV cache, RMT-R store cache).
 ///
 /// Positions restart at 0 in every call to [`Step::write_segment`] and [`Step::prefill`]; the session checks that

@@ -151,7 +151,7 @@ impl Config {
                 ));
             }
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return bad("layer_norm_epsilon must be positive".into());
         }
         Ok(())

@@ -43,6 +43,9 @@ struct HfConfig {
     layer_norm_epsilon: f32,
     #[serde(default)]
     eos_token_id: Option<u32>,
+    /// Not an HF key: a model trained with another GEN marker may record it here.
+    #[serde(default)]
+    gen_token_id: Option<u32>,
 }
 
 fn hf_eps() -> f32 {
@@ -56,7 +59,8 @@ impl Model {
     }
 
     /// Loads a model file; `memory` supplies the memory settings when the file has no config metadata, in which
-    /// case the GPT-2 shape is read from a Hugging Face `config.json` beside it.
+    /// case the GPT-2 shape is read from a Hugging Face `config.json` beside it (`gen_token_id` may be added
+    /// there; it defaults to GPT-2's `GEN`, 35353).
     pub fn load_with(path: impl AsRef<Path>, memory: Option<MemoryConfig>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -100,7 +104,7 @@ impl Model {
             layer_norm_epsilon: hf.layer_norm_epsilon,
             memory,
             eos_token_id: hf.eos_token_id.unwrap_or(50256),
-            gen_token_id: 35353,
+            gen_token_id: hf.gen_token_id.unwrap_or(35353),
         };
         cfg.validate()?;
         Ok(cfg)

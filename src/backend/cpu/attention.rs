@@ -1,8 +1,6 @@
 //! Causal multi-head self-attention of new rows against a per-layer KV cache (exact f32 reference).
 
-use rayon::prelude::*;
-
-use super::ops::softmax;
+use super::ops::{gemm_strided, softmax, Strided};
 
 /// Keys and values of every position seen so far, per layer: `[positions, d]` each, heads side by side.
 pub struct KvCache {
@@ -31,7 +29,8 @@ impl KvCache {
 
 /// For `n` new rows of packed `qkv` (`[n, 3d]`, Q|K|V) at positions `cache.len .. cache.len + n`: appends their
 /// K and V to layer `layer` of the cache and writes the attention output `[n, d]`. Row i attends to every
-/// cached position up to and including its own.
+/// cached position up to and including its own. Per head: scores = Q·Kᵀ/√hd (GEMM), causal mask, softmax,
+/// then P·V (GEMM), both through strided views of the packed buffers.
 pub fn causal_attention(
     qkv: &[f32],
     n: usize,
@@ -48,26 +47,55 @@ pub fn causal_attention(
         cache.v[layer].extend_from_slice(&row[2 * d..]);
     }
     let (keys, values) = (&cache.k[layer], &cache.v[layer]);
+    let total = past + n;
     let scale = 1.0 / (hd as f32).sqrt();
-    out[..n * d]
-        .par_chunks_mut(d)
-        .enumerate()
-        .for_each(|(i, o)| {
+    let mut scores = vec![0.0f32; n * total];
+    for h in 0..n_head {
+        let q = Strided {
+            offset: h * hd,
+            rs: 3 * d,
+            cs: 1,
+        };
+        let k_t = Strided {
+            offset: h * hd,
+            rs: 1,
+            cs: d,
+        };
+        gemm_strided(
+            (n, total, hd),
+            &mut scores,
+            Strided::rows(0, total),
+            false,
+            qkv,
+            q,
+            keys,
+            k_t,
+        );
+        for (i, row) in scores.chunks_exact_mut(total).enumerate() {
             let visible = past + i + 1;
-            let mut scores = vec![0.0f32; visible];
-            for h in 0..n_head {
-                let q = &qkv[i * 3 * d + h * hd..][..hd];
-                for (j, s) in scores.iter_mut().enumerate() {
-                    let k = &keys[j * d + h * hd..][..hd];
-                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                }
-                softmax(&mut scores);
-                let oh = &mut o[h * hd..][..hd];
-                oh.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    let v = &values[j * d + h * hd..][..hd];
-                    oh.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-                }
-            }
-        });
+            row[..visible].iter_mut().for_each(|s| *s *= scale);
+            softmax(&mut row[..visible]);
+            row[visible..].fill(0.0);
+        }
+        let v = Strided {
+            offset: h * hd,
+            rs: d,
+            cs: 1,
+        };
+        let o = Strided {
+            offset: h * hd,
+            rs: d,
+            cs: 1,
+        };
+        gemm_strided(
+            (n, hd, total),
+            out,
+            o,
+            false,
+            &scores,
+            Strided::rows(0, total),
+            values,
+            v,
+        );
+    }
 }

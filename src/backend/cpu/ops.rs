@@ -14,7 +14,8 @@ pub struct MatRef<'a> {
 }
 
 impl Linear {
-    pub(crate) fn mat(&self) -> MatRef<'_> {
+    /// This layer's weight as a GEMM operand.
+    pub fn mat(&self) -> MatRef<'_> {
         MatRef {
             w: &self.w,
             n_in: self.n_in,
@@ -24,13 +25,81 @@ impl Linear {
     }
 }
 
-fn parallelism(rows: usize, m: MatRef<'_>) -> Parallelism {
+fn parallelism(flops: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
     // below ~1 MFLOP the thread hand-off costs more than it saves
-    if threads > 1 && rows * m.n_in * m.n_out > 1 << 19 {
+    if threads > 1 && flops > 1 << 19 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
+    }
+}
+
+/// Where a matrix lives in a slice: element (i, j) at `offset + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided {
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Strided {
+    /// A row-major matrix of `cols` columns starting at `offset`.
+    pub fn rows(offset: usize, cols: usize) -> Self {
+        Strided {
+            offset,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize, len: usize) -> bool {
+        rows == 0 || cols == 0 || self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs < len
+    }
+}
+
+/// `dst[m × n] (+)= lhs[m × k] · rhs[k × n]` over strided views; `accumulate` adds to `dst`, else overwrites.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    d: Strided,
+    accumulate: bool,
+    lhs: &[f32],
+    a: Strided,
+    rhs: &[f32],
+    b: Strided,
+) {
+    assert!(
+        d.fits(m, n, dst.len()) && a.fits(m, k, lhs.len()) && b.fits(k, n, rhs.len()),
+        "gemm view out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the assert above bounds every index gemm touches in each of the three views.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(d.offset),
+            d.cs as isize,
+            d.rs as isize,
+            accumulate,
+            lhs.as_ptr().add(a.offset),
+            a.cs as isize,
+            a.rs as isize,
+            rhs.as_ptr().add(b.offset),
+            b.cs as isize,
+            b.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism(m * n * k),
+        )
     }
 }
 
@@ -45,7 +114,7 @@ pub fn matmul(
     accumulate: bool,
 ) {
     let (k, n) = (m.n_in, m.n_out);
-    assert!(x.len() >= rows * k && out.len() >= rows * n && m.w.len() == k * n);
+    assert!(out.len() >= rows * n);
     for row in out[..rows * n].chunks_exact_mut(n) {
         match (accumulate, bias) {
             (false, Some(b)) => row.copy_from_slice(b),
@@ -54,35 +123,24 @@ pub fn matmul(
             (true, None) => {}
         }
     }
-    let (rhs_cs, rhs_rs) = match m.layout {
-        Layout::InOut => (1, n as isize),
-        Layout::OutIn => (k as isize, 1),
+    let w = match m.layout {
+        Layout::InOut => Strided::rows(0, n),
+        Layout::OutIn => Strided {
+            offset: 0,
+            rs: 1,
+            cs: k,
+        },
     };
-    // SAFETY: the asserts above bound every index gemm touches: lhs rows×k (row stride k), rhs k×n with the
-    // strides of its layout inside w (len k·n), dst rows×n (row stride n).
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            x.as_ptr(),
-            1,
-            k as isize,
-            m.w.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism(rows, m),
-        )
-    }
+    gemm_strided(
+        (rows, n, k),
+        out,
+        Strided::rows(0, n),
+        true,
+        x,
+        Strided::rows(0, k),
+        m.w,
+        w,
+    );
 }
 
 /// LayerNorm of each `d`-wide row of `x` into `out` (biased variance, as torch).
