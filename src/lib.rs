@@ -30,12 +30,14 @@ mod error;
 pub mod model;
 pub mod rng;
 mod session;
+pub mod state_file;
+pub mod stream;
 
 use std::sync::Arc;
 
 pub use error::{Error, Result};
 pub use model::{Config, FileDtype, MemoryConfig, MemoryKind, Model, RetrievalVersion};
-pub use session::{Answer, Session, State};
+pub use session::{hash_tokens, Answer, Session, State, EMPTY_STREAM_HASH};
 
 /// Where segment steps run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,11 +1,14 @@
 //! The `rmt-fast` command line.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rmt_fast::{Config, FileDtype, Model};
+use cli::DeviceArg;
+use rmt_fast::stream::tokens::TokenDtype;
+use rmt_fast::FileDtype;
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +23,92 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Read token files segment by segment (memory-mapped, constant memory), answer questions, save the state.
+    Infer {
+        /// Token files, read as one stream in order (llm.c format, or raw .u16/.u32).
+        #[arg(required = true)]
+        tokens: Vec<PathBuf>,
+        /// Model file [default: the bundled model].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// A question (plain text) to answer after reading; repeat for several.
+        #[arg(long)]
+        ask: Vec<String>,
+        /// Write the session state here at the end (and at checkpoints, and on Ctrl-C / SIGTERM).
+        #[arg(long)]
+        state_out: Option<PathBuf>,
+        /// Continue from a state file made by the same model from a prefix of the same stream.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Also write the state every N segments (atomically), so a killed run loses at most N segments.
+        #[arg(long, value_name = "N")]
+        checkpoint_every: Option<u64>,
+        /// Most tokens generated per answer.
+        #[arg(long, default_value_t = 10)]
+        max_new_tokens: usize,
+        /// Where segment steps run.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+        /// Worker threads [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Token width of header-less files that are not named .u16/.u32.
+        #[arg(long)]
+        dtype: Option<TokenDtype>,
+        /// Print one JSON object (answers, counts, timings) instead of text; no progress bar.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer questions from a saved state without re-reading the stream.
+    Ask {
+        /// State file written by `infer --state-out`.
+        state: PathBuf,
+        /// Questions (plain text).
+        #[arg(required = true)]
+        questions: Vec<String>,
+        /// Model file that made the state [default: the bundled model].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Most tokens generated per answer.
+        #[arg(long, default_value_t = 10)]
+        max_new_tokens: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokenize a UTF-8 text file with GPT-2's BPE into an llm.c token file (streaming, flat memory).
+    Tokenize {
+        /// Text file.
+        input: PathBuf,
+        /// Token file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Token width (u16 fits GPT-2's vocabulary).
+        #[arg(long, default_value = "u16")]
+        dtype: TokenDtype,
+    },
+    /// Print a token file as text.
+    Detokenize {
+        /// Token file.
+        input: PathBuf,
+        /// First token to print.
+        #[arg(long, default_value_t = 0)]
+        start: usize,
+        /// Tokens to print [default: to the end].
+        #[arg(long)]
+        count: Option<usize>,
+        /// Token width of header-less files that are not named .u16/.u32.
+        #[arg(long)]
+        dtype: Option<TokenDtype>,
+    },
+    /// What a model, state or token file holds.
+    Info {
+        /// The file.
+        file: PathBuf,
+        /// Token width of header-less token files that are not named .u16/.u32.
+        #[arg(long)]
+        dtype: Option<TokenDtype>,
+    },
     /// Write a randomly initialised model of any shape (GPT-2 init), for tests and benchmarks.
     Init {
         /// Model config JSON: n_layer, n_head, n_embd, vocab_size, n_positions, memory {kind, num_mem_tokens,
@@ -38,38 +127,69 @@ enum Command {
     },
 }
 
-fn init(config: PathBuf, seed: u64, output: PathBuf, dtype: FileDtype) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("reading {}", config.display()))?;
-    let cfg = Config::from_json(&text).with_context(|| format!("in {}", config.display()))?;
-    let model = Model::random(cfg, seed)?;
-    model.save(&output, dtype)?;
-    let c = &model.config;
-    println!(
-        "wrote {}: {:?} {} layers × {} wide, {} heads, vocab {}, {} parameters ({dtype:?})",
-        output.display(),
-        c.memory.kind,
-        c.n_layer,
-        c.n_embd,
-        c.n_head,
-        c.vocab_size,
-        model.parameter_count()
-    );
-    Ok(())
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Infer {
+            tokens,
+            model,
+            ask,
+            state_out,
+            resume,
+            checkpoint_every,
+            max_new_tokens,
+            device,
+            threads,
+            dtype,
+            json,
+        } => cli::infer::infer(cli::infer::InferArgs {
+            tokens,
+            dtype,
+            model,
+            ask,
+            state_out,
+            resume,
+            checkpoint_every,
+            max_new_tokens,
+            device,
+            threads,
+            json,
+        }),
+        Command::Ask {
+            state,
+            questions,
+            model,
+            max_new_tokens,
+            json,
+        } => {
+            cli::infer::ask(&state, model.as_deref(), &questions, max_new_tokens, json).map(|()| 0)
+        }
+        Command::Tokenize {
+            input,
+            output,
+            dtype,
+        } => {
+            let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+            cli::tokenize::tokenize(&input, &output, dtype, quiet).map(|()| 0)
+        }
+        Command::Detokenize {
+            input,
+            start,
+            count,
+            dtype,
+        } => cli::tokenize::detokenize(&input, dtype, start, count).map(|()| 0),
+        Command::Info { file, dtype } => cli::info::run(&file, dtype).map(|()| 0),
         Command::Init {
             config,
             seed,
             output,
             dtype,
-        } => init(config, seed, output, dtype),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+        } => cli::init::run(&config, seed, &output, dtype).map(|()| 0),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -26,7 +26,7 @@ pub struct State {
     pub tokens_read: u64,
     /// Segments processed with write memory.
     pub segments: u64,
-    /// FNV-1a hash of all tokens read, to recognise the stream a state belongs to.
+    /// [`hash_tokens`] of all tokens read, to recognise the stream a state belongs to.
     pub tokens_hash: u64,
 }
 
@@ -41,9 +41,12 @@ pub struct Answer {
     pub logits: Vec<Vec<f32>>,
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// The stream hash of no tokens; extend it with [`hash_tokens`].
+pub const EMPTY_STREAM_HASH: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn fnv1a(mut hash: u64, tokens: &[u32]) -> u64 {
+/// Extends a stream hash (FNV-1a 64 over the tokens' little-endian bytes) with more tokens, so
+/// `hash_tokens(hash_tokens(EMPTY_STREAM_HASH, a), b)` is the hash of `a` followed by `b`.
+pub fn hash_tokens(mut hash: u64, tokens: &[u32]) -> u64 {
     for t in tokens {
         for b in t.to_le_bytes() {
             hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
@@ -77,7 +80,7 @@ impl Session {
             tail: Vec::new(),
             tokens_read: 0,
             segments: 0,
-            tokens_hash: FNV_OFFSET,
+            tokens_hash: EMPTY_STREAM_HASH,
         };
         Session { model, step, state }
     }
@@ -145,7 +148,7 @@ impl Session {
         check_tokens(&self.model, tokens)?;
         let seg = self.model.config.memory.segment_size;
         self.state.tokens_read += tokens.len() as u64;
-        self.state.tokens_hash = fnv1a(self.state.tokens_hash, tokens);
+        self.state.tokens_hash = hash_tokens(self.state.tokens_hash, tokens);
         let mut rest = tokens;
         if !self.state.tail.is_empty() {
             let take = (seg - self.state.tail.len()).min(rest.len());

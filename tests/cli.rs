@@ -1,4 +1,4 @@
-//! The `rmt-fast` binary, run as a user would.
+//! `rmt-fast init`, run as a user would.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

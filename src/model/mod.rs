@@ -129,6 +129,19 @@ impl Model {
         weights::write_atomically(path.as_ref(), &self.to_bytes(dtype)?)
     }
 
+    /// A 64-bit fingerprint of the config and every weight value, to recognise the model a state was made with
+    /// (the same weights stored in another dtype are another model: their values differ).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut mix = |word: u32| h = (h ^ word as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        self.config.to_json().bytes().for_each(|b| mix(b as u32));
+        for (name, _, values) in self.weights.named(&self.config) {
+            name.bytes().for_each(|b| mix(b as u32));
+            values.iter().for_each(|v| mix(v.to_bits()));
+        }
+        h
+    }
+
     /// Number of stored parameters (a tied LM head counted once).
     pub fn parameter_count(&self) -> usize {
         self.weights

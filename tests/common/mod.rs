@@ -70,3 +70,31 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
+
+/// Runs the `rmt-fast` binary.
+pub fn rmt_fast(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rmt-fast"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rmt-fast-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// stderr of a finished command, for assertions.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The shared data directory beside the repository (`../shared/data`).
+pub fn shared_data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel)
+}

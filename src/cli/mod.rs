@@ -1,0 +1,118 @@
+//! The `rmt-fast` commands, one module each; shared helpers here.
+
+pub mod infer;
+pub mod info;
+pub mod init;
+pub mod tokenize;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use rmt_fast::Model;
+
+/// The model `infer`, `ask` and `babilong eval` use when `--model` is not given (relative to the crate root).
+/// The bundled trained model (issue 7) lands here.
+pub const DEFAULT_MODEL: &str = "models/default.safetensors";
+
+/// Loads `--model`, or the bundled default.
+pub fn load_model(model: Option<&Path>) -> anyhow::Result<Model> {
+    let path = match model {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+            if !p.exists() {
+                bail!(
+                    "no --model given and this build has no bundled default model ({} is missing)",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    Model::load(&path).with_context(|| format!("loading model {}", path.display()))
+}
+
+/// Where to run segment steps.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// CUDA when a GPU and the CUDA backend are available, else the CPU.
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// The CUDA backend.
+    Cuda,
+}
+
+/// The engine device for `--device`, with a note on stderr when `auto` falls back.
+pub fn device(arg: DeviceArg, quiet: bool) -> anyhow::Result<rmt_fast::Device> {
+    match arg {
+        DeviceArg::Cpu => Ok(rmt_fast::Device::Cpu),
+        DeviceArg::Auto => {
+            if !quiet {
+                eprintln!("note: --device auto runs on the CPU (this build has no CUDA backend)");
+            }
+            Ok(rmt_fast::Device::Cpu)
+        }
+        DeviceArg::Cuda => {
+            bail!("--device cuda: this build has no CUDA backend yet; use --device cpu or auto")
+        }
+    }
+}
+
+/// Sets the worker threads (GEMM and attention) for the whole process.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("setting --threads")?;
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal (hidden in pipes and with `quiet`).
+pub fn progress(total: u64, unit: &str, quiet: bool) -> ProgressBar {
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(500));
+    pb
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Human-readable bytes.
+pub fn human_bytes(b: u64) -> String {
+    let mib = b as f64 / (1024.0 * 1024.0);
+    if mib >= 1024.0 {
+        format!("{:.2} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+/// Paths given on the command line, for messages.
+pub fn show(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
