@@ -227,7 +227,34 @@ def cmd_fixtures(args):
                     p.copy_(p.to(torch.bfloat16).float())
             save_file(expected_outputs(model, 7 + seed), f"{args.out}/rmt_bf16.expected.safetensors")
         print(f"wrote {args.out}/{name}.*")
+    checkpoint_fixture(args.out)
     print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}")
+
+
+def authors_state_dict(model):
+    """The state dict as the authors' RecurrentWrapper(MemoryCell(GPT2LMHeadModel)) saves it (RMT-SPEC §6)."""
+    sd = {"memory_cell.memory": model.memory}
+    for k, v in model.gpt2.state_dict().items():
+        sd["memory_cell.model." + k] = v
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+
+def checkpoint_fixture(out):
+    """A PyTorch-saved bf16 checkpoint with the authors' key names (and a duplicated lm_head, as the public
+    326 MB files have), plus the outputs of its bf16-rounded weights, for `rmt-fast convert`."""
+    torch.manual_seed(2024)
+    cfg = fixture_models()["rmt"]
+    model = RMT(cfg).eval()
+    perturb(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+    sd = {k: v.to(torch.bfloat16) for k, v in authors_state_dict(model).items()}
+    torch.save(sd, f"{out}/authors_rmt_bf16.pytorch_model.bin")
+    save_file(expected_outputs(model, 99), f"{out}/authors_rmt_bf16.expected.safetensors")
+    with open(f"{out}/authors_rmt_bf16.config.json", "w") as f:
+        json.dump(file_config(cfg), f, indent=1)
+    print(f"wrote {out}/authors_rmt_bf16.* ({len(sd)} tensors)")
 
 
 # -- benchmark --------------------------------------------------------------------------------------

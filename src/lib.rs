@@ -26,6 +26,7 @@
 //! ```
 
 pub mod backend;
+pub mod convert;
 mod error;
 pub mod model;
 pub mod rng;

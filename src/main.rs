@@ -109,6 +109,24 @@ enum Command {
         #[arg(long)]
         dtype: Option<TokenDtype>,
     },
+    /// Convert an RMT / RMT-R PyTorch checkpoint (the authors' pytorch_model.bin) to an rmt-fast model file.
+    Convert {
+        /// `torch.save` checkpoint (zip archive with a pickled state dict).
+        input: PathBuf,
+        /// Model file to write (tensors keep their dtype).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Full model config JSON, for checkpoints that are not GPT-2's vocabulary; otherwise the shape is read
+        /// from the tensors.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Tokens per segment (not recorded in checkpoints).
+        #[arg(long, default_value_t = 512)]
+        segment_size: usize,
+        /// Attention heads [default: width / 64, as in every GPT-2 size].
+        #[arg(long)]
+        n_head: Option<usize>,
+    },
     /// Write a randomly initialised model of any shape (GPT-2 init), for tests and benchmarks.
     Init {
         /// Model config JSON: n_layer, n_head, n_embd, vocab_size, n_positions, memory {kind, num_mem_tokens,
@@ -177,6 +195,15 @@ fn run(command: Command) -> anyhow::Result<u8> {
             count,
             dtype,
         } => cli::tokenize::detokenize(&input, dtype, start, count).map(|()| 0),
+        Command::Convert {
+            input,
+            output,
+            config,
+            segment_size,
+            n_head,
+        } => {
+            cli::convert::run(&input, &output, config.as_deref(), segment_size, n_head).map(|()| 0)
+        }
         Command::Info { file, dtype } => cli::info::run(&file, dtype).map(|()| 0),
         Command::Init {
             config,

@@ -1,16 +1,11 @@
-//! `rmt-fast init`, run as a user would.
+//! `rmt-fast init` and `convert`, run as a user would.
+
+mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
+use common::rmt_fast;
 use rmt_fast::Model;
-
-fn rmt_fast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rmt-fast"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rmt-fast-cli-{}", std::process::id()));
@@ -147,4 +142,72 @@ fn init_reports_bad_input() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown dtype `f8`"));
+}
+
+#[test]
+fn convert_writes_a_bf16_model_and_reports_bad_checkpoints() {
+    let ckpt = common::fixture("authors_rmt_bf16.pytorch_model.bin");
+    let cfg = common::fixture("authors_rmt_bf16.config.json");
+    let out = scratch("converted.safetensors");
+    let o = rmt_fast(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("BF16") && said.contains("tied"), "{said}");
+    let info = rmt_fast(&["info", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("BF16"));
+    assert!(Model::load(&out).is_ok());
+
+    let o = rmt_fast(&["convert", ckpt.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(common::stderr(&o).contains("not a GPT-2 size: give the number of heads"), "{}", common::stderr(&o));
+    // without a config the shape comes from the tensors, and GPT-2's token ids do not fit this tiny vocabulary
+    let o = rmt_fast(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--segment-size",
+        "16",
+        "--n-head",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("eos_token_id 50256 is outside the vocabulary (96)"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // not a checkpoint, a truncated archive
+    let o = rmt_fast(&[
+        "convert",
+        cfg.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && common::stderr(&o).contains("not a PyTorch checkpoint"),
+        "{}",
+        common::stderr(&o)
+    );
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let cut = scratch("cut.bin");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let o = rmt_fast(&[
+        "convert",
+        cut.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && common::stderr(&o).contains("cut.bin"),
+        "{}",
+        common::stderr(&o)
+    );
 }

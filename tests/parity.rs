@@ -5,14 +5,23 @@
 mod common;
 
 use common::{fixture, rel_err, Expected};
+use rmt_fast::convert::{import_pytorch, ConvertOptions};
 use rmt_fast::{Engine, Model};
 
 const TOL: f64 = 1e-5;
 const MAX_NEW: usize = 10;
 
-/// Checks every fixture case of one model; returns the largest error seen.
+/// Checks every fixture case of one model file; returns the largest error seen.
 fn check_model(model_file: &str, expected_file: &str) -> f64 {
-    let engine = Engine::cpu(Model::load(fixture(model_file)).unwrap());
+    check_loaded(
+        Model::load(fixture(model_file)).unwrap(),
+        model_file,
+        expected_file,
+    )
+}
+
+fn check_loaded(model: Model, model_file: &str, expected_file: &str) -> f64 {
+    let engine = Engine::cpu(model);
     let exp = Expected::load(expected_file);
     let cfg = engine.model().config.clone();
     let (seg, md) = (
@@ -135,4 +144,27 @@ fn bf16_file_stays_close_to_f32() {
         worst <= 1e-2,
         "bf16 vs f32 normalised error {worst:.3e} > 1e-2"
     );
+}
+
+/// A checkpoint saved by PyTorch with the authors' key names in bf16 (duplicated lm_head included) converts to a
+/// model that matches PyTorch run with the same weights.
+#[test]
+fn converted_pytorch_checkpoint_matches_pytorch() {
+    let config = std::fs::read_to_string(fixture("authors_rmt_bf16.config.json")).unwrap();
+    let opts = ConvertOptions {
+        config: Some(rmt_fast::Config::from_json(&config).unwrap()),
+        ..Default::default()
+    };
+    let c = import_pytorch(&fixture("authors_rmt_bf16.pytorch_model.bin"), &opts).unwrap();
+    assert_eq!(c.dtypes, ["BF16"]);
+    assert!(
+        c.tied_duplicate_head,
+        "the stored lm_head equals wte and is tied again"
+    );
+    let e = check_loaded(
+        c.model,
+        "authors_rmt_bf16.pytorch_model.bin",
+        "authors_rmt_bf16.expected.safetensors",
+    );
+    eprintln!("converted checkpoint worst normalised error {e:.2e}");
 }

@@ -137,7 +137,9 @@ fn bad_token_files_are_clear_errors() {
     let dir = scratch_dir("bad-tokens");
     let (model, _) = setup(&dir, 2000);
     let u16s = |v: &[u16]| v.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>();
-    let cases: Vec<(&str, Option<[i32; 3]>, Vec<u8>, &str)> = vec![
+    // (file name, llm.c header, body, expected message)
+    type Case<'a> = (&'a str, Option<[i32; 3]>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         ("empty.bin", None, vec![], "empty token file"),
         (
             "nomagic.bin",

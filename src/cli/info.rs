@@ -15,7 +15,7 @@ fn safetensors_header(path: &Path) -> Option<(Vec<String>, Vec<String>)> {
     let mut n = [0u8; 8];
     f.read_exact(&mut n).ok()?;
     let n = u64::from_le_bytes(n);
-    if n < 2 || n > 100 << 20 || 8 + n > f.metadata().ok()?.len() {
+    if !(2..=100 << 20).contains(&n) || 8 + n > f.metadata().ok()?.len() {
         return None;
     }
     let mut head = vec![0u8; n as usize];

@@ -64,16 +64,22 @@ impl Model {
     pub fn load_with(path: impl AsRef<Path>, memory: Option<MemoryConfig>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path, memory)
+    }
+
+    /// A model from safetensors bytes; `path` names the source in errors and locates a `config.json` when the
+    /// bytes carry no config (see [`Model::load_with`]).
+    pub fn from_bytes(bytes: &[u8], path: &Path, memory: Option<MemoryConfig>) -> Result<Self> {
         let format = |e: safetensors::SafeTensorError| Error::Format {
             path: path.into(),
             msg: e.to_string(),
         };
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(format)?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(format)?;
         let config = match meta.metadata().as_ref().and_then(|m| m.get("config")) {
             Some(json) => Config::from_json(json)?,
             None => Self::config_beside(path, memory)?,
         };
-        let st = SafeTensors::deserialize(&bytes).map_err(format)?;
+        let st = SafeTensors::deserialize(bytes).map_err(format)?;
         let weights = Weights::read(&st, &config)?;
         Ok(Model { config, weights })
     }
