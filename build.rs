@@ -16,12 +16,7 @@ fn main() {
     for f in &files {
         let name = f.file_name().unwrap().to_str().unwrap();
         let abs = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join(f);
-        writeln!(
-            table,
-            "    ({name:?}, include_str!({:?})),",
-            abs.display().to_string()
-        )
-        .unwrap();
+        writeln!(table, "    ({name:?}, include_str!({:?})),", abs.display().to_string()).unwrap();
     }
     table.push(']');
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("cuda_sources.rs");

@@ -12,11 +12,7 @@ use rmt_fast::backend::Step;
 use rmt_fast::{Config, Model};
 
 fn gpt2_small(kind: &str) -> Config {
-    let retrieval = if kind == "rmt-r" {
-        r#", "retrieval": "v2""#
-    } else {
-        ""
-    };
+    let retrieval = if kind == "rmt-r" { r#", "retrieval": "v2""# } else { "" };
     Config::from_json(&format!(
         r#"{{"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024,
             "memory": {{"kind": "{kind}", "num_mem_tokens": 16, "segment_size": 512{retrieval}}}}}"#
@@ -39,11 +35,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for kind in ["rmt", "rmt-r"] {
         let cfg = gpt2_small(kind);
-        let (m, d, seg) = (
-            cfg.memory.num_mem_tokens,
-            cfg.n_embd,
-            cfg.memory.segment_size,
-        );
+        let (m, d, seg) = (cfg.memory.num_mem_tokens, cfg.n_embd, cfg.memory.segment_size);
         let flops = segment_flops(&cfg);
         let model = Arc::new(Model::random(cfg, 0).unwrap());
         let read = model.weights.memory.clone();

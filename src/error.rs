@@ -42,15 +42,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn tensor(name: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Tensor {
-            name: name.into(),
-            msg: msg.into(),
-        }
+        Error::Tensor { name: name.into(), msg: msg.into() }
     }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }

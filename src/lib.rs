@@ -32,6 +32,7 @@ pub mod model;
 pub mod rng;
 mod session;
 pub mod state_file;
+pub mod store;
 pub mod stream;
 
 use std::sync::Arc;
@@ -51,20 +52,25 @@ pub enum Device {
 pub struct Engine {
     model: Arc<Model>,
     device: Device,
+    store: store::StoreConfig,
 }
 
 impl Engine {
     /// An engine running `model` on `device`.
     pub fn new(model: Model, device: Device) -> Self {
-        Engine {
-            model: Arc::new(model),
-            device,
-        }
+        Engine { model: Arc::new(model), device, store: store::StoreConfig::default() }
     }
 
     /// An engine on the exact CPU backend.
     pub fn cpu(model: Model) -> Self {
         Self::new(model, Device::Cpu)
+    }
+
+    /// How sessions keep RMT-R stores (dtype, RAM budget, spill directory); default f32, 2 GiB, the system's
+    /// temporary directory.
+    pub fn with_store(mut self, store: store::StoreConfig) -> Self {
+        self.store = store;
+        self
     }
 
     /// The model.
@@ -74,13 +80,13 @@ impl Engine {
 
     fn step(&self) -> Box<dyn backend::Step> {
         match self.device {
-            Device::Cpu => Box::new(backend::cpu::CpuStep::new(Arc::clone(&self.model))),
+            Device::Cpu => Box::new(backend::cpu::CpuStep::new(Arc::clone(&self.model), &self.store)),
         }
     }
 
     /// A new session at the start of a stream.
     pub fn session(&self) -> Session {
-        Session::new(Arc::clone(&self.model), self.step())
+        Session::new(Arc::clone(&self.model), self.step(), &self.store)
     }
 
     /// A session continuing from `state` (checked against the model).

@@ -11,11 +11,7 @@ use rmt_fast::stream::tokens::TokenDtype;
 use rmt_fast::FileDtype;
 
 #[derive(Parser)]
-#[command(
-    name = "rmt-fast",
-    version,
-    about = "Recurrent Memory Transformer inference on a GPT-2 backbone"
-)]
+#[command(name = "rmt-fast", version, about = "Recurrent Memory Transformer inference on a GPT-2 backbone")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,6 +54,8 @@ enum Command {
         /// Print one JSON object (answers, counts, timings) instead of text; no progress bar.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        store: cli::StoreArgs,
     },
     /// Answer questions from a saved state without re-reading the stream.
     Ask {
@@ -75,6 +73,8 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        store: cli::StoreArgs,
     },
     /// Tokenize a UTF-8 text file with GPT-2's BPE into an llm.c token file (streaming, flat memory).
     Tokenize {
@@ -159,6 +159,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             threads,
             dtype,
             json,
+            store,
         } => cli::infer::infer(cli::infer::InferArgs {
             tokens,
             dtype,
@@ -171,46 +172,23 @@ fn run(command: Command) -> anyhow::Result<u8> {
             device,
             threads,
             json,
+            store: store.config(),
         }),
-        Command::Ask {
-            state,
-            questions,
-            model,
-            max_new_tokens,
-            json,
-        } => {
-            cli::infer::ask(&state, model.as_deref(), &questions, max_new_tokens, json).map(|()| 0)
+        Command::Ask { state, questions, model, max_new_tokens, json, store } => {
+            cli::infer::ask(&state, model.as_deref(), &questions, max_new_tokens, json, &store.config()).map(|()| 0)
         }
-        Command::Tokenize {
-            input,
-            output,
-            dtype,
-        } => {
+        Command::Tokenize { input, output, dtype } => {
             let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
             cli::tokenize::tokenize(&input, &output, dtype, quiet).map(|()| 0)
         }
-        Command::Detokenize {
-            input,
-            start,
-            count,
-            dtype,
-        } => cli::tokenize::detokenize(&input, dtype, start, count).map(|()| 0),
-        Command::Convert {
-            input,
-            output,
-            config,
-            segment_size,
-            n_head,
-        } => {
+        Command::Detokenize { input, start, count, dtype } => {
+            cli::tokenize::detokenize(&input, dtype, start, count).map(|()| 0)
+        }
+        Command::Convert { input, output, config, segment_size, n_head } => {
             cli::convert::run(&input, &output, config.as_deref(), segment_size, n_head).map(|()| 0)
         }
         Command::Info { file, dtype } => cli::info::run(&file, dtype).map(|()| 0),
-        Command::Init {
-            config,
-            seed,
-            output,
-            dtype,
-        } => cli::init::run(&config, seed, &output, dtype).map(|()| 0),
+        Command::Init { config, seed, output, dtype } => cli::init::run(&config, seed, &output, dtype).map(|()| 0),
     }
 }
 

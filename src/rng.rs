@@ -18,10 +18,7 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng {
-            s: [next(), next(), next(), next()],
-            spare_normal: None,
-        }
+        Rng { s: [next(), next(), next(), next()], spare_normal: None }
     }
 
     /// Next 64 random bits.
@@ -74,10 +71,7 @@ mod tests {
         let xs: Vec<f64> = (0..n).map(|_| a.normal()).collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(
-            mean.abs() < 0.01 && (var - 1.0).abs() < 0.01,
-            "mean {mean} var {var}"
-        );
+        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "mean {mean} var {var}");
         assert!((0..1000).all(|_| a.below(10) < 10));
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::backend::Step;
 use crate::error::{Error, Result};
 use crate::model::{MemoryKind, Model};
+use crate::store::{RowStore, StoreConfig};
 
 /// Everything needed to continue a stream or answer questions later, exactly as if it had never stopped.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,8 +19,9 @@ pub struct State {
     /// The memory the next segment reads: the learned memory (`read_rows × d`) before the first segment,
     /// then the last written memory `M_t` (`m × d`).
     pub memory: Vec<f32>,
-    /// RMT-R: every written memory state `M_1 … M_t`, `(t·m) × d`; empty for RMT.
-    pub store: Vec<f32>,
+    /// RMT-R: every written memory state `M_1 … M_t`, `(t·m)` rows of `d`; empty for RMT. It may live in a
+    /// spill file (see [`crate::store`]).
+    pub store: RowStore,
     /// Tokens read but not yet processed (fewer than one segment).
     pub tail: Vec<u32>,
     /// Tokens read in total.
@@ -73,10 +75,10 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(model: Arc<Model>, step: Box<dyn Step>) -> Self {
+    pub(crate) fn new(model: Arc<Model>, step: Box<dyn Step>, store: &StoreConfig) -> Self {
         let state = State {
             memory: model.weights.memory.clone(),
-            store: Vec::new(),
+            store: RowStore::new(model.config.n_embd, store.clone()),
             tail: Vec::new(),
             tokens_read: 0,
             segments: 0,
@@ -86,18 +88,10 @@ impl Session {
     }
 
     /// Continues from a snapshot; the state is checked against the model.
-    pub(crate) fn restore(
-        model: Arc<Model>,
-        mut step: Box<dyn Step>,
-        state: State,
-    ) -> Result<Self> {
+    pub(crate) fn restore(model: Arc<Model>, mut step: Box<dyn Step>, state: State) -> Result<Self> {
         let cfg = &model.config;
         let (m, d) = (cfg.memory.num_mem_tokens, cfg.n_embd);
-        let rows = if state.segments == 0 {
-            cfg.memory.read_rows()
-        } else {
-            m
-        };
+        let rows = if state.segments == 0 { cfg.memory.read_rows() } else { m };
         let store_rows = match cfg.memory.kind {
             MemoryKind::Rmt => 0,
             MemoryKind::RmtR => state.segments as usize * m,
@@ -108,10 +102,11 @@ impl Session {
                 state.memory.len()
             )));
         }
-        if state.store.len() != store_rows * d {
+        if state.store.width() != d || state.store.rows() != store_rows {
             return Err(Error::Input(format!(
-                "state store has {} values, {} segments of this model need {store_rows}×{d}",
-                state.store.len(),
+                "state store has {} rows of {}, {} segments of this model need {store_rows} rows of {d}",
+                state.store.rows(),
+                state.store.width(),
                 state.segments
             )));
         }
@@ -122,8 +117,11 @@ impl Session {
             )));
         }
         check_tokens(&model, &state.tail)?;
-        for s in state.store.chunks_exact(m * d) {
-            step.push_state(s);
+        let mut rows = Vec::with_capacity(m * d);
+        for k in 0..store_rows / m {
+            rows.clear();
+            state.store.read(k * m..(k + 1) * m, &mut rows);
+            step.push_state(&rows)?;
         }
         Ok(Session { model, step, state })
     }
@@ -158,11 +156,11 @@ impl Session {
                 return Ok(());
             }
             let full = std::mem::take(&mut self.state.tail);
-            self.write_segment(&full);
+            self.write_segment(&full)?;
         }
         let mut chunks = rest.chunks_exact(seg);
         for c in chunks.by_ref() {
-            self.write_segment(c);
+            self.write_segment(c)?;
         }
         self.state.tail = chunks.remainder().to_vec();
         Ok(())
@@ -170,11 +168,12 @@ impl Session {
 
     /// Processes the tail as a short segment with write memory, as the training forward does with a sample's
     /// last segment (RMT-SPEC §1.11). Does nothing when the tail is empty.
-    pub fn flush(&mut self) {
+    pub fn flush(&mut self) -> Result<()> {
         if !self.state.tail.is_empty() {
             let tail = std::mem::take(&mut self.state.tail);
-            self.write_segment(&tail);
+            self.write_segment(&tail)?;
         }
+        Ok(())
     }
 
     /// Answers `question` (tokens, without the GEN marker) from the stream read so far, generating at most
@@ -195,30 +194,23 @@ impl Session {
                 cfg.n_positions
             )));
         }
-        let saved = (
-            self.state.memory.clone(),
-            self.state.segments,
-            self.state.store.len(),
-        );
-        for chunk in prompt[..last_start].chunks_exact(cfg.memory.segment_size) {
-            self.write_segment(chunk);
-        }
-        let answer = self.generate(&prompt[last_start..], max_new_tokens);
-        let (memory, segments, store_len) = saved;
+        let (memory, segments) = (self.state.memory.clone(), self.state.segments);
+        let store_rows = self.state.store.rows();
+        let answer = prompt[..last_start]
+            .chunks_exact(cfg.memory.segment_size)
+            .try_for_each(|chunk| self.write_segment(chunk))
+            .map(|()| self.generate(&prompt[last_start..], max_new_tokens));
+        // back to the state before the question, whether or not answering succeeded
         self.state.memory = memory;
         self.state.segments = segments;
-        self.state.store.truncate(store_len);
+        self.state.store.truncate(store_rows);
         self.step.truncate_states(segments as usize);
-        Ok(answer)
+        answer
     }
 
     /// The final segment `[read | tokens]` without write memory, then greedy decoding with the KV cache.
     fn generate(&mut self, tokens: &[u32], max_new_tokens: usize) -> Answer {
-        let mut answer = Answer {
-            tokens: Vec::new(),
-            stopped_at_eos: false,
-            logits: Vec::new(),
-        };
+        let mut answer = Answer { tokens: Vec::new(), stopped_at_eos: false, logits: Vec::new() };
         if max_new_tokens == 0 {
             return answer;
         }
@@ -252,20 +244,26 @@ impl Session {
         }
         let mut read = mem.clone();
         read.resize(2 * md, 0.0);
-        self.step.retrieve(mem, &mut read[md..]);
+        self.step.retrieve(&self.state.store, mem, &mut read[md..]);
         (read, mem.clone())
     }
 
-    fn write_segment(&mut self, tokens: &[u32]) {
+    fn write_segment(&mut self, tokens: &[u32]) -> Result<()> {
         let (read, write) = self.blocks();
         let mut next = vec![0.0; write.len()];
         self.step.write_segment(&read, tokens, &write, &mut next);
         if self.model.config.memory.kind == MemoryKind::RmtR {
-            self.step.push_state(&next);
-            self.state.store.extend_from_slice(&next);
+            // the step derives its caches from the state as stored (maybe rounded to bf16), exactly as a restore
+            // from the store would, so restored sessions stay bit-identical
+            let store = &mut self.state.store;
+            store.push(&next)?;
+            let (rows, mut stored) = (store.rows(), Vec::with_capacity(next.len()));
+            store.read(rows - next.len() / store.width()..rows, &mut stored);
+            self.step.push_state(&stored)?;
         }
         self.state.memory = next;
         self.state.segments += 1;
+        Ok(())
     }
 }
 
@@ -283,10 +281,7 @@ fn argmax(x: &[f32]) -> u32 {
 fn check_tokens(model: &Model, tokens: &[u32]) -> Result<()> {
     let v = model.config.vocab_size;
     match tokens.iter().position(|&t| t as usize >= v) {
-        Some(i) => Err(Error::Input(format!(
-            "token {} at index {i} is outside the vocabulary ({v})",
-            tokens[i]
-        ))),
+        Some(i) => Err(Error::Input(format!("token {} at index {i} is outside the vocabulary ({v})", tokens[i]))),
         None => Ok(()),
     }
 }

@@ -27,119 +27,49 @@ fn std_dev(x: &[f32]) -> f64 {
 fn init_writes_a_deterministic_gpt2_initialised_model() {
     let cfg = scratch("cfg.json");
     std::fs::write(&cfg, CONFIG).unwrap();
-    let (a, b, c) = (
-        scratch("a.safetensors"),
-        scratch("b.safetensors"),
-        scratch("c.safetensors"),
-    );
+    let (a, b, c) = (scratch("a.safetensors"), scratch("b.safetensors"), scratch("c.safetensors"));
     for (out, seed) in [(&a, "7"), (&b, "7"), (&c, "8")] {
-        let o = rmt_fast(&[
-            "init",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--seed",
-            seed,
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let o = rmt_fast(&["init", "--config", cfg.to_str().unwrap(), "--seed", seed, "-o", out.to_str().unwrap()]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(String::from_utf8_lossy(&o.stdout).contains("parameters"));
     }
-    assert_eq!(
-        std::fs::read(&a).unwrap(),
-        std::fs::read(&b).unwrap(),
-        "same seed, same bytes"
-    );
-    assert_ne!(
-        std::fs::read(&a).unwrap(),
-        std::fs::read(&c).unwrap(),
-        "another seed, another model"
-    );
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same seed, same bytes");
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap(), "another seed, another model");
 
     let m = Model::load(&a).unwrap();
     assert_eq!(m.config.n_embd, 32);
     let w = &m.weights;
-    assert!(
-        (std_dev(&w.wte) - 0.02).abs() < 0.002,
-        "wte std {}",
-        std_dev(&w.wte)
-    );
+    assert!((std_dev(&w.wte) - 0.02).abs() < 0.002, "wte std {}", std_dev(&w.wte));
     assert!((std_dev(&w.blocks[1].c_fc.w) - 0.02).abs() < 0.002);
-    assert!(
-        (std_dev(&w.memory) / std_dev(&w.wte) - 1.0).abs() < 0.15,
-        "memory = randn · std(wte)"
-    );
+    assert!((std_dev(&w.memory) / std_dev(&w.wte) - 1.0).abs() < 0.15, "memory = randn · std(wte)");
     assert!(
         w.blocks[0].ln_1.w.iter().all(|&x| x == 1.0)
-            && w.blocks[0]
-                .c_attn
-                .b
-                .as_ref()
-                .unwrap()
-                .iter()
-                .all(|&x| x == 0.0)
+            && w.blocks[0].c_attn.b.as_ref().unwrap().iter().all(|&x| x == 0.0)
     );
-    assert_eq!(
-        w.memory.len(),
-        2 * 4 * 32,
-        "RMT-R learned memory has 2m rows"
-    );
+    assert_eq!(w.memory.len(), 2 * 4 * 32, "RMT-R learned memory has 2m rows");
 
     let bf16 = scratch("bf16.safetensors");
-    let o = rmt_fast(&[
-        "init",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--dtype",
-        "bf16",
-        "-o",
-        bf16.to_str().unwrap(),
-    ]);
+    let o = rmt_fast(&["init", "--config", cfg.to_str().unwrap(), "--dtype", "bf16", "-o", bf16.to_str().unwrap()]);
     assert!(o.status.success());
-    assert!(
-        std::fs::metadata(&bf16).unwrap().len() < std::fs::metadata(&a).unwrap().len() * 6 / 10
-    );
+    assert!(std::fs::metadata(&bf16).unwrap().len() < std::fs::metadata(&a).unwrap().len() * 6 / 10);
 }
 
 #[test]
 fn init_reports_bad_input() {
     let out = scratch("never.safetensors");
-    let o = rmt_fast(&[
-        "init",
-        "--config",
-        "/nonexistent/cfg.json",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = rmt_fast(&["init", "--config", "/nonexistent/cfg.json", "-o", out.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/cfg.json"));
 
     let cfg = scratch("bad.json");
     std::fs::write(&cfg, CONFIG.replace(r#""n_head": 4"#, r#""n_head": 5"#)).unwrap();
-    let o = rmt_fast(&[
-        "init",
-        "--config",
-        cfg.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = rmt_fast(&["init", "--config", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("not a multiple of n_head 5") && err.contains("bad.json"),
-        "{err}"
-    );
+    assert!(err.contains("not a multiple of n_head 5") && err.contains("bad.json"), "{err}");
     assert!(!out.exists(), "nothing written on error");
 
-    let o = rmt_fast(&[
-        "init",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--dtype",
-        "f8",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = rmt_fast(&["init", "--config", cfg.to_str().unwrap(), "--dtype", "f8", "-o", out.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown dtype `f8`"));
 }
@@ -149,14 +79,8 @@ fn convert_writes_a_bf16_model_and_reports_bad_checkpoints() {
     let ckpt = common::fixture("authors_rmt_bf16.pytorch_model.bin");
     let cfg = common::fixture("authors_rmt_bf16.config.json");
     let out = scratch("converted.safetensors");
-    let o = rmt_fast(&[
-        "convert",
-        ckpt.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o =
+        rmt_fast(&["convert", ckpt.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(said.contains("BF16") && said.contains("tied"), "{said}");
@@ -178,36 +102,14 @@ fn convert_writes_a_bf16_model_and_reports_bad_checkpoints() {
         out.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
-    assert!(
-        common::stderr(&o).contains("eos_token_id 50256 is outside the vocabulary (96)"),
-        "{}",
-        common::stderr(&o)
-    );
+    assert!(common::stderr(&o).contains("eos_token_id 50256 is outside the vocabulary (96)"), "{}", common::stderr(&o));
 
     // not a checkpoint, a truncated archive
-    let o = rmt_fast(&[
-        "convert",
-        cfg.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        !o.status.success() && common::stderr(&o).contains("not a PyTorch checkpoint"),
-        "{}",
-        common::stderr(&o)
-    );
+    let o = rmt_fast(&["convert", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success() && common::stderr(&o).contains("not a PyTorch checkpoint"), "{}", common::stderr(&o));
     let bytes = std::fs::read(&ckpt).unwrap();
     let cut = scratch("cut.bin");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let o = rmt_fast(&[
-        "convert",
-        cut.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        !o.status.success() && common::stderr(&o).contains("cut.bin"),
-        "{}",
-        common::stderr(&o)
-    );
+    let o = rmt_fast(&["convert", cut.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success() && common::stderr(&o).contains("cut.bin"), "{}", common::stderr(&o));
 }

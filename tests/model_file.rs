@@ -11,11 +11,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 fn tiny(kind: &str) -> Config {
-    let retrieval = if kind == "rmt-r" {
-        r#", "retrieval": "v2""#
-    } else {
-        ""
-    };
+    let retrieval = if kind == "rmt-r" { r#", "retrieval": "v2""# } else { "" };
     Config::from_json(&format!(
         r#"{{"n_layer": 2, "n_head": 2, "n_embd": 8, "vocab_size": 40, "n_positions": 48, "eos_token_id": 39,
             "gen_token_id": 38, "memory": {{"kind": "{kind}", "num_mem_tokens": 2, "segment_size": 8{retrieval}}}}}"#
@@ -40,28 +36,15 @@ impl Edit {
         let bytes = model.to_bytes(FileDtype::F32).unwrap();
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = st
-            .tensors()
-            .into_iter()
-            .map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
-            .collect();
-        Edit {
-            tensors,
-            metadata: meta.metadata().clone().unwrap_or_default(),
-        }
+        let tensors =
+            st.tensors().into_iter().map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec()))).collect();
+        Edit { tensors, metadata: meta.metadata().clone().unwrap_or_default() }
     }
 
     fn write(&self, path: &Path) {
-        let views: Vec<(String, TensorView<'_>)> = self
-            .tensors
-            .iter()
-            .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-            .collect();
-        std::fs::write(
-            path,
-            safetensors::serialize(views, Some(self.metadata.clone())).unwrap(),
-        )
-        .unwrap();
+        let views: Vec<(String, TensorView<'_>)> =
+            self.tensors.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        std::fs::write(path, safetensors::serialize(views, Some(self.metadata.clone())).unwrap()).unwrap();
     }
 
     /// Writes and loads, returning the error message.
@@ -81,15 +64,9 @@ fn round_trip_f32_is_exact_and_bf16_f16_are_rounded() {
         model.save(&path, FileDtype::F32).unwrap();
         let back = Model::load(&path).unwrap();
         assert_eq!(back.config, model.config);
-        assert_eq!(
-            back.to_bytes(FileDtype::F32).unwrap(),
-            model.to_bytes(FileDtype::F32).unwrap()
-        );
+        assert_eq!(back.to_bytes(FileDtype::F32).unwrap(), model.to_bytes(FileDtype::F32).unwrap());
         for (dtype, round) in [
-            (
-                FileDtype::Bf16,
-                (|x: f32| half::bf16::from_f32(x).to_f32()) as fn(f32) -> f32,
-            ),
+            (FileDtype::Bf16, (|x: f32| half::bf16::from_f32(x).to_f32()) as fn(f32) -> f32),
             (FileDtype::F16, |x: f32| half::f16::from_f32(x).to_f32()),
         ] {
             model.save(&path, dtype).unwrap();
@@ -109,18 +86,9 @@ fn stock_hf_names_with_config_json_and_memory_settings_load() {
     e.tensors = e
         .tensors
         .into_iter()
-        .map(|(n, t)| {
-            if n == "memory" {
-                (n, t)
-            } else {
-                (format!("transformer.{n}"), t)
-            }
-        })
+        .map(|(n, t)| if n == "memory" { (n, t) } else { (format!("transformer.{n}"), t) })
         .collect();
-    e.tensors.insert(
-        "transformer.h.0.attn.bias".into(),
-        (Dtype::F32, vec![1, 1, 2, 2], vec![0; 16]),
-    );
+    e.tensors.insert("transformer.h.0.attn.bias".into(), (Dtype::F32, vec![1, 1, 2, 2], vec![0; 16]));
     let wte = e.tensors["transformer.wte.weight"].clone();
     e.tensors.insert("lm_head.weight".into(), wte);
     e.metadata.clear();
@@ -153,54 +121,37 @@ fn stock_hf_names_with_config_json_and_memory_settings_load() {
 
 #[test]
 fn truncated_file() {
-    let bytes = Model::random(tiny("rmt"), 1)
-        .unwrap()
-        .to_bytes(FileDtype::F32)
-        .unwrap();
+    let bytes = Model::random(tiny("rmt"), 1).unwrap().to_bytes(FileDtype::F32).unwrap();
     let path = scratch("truncated.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
     let err = Model::load(&path).unwrap_err();
     assert!(matches!(err, Error::Format { .. }), "{err}");
     assert!(err.to_string().contains("truncated.safetensors"), "{err}");
     std::fs::write(&path, b"").unwrap();
-    assert!(matches!(
-        Model::load(&path).unwrap_err(),
-        Error::Format { .. }
-    ));
+    assert!(matches!(Model::load(&path).unwrap_err(), Error::Format { .. }));
 }
 
 #[test]
 fn missing_file() {
     let err = Model::load(scratch("does-not-exist.safetensors")).unwrap_err();
-    assert!(
-        matches!(err, Error::Io { .. }) && err.to_string().contains("does-not-exist"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("does-not-exist"), "{err}");
 }
 
 #[test]
 fn wrong_shape() {
     let mut e = Edit::of(&Model::random(tiny("rmt"), 1).unwrap());
-    e.tensors
-        .insert("h.1.ln_2.weight".into(), (Dtype::F32, vec![9], vec![0; 36]));
+    e.tensors.insert("h.1.ln_2.weight".into(), (Dtype::F32, vec![9], vec![0; 36]));
     let err = e.load_err("shape.safetensors");
-    assert!(
-        err.contains("h.1.ln_2.weight") && err.contains("[9]") && err.contains("[8]"),
-        "{err}"
-    );
+    assert!(err.contains("h.1.ln_2.weight") && err.contains("[9]") && err.contains("[8]"), "{err}");
 }
 
 #[test]
 fn wrong_dtype() {
     let mut e = Edit::of(&Model::random(tiny("rmt"), 1).unwrap());
     let (_, shape, bytes) = e.tensors["wpe.weight"].clone();
-    e.tensors
-        .insert("wpe.weight".into(), (Dtype::I32, shape, bytes));
+    e.tensors.insert("wpe.weight".into(), (Dtype::I32, shape, bytes));
     let err = e.load_err("dtype.safetensors");
-    assert!(
-        err.contains("wpe.weight") && err.contains("I32") && err.contains("not supported"),
-        "{err}"
-    );
+    assert!(err.contains("wpe.weight") && err.contains("I32") && err.contains("not supported"), "{err}");
 }
 
 #[test]
@@ -208,24 +159,15 @@ fn missing_tensor() {
     let mut e = Edit::of(&Model::random(tiny("rmt-r"), 1).unwrap());
     e.tensors.remove("retrieval.ln_kv.bias");
     let err = e.load_err("missing.safetensors");
-    assert!(
-        err.contains("retrieval.ln_kv.bias") && err.contains("missing"),
-        "{err}"
-    );
+    assert!(err.contains("retrieval.ln_kv.bias") && err.contains("missing"), "{err}");
 }
 
 #[test]
 fn unexpected_tensor() {
     let mut e = Edit::of(&Model::random(tiny("rmt"), 1).unwrap());
-    e.tensors.insert(
-        "retrieval.q_proj.weight".into(),
-        (Dtype::F32, vec![8, 8], vec![0; 256]),
-    );
+    e.tensors.insert("retrieval.q_proj.weight".into(), (Dtype::F32, vec![8, 8], vec![0; 256]));
     let err = e.load_err("extra.safetensors");
-    assert!(
-        err.contains("retrieval.q_proj.weight") && err.contains("not expected"),
-        "{err}"
-    );
+    assert!(err.contains("retrieval.q_proj.weight") && err.contains("not expected"), "{err}");
 }
 
 #[test]
@@ -235,39 +177,22 @@ fn bad_config() {
     e.metadata.insert("config".into(), "{not json".into());
     assert!(e.load_err("json.safetensors").contains("model config"));
 
-    let cfg = model
-        .config
-        .to_json()
-        .replace(r#""n_head":2"#, r#""n_head":3"#);
+    let cfg = model.config.to_json().replace(r#""n_head":2"#, r#""n_head":3"#);
     e.metadata.insert("config".into(), cfg);
     let err = e.load_err("heads.safetensors");
     assert!(err.contains("not a multiple of n_head 3"), "{err}");
 
     // a config that disagrees with the tensors: one more layer than the file has
-    let cfg = model
-        .config
-        .to_json()
-        .replace(r#""n_layer":2"#, r#""n_layer":3"#);
+    let cfg = model.config.to_json().replace(r#""n_layer":2"#, r#""n_layer":3"#);
     e.metadata.insert("config".into(), cfg);
     let err = e.load_err("layers.safetensors");
-    assert!(
-        err.contains("h.2.ln_1.weight") && err.contains("missing"),
-        "{err}"
-    );
+    assert!(err.contains("h.2.ln_1.weight") && err.contains("missing"), "{err}");
 
     // RMT-R without a retrieval version, and a segment longer than the positions
-    let cfg = model
-        .config
-        .to_json()
-        .replace(r#""kind":"rmt""#, r#""kind":"rmt-r""#);
+    let cfg = model.config.to_json().replace(r#""kind":"rmt""#, r#""kind":"rmt-r""#);
     e.metadata.insert("config".into(), cfg);
-    assert!(e
-        .load_err("kind.safetensors")
-        .contains("needs memory.retrieval"));
-    let cfg = model
-        .config
-        .to_json()
-        .replace(r#""segment_size":8"#, r#""segment_size":60"#);
+    assert!(e.load_err("kind.safetensors").contains("needs memory.retrieval"));
+    let cfg = model.config.to_json().replace(r#""segment_size":8"#, r#""segment_size":60"#);
     e.metadata.insert("config".into(), cfg);
     assert!(e.load_err("span.safetensors").contains("n_positions is 48"));
 }

@@ -13,28 +13,18 @@ const MAX_NEW: usize = 10;
 
 /// Checks every fixture case of one model file; returns the largest error seen.
 fn check_model(model_file: &str, expected_file: &str) -> f64 {
-    check_loaded(
-        Model::load(fixture(model_file)).unwrap(),
-        model_file,
-        expected_file,
-    )
+    check_loaded(Model::load(fixture(model_file)).unwrap(), model_file, expected_file)
 }
 
 fn check_loaded(model: Model, model_file: &str, expected_file: &str) -> f64 {
     let engine = Engine::cpu(model);
     let exp = Expected::load(expected_file);
     let cfg = engine.model().config.clone();
-    let (seg, md) = (
-        cfg.memory.segment_size,
-        cfg.memory.num_mem_tokens * cfg.n_embd,
-    );
+    let (seg, md) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens * cfg.n_embd);
     let mut worst = 0.0f64;
     let mut check = |what: String, got: &[f32], want: &[f32]| {
         let e = rel_err(got, want);
-        assert!(
-            e <= TOL,
-            "{model_file} {what}: normalised error {e:.3e} > {TOL:e}"
-        );
+        assert!(e <= TOL, "{model_file} {what}: normalised error {e:.3e} > {TOL:e}");
         worst = worst.max(e);
     };
     let mut case = 0;
@@ -50,35 +40,19 @@ fn check_loaded(model: Model, model_file: &str, expected_file: &str) -> f64 {
         let mut session = engine.session();
         for s in 0..writes {
             session.read(&ctx[s * seg..(s + 1) * seg]).unwrap();
-            check(
-                format!("case{case} memory after segment {s}"),
-                &session.state().memory,
-                &mems[s * md..][..md],
-            );
+            check(format!("case{case} memory after segment {s}"), &session.state().memory, &mems[s * md..][..md]);
         }
         let answer = session.ask(&ctx[writes * seg..], MAX_NEW).unwrap();
         let (shape, logits) = exp.f32(&format!("case{case}.logits"));
-        assert_eq!(
-            shape[0],
-            answer.logits.len(),
-            "case{case}: generation steps"
-        );
+        assert_eq!(shape[0], answer.logits.len(), "case{case}: generation steps");
         for (i, row) in answer.logits.iter().enumerate() {
-            check(
-                format!("case{case} logits of step {i}"),
-                row,
-                &logits[i * cfg.vocab_size..][..cfg.vocab_size],
-            );
+            check(format!("case{case} logits of step {i}"), row, &logits[i * cfg.vocab_size..][..cfg.vocab_size]);
         }
         let mut tokens = answer.tokens.clone();
         if answer.stopped_at_eos {
             tokens.push(cfg.eos_token_id);
         }
-        assert_eq!(
-            tokens,
-            exp.tokens(&format!("case{case}.tokens")),
-            "case{case}: greedy tokens"
-        );
+        assert_eq!(tokens, exp.tokens(&format!("case{case}.tokens")), "case{case}: greedy tokens");
 
         // training-mode forward: the partial last segment writes memory too
         let (_, train) = exp.f32(&format!("case{case}.train_memories"));
@@ -140,10 +114,7 @@ fn bf16_file_stays_close_to_f32() {
     }
     eprintln!("bf16 vs f32 answer logits: worst normalised error {worst:.2e}");
     assert!(worst > 0.0, "the bf16 file must actually differ");
-    assert!(
-        worst <= 1e-2,
-        "bf16 vs f32 normalised error {worst:.3e} > 1e-2"
-    );
+    assert!(worst <= 1e-2, "bf16 vs f32 normalised error {worst:.3e} > 1e-2");
 }
 
 /// A checkpoint saved by PyTorch with the authors' key names in bf16 (duplicated lm_head included) converts to a
@@ -151,20 +122,10 @@ fn bf16_file_stays_close_to_f32() {
 #[test]
 fn converted_pytorch_checkpoint_matches_pytorch() {
     let config = std::fs::read_to_string(fixture("authors_rmt_bf16.config.json")).unwrap();
-    let opts = ConvertOptions {
-        config: Some(rmt_fast::Config::from_json(&config).unwrap()),
-        ..Default::default()
-    };
+    let opts = ConvertOptions { config: Some(rmt_fast::Config::from_json(&config).unwrap()), ..Default::default() };
     let c = import_pytorch(&fixture("authors_rmt_bf16.pytorch_model.bin"), &opts).unwrap();
     assert_eq!(c.dtypes, ["BF16"]);
-    assert!(
-        c.tied_duplicate_head,
-        "the stored lm_head equals wte and is tied again"
-    );
-    let e = check_loaded(
-        c.model,
-        "authors_rmt_bf16.pytorch_model.bin",
-        "authors_rmt_bf16.expected.safetensors",
-    );
+    assert!(c.tied_duplicate_head, "the stored lm_head equals wte and is tied again");
+    let e = check_loaded(c.model, "authors_rmt_bf16.pytorch_model.bin", "authors_rmt_bf16.expected.safetensors");
     eprintln!("converted checkpoint worst normalised error {e:.2e}");
 }

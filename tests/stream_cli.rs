@@ -25,36 +25,17 @@ fn ok(o: std::process::Output) -> String {
 
 fn fails_with(o: std::process::Output, needle: &str) {
     assert!(!o.status.success(), "must fail: {needle}");
-    assert!(
-        stderr(&o).contains(needle),
-        "expected `{needle}` in: {}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains(needle), "expected `{needle}` in: {}", stderr(&o));
 }
 
 /// A model and the tokenized first `bytes` of Emma in `dir`.
 fn setup(dir: &Path, bytes: usize) -> (PathBuf, PathBuf) {
-    let (cfg, model, text, tokens) = (
-        dir.join("cfg.json"),
-        dir.join("m.safetensors"),
-        dir.join("emma.txt"),
-        dir.join("emma.bin"),
-    );
+    let (cfg, model, text, tokens) =
+        (dir.join("cfg.json"), dir.join("m.safetensors"), dir.join("emma.txt"), dir.join("emma.bin"));
     std::fs::write(&cfg, MODEL_CFG).unwrap();
-    ok(rmt_fast(&[
-        "init",
-        "--config",
-        s(&cfg),
-        "--seed",
-        "3",
-        "-o",
-        s(&model),
-    ]));
+    ok(rmt_fast(&["init", "--config", s(&cfg), "--seed", "3", "-o", s(&model)]));
     let emma = std::fs::read_to_string(shared_data("haystack/austen/1_emma.txt")).unwrap();
-    let cut = (0..=bytes.min(emma.len()))
-        .rev()
-        .find(|&i| emma.is_char_boundary(i))
-        .unwrap();
+    let cut = (0..=bytes.min(emma.len())).rev().find(|&i| emma.is_char_boundary(i)).unwrap();
     std::fs::write(&text, &emma[..cut]).unwrap();
     ok(rmt_fast(&["tokenize", s(&text), "-o", s(&tokens)]));
     (model, tokens)
@@ -68,57 +49,20 @@ fn tokenize_is_exact_and_detokenize_restores_the_text() {
     let file = TokenFile::open(&tokens, None).unwrap();
     let mut got = Vec::new();
     file.read_into(0..file.len(), &mut got);
-    assert_eq!(
-        got,
-        Tokenizer::gpt2().encode(&text),
-        "streamed tokenization equals whole-text tokenization"
-    );
+    assert_eq!(got, Tokenizer::gpt2().encode(&text), "streamed tokenization equals whole-text tokenization");
     assert_eq!(ok(rmt_fast(&["detokenize", s(&tokens)])), text);
-    let part = ok(rmt_fast(&[
-        "detokenize",
-        s(&tokens),
-        "--start",
-        "10",
-        "--count",
-        "5",
-    ]));
+    let part = ok(rmt_fast(&["detokenize", s(&tokens), "--start", "10", "--count", "5"]));
     assert_eq!(part, Tokenizer::gpt2().decode(&got[10..15]).unwrap());
-    fails_with(
-        rmt_fast(&[
-            "detokenize",
-            s(&tokens),
-            "--start",
-            "10",
-            "--count",
-            "99999999",
-        ]),
-        "outside the file",
-    );
+    fails_with(rmt_fast(&["detokenize", s(&tokens), "--start", "10", "--count", "99999999"]), "outside the file");
     let info = ok(rmt_fast(&["info", s(&tokens)]));
-    assert!(
-        info.contains(&format!("tokens       {}", got.len())) && info.contains("LlmC(U16)"),
-        "{info}"
-    );
+    assert!(info.contains(&format!("tokens       {}", got.len())) && info.contains("LlmC(U16)"), "{info}");
     // not UTF-8
     std::fs::write(dir.join("bad.txt"), b"abc \xff\xfe def").unwrap();
     fails_with(
-        rmt_fast(&[
-            "tokenize",
-            s(&dir.join("bad.txt")),
-            "-o",
-            s(&dir.join("x.bin")),
-        ]),
+        rmt_fast(&["tokenize", s(&dir.join("bad.txt")), "-o", s(&dir.join("x.bin"))]),
         "not UTF-8 text (byte offset 4)",
     );
-    fails_with(
-        rmt_fast(&[
-            "tokenize",
-            s(&dir.join("missing.txt")),
-            "-o",
-            s(&dir.join("x.bin")),
-        ]),
-        "missing.txt",
-    );
+    fails_with(rmt_fast(&["tokenize", s(&dir.join("missing.txt")), "-o", s(&dir.join("x.bin"))]), "missing.txt");
 }
 
 fn write_bytes(path: &Path, header: Option<[i32; 3]>, body: &[u8]) {
@@ -141,37 +85,12 @@ fn bad_token_files_are_clear_errors() {
     type Case<'a> = (&'a str, Option<[i32; 3]>, Vec<u8>, &'a str);
     let cases: Vec<Case> = vec![
         ("empty.bin", None, vec![], "empty token file"),
-        (
-            "nomagic.bin",
-            None,
-            u16s(&[1, 2, 3]),
-            "no llm.c header (magic 20240520)",
-        ),
-        (
-            "version.bin",
-            Some([20240520, 7, 3]),
-            u16s(&[1, 2, 3]),
-            "unknown llm.c token file version 7",
-        ),
-        (
-            "count.bin",
-            Some([20240520, 1, 5]),
-            u16s(&[1, 2, 3]),
-            "header says 5 tokens but 6 bytes",
-        ),
+        ("nomagic.bin", None, u16s(&[1, 2, 3]), "no llm.c header (magic 20240520)"),
+        ("version.bin", Some([20240520, 7, 3]), u16s(&[1, 2, 3]), "unknown llm.c token file version 7"),
+        ("count.bin", Some([20240520, 1, 5]), u16s(&[1, 2, 3]), "header says 5 tokens but 6 bytes"),
         ("odd.u16", None, vec![1, 0, 2], "1 trailing bytes"),
-        (
-            "short.bin",
-            Some([20240520, 1, 0]),
-            vec![],
-            "holds no tokens",
-        ),
-        (
-            "vocab.u16",
-            None,
-            u16s(&[1, 2, 60000, 4]),
-            "token 60000 at index 2 (byte offset 4)",
-        ),
+        ("short.bin", Some([20240520, 1, 0]), vec![], "holds no tokens"),
+        ("vocab.u16", None, u16s(&[1, 2, 60000, 4]), "token 60000 at index 2 (byte offset 4)"),
     ];
     for (name, header, body, needle) in cases {
         let path = dir.join(name);
@@ -181,28 +100,11 @@ fn bad_token_files_are_clear_errors() {
     // a raw file works with --dtype, and with its extension
     let raw = dir.join("raw.dat");
     std::fs::write(&raw, 7u32.to_le_bytes().repeat(100)).unwrap();
-    fails_with(
-        rmt_fast(&["infer", s(&raw), "--model", s(&model)]),
-        "--dtype",
-    );
-    let out = ok(rmt_fast(&[
-        "infer",
-        s(&raw),
-        "--dtype",
-        "u32",
-        "--model",
-        s(&model),
-        "--json",
-    ]));
+    fails_with(rmt_fast(&["infer", s(&raw), "--model", s(&model)]), "--dtype");
+    let out = ok(rmt_fast(&["infer", s(&raw), "--dtype", "u32", "--model", s(&model), "--json"]));
     assert!(out.contains(r#""tokens_read":100"#), "{out}");
-    fails_with(
-        rmt_fast(&["infer", s(&dir.join("none.bin")), "--model", s(&model)]),
-        "none.bin",
-    );
-    fails_with(
-        rmt_fast(&["infer", s(&raw), "--dtype", "u8", "--model", s(&model)]),
-        "unknown token dtype",
-    );
+    fails_with(rmt_fast(&["infer", s(&dir.join("none.bin")), "--model", s(&model)]), "none.bin");
+    fails_with(rmt_fast(&["infer", s(&raw), "--dtype", "u8", "--model", s(&model)]), "unknown token dtype");
 }
 
 #[test]
@@ -231,126 +133,39 @@ fn infer_answers_saves_and_ask_answers_the_same_from_the_state() {
     assert_eq!(v["segments"], n / 48);
     assert_eq!(v["answers"].as_array().unwrap().len(), 2);
     assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
-    let asked = ok(rmt_fast(&[
-        "ask",
-        s(&state),
-        "--model",
-        s(&model),
-        "Where is Emma?",
-        "--json",
-        "--max-new-tokens",
-        "4",
-    ]));
+    let asked =
+        ok(rmt_fast(&["ask", s(&state), "--model", s(&model), "Where is Emma?", "--json", "--max-new-tokens", "4"]));
     let w: serde_json::Value = serde_json::from_str(asked.trim()).unwrap();
-    assert_eq!(
-        w["answers"][0], v["answers"][0],
-        "ask from the saved state answers as infer did"
-    );
-    let text = ok(rmt_fast(&[
-        "ask",
-        s(&state),
-        "--model",
-        s(&model),
-        "Where is Emma?",
-        "--max-new-tokens",
-        "4",
-    ]));
+    assert_eq!(w["answers"][0], v["answers"][0], "ask from the saved state answers as infer did");
+    let text = ok(rmt_fast(&["ask", s(&state), "--model", s(&model), "Where is Emma?", "--max-new-tokens", "4"]));
     assert!(text.starts_with("Q: Where is Emma?\nA: "), "{text}");
     let info = ok(rmt_fast(&["info", s(&state)]));
-    assert!(
-        info.contains(&format!("tokens read  {n}")) && info.contains("store"),
-        "{info}"
-    );
+    assert!(info.contains(&format!("tokens read  {n}")) && info.contains("store"), "{info}");
     assert!(ok(rmt_fast(&["info", s(&model)])).contains("retrieval V2"));
 
     // wrong model, wrong stream, bad flags, missing default model, no GPU
     let other = dir.join("other.safetensors");
-    ok(rmt_fast(&[
-        "init",
-        "--config",
-        s(&dir.join("cfg.json")),
-        "--seed",
-        "4",
-        "-o",
-        s(&other),
-    ]));
-    fails_with(
-        rmt_fast(&["ask", s(&state), "--model", s(&other), "Where?"]),
-        "another model",
-    );
-    fails_with(
-        rmt_fast(&[
-            "infer",
-            s(&tokens),
-            "--model",
-            s(&other),
-            "--resume",
-            s(&state),
-        ]),
-        "another model",
-    );
+    ok(rmt_fast(&["init", "--config", s(&dir.join("cfg.json")), "--seed", "4", "-o", s(&other)]));
+    fails_with(rmt_fast(&["ask", s(&state), "--model", s(&other), "Where?"]), "another model");
+    fails_with(rmt_fast(&["infer", s(&tokens), "--model", s(&other), "--resume", s(&state)]), "another model");
     let shifted = dir.join("shifted.bin");
     let mut all = Vec::new();
-    TokenFile::open(&tokens, None)
-        .unwrap()
-        .read_into(0..n as usize, &mut all);
+    TokenFile::open(&tokens, None).unwrap().read_into(0..n as usize, &mut all);
     all[3] = all[3].wrapping_add(1) % 50000;
     let mut w = TokenWriter::create(&shifted, TokenDtype::U16).unwrap();
     w.write(&all).unwrap();
     w.finish().unwrap();
-    fails_with(
-        rmt_fast(&[
-            "infer",
-            s(&shifted),
-            "--model",
-            s(&model),
-            "--resume",
-            s(&state),
-        ]),
-        "different stream",
-    );
-    fails_with(
-        rmt_fast(&[
-            "infer",
-            s(&tokens),
-            "--model",
-            s(&model),
-            "--checkpoint-every",
-            "3",
-        ]),
-        "needs --state-out",
-    );
+    fails_with(rmt_fast(&["infer", s(&shifted), "--model", s(&model), "--resume", s(&state)]), "different stream");
+    fails_with(rmt_fast(&["infer", s(&tokens), "--model", s(&model), "--checkpoint-every", "3"]), "needs --state-out");
     fails_with(rmt_fast(&["infer", s(&tokens)]), "no bundled default model");
-    fails_with(
-        rmt_fast(&[
-            "infer",
-            s(&tokens),
-            "--model",
-            s(&model),
-            "--device",
-            "cuda",
-        ]),
-        "no CUDA backend",
-    );
-    fails_with(
-        rmt_fast(&["ask", s(&tokens), "--model", s(&model), "Where?"]),
-        "not an rmt-fast state file",
-    );
+    fails_with(rmt_fast(&["infer", s(&tokens), "--model", s(&model), "--device", "cuda"]), "no CUDA backend");
+    fails_with(rmt_fast(&["ask", s(&tokens), "--model", s(&model), "Where?"]), "not an rmt-fast state file");
     fails_with(rmt_fast(&["info", s(&dir.join("nothing"))]), "nothing");
 }
 
 /// Reads `tokens` in one run; returns the final state's bytes.
 fn uninterrupted(model: &Path, tokens: &Path, out: &Path) -> Vec<u8> {
-    ok(rmt_fast(&[
-        "infer",
-        s(tokens),
-        "--model",
-        s(model),
-        "--state-out",
-        s(out),
-        "--threads",
-        "1",
-    ]));
+    ok(rmt_fast(&["infer", s(tokens), "--model", s(model), "--state-out", s(out), "--threads", "1"]));
     std::fs::read(out).unwrap()
 }
 
@@ -377,23 +192,14 @@ fn spawn_infer(model: &Path, tokens: &Path, state: &Path) -> std::process::Child
 fn wait_for_checkpoint(state: &Path, child: &mut std::process::Child) {
     let t0 = Instant::now();
     while !state.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before its first checkpoint"
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no checkpoint within 60 s"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint within 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn tokens_read(state: &Path) -> u64 {
-    rmt_fast::state_file::load_state(state)
-        .unwrap()
-        .1
-        .tokens_read
+    rmt_fast::state_file::load_state(state, &Default::default()).unwrap().1.tokens_read
 }
 
 #[test]
@@ -410,10 +216,7 @@ fn sigkill_mid_stream_then_resume_is_bit_identical() {
     child.kill().unwrap(); // SIGKILL: no chance to save anything
     child.wait().unwrap();
     let at = tokens_read(&state);
-    assert!(
-        at > 0 && at < total,
-        "killed mid-stream: checkpoint at {at} of {total}"
-    );
+    assert!(at > 0 && at < total, "killed mid-stream: checkpoint at {at} of {total}");
     assert_eq!(at % (5 * 48), 0, "checkpoints fall every 5 segments");
 
     ok(rmt_fast(&[
@@ -428,11 +231,7 @@ fn sigkill_mid_stream_then_resume_is_bit_identical() {
         "--threads",
         "1",
     ]));
-    assert_eq!(
-        std::fs::read(&state).unwrap(),
-        want,
-        "resumed final state equals the uninterrupted one, byte for byte"
-    );
+    assert_eq!(std::fs::read(&state).unwrap(), want, "resumed final state equals the uninterrupted one, byte for byte");
 }
 
 #[test]
@@ -445,19 +244,13 @@ fn sigterm_saves_the_state_and_exits_130() {
     let state = dir.join("stopped.state");
     let mut child = spawn_infer(&model, &tokens, &state);
     wait_for_checkpoint(&state, &mut child);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("state saved to"), "{}", stderr(&out));
     let at = tokens_read(&state);
-    assert!(
-        at > 0 && at < total,
-        "stopped mid-stream at {at} of {total}"
-    );
+    assert!(at > 0 && at < total, "stopped mid-stream at {at} of {total}");
 
     ok(rmt_fast(&[
         "infer",

@@ -3,6 +3,9 @@
 
 pub mod cpu;
 
+use crate::error::Result;
+use crate::store::RowStore;
+
 /// `(file name, source)` of every CUDA C++ file in `cuda/`, embedded at build time for run-time NVRTC compilation.
 pub const CUDA_SOURCES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/cuda_sources.rs"));
 
@@ -17,10 +20,10 @@ pub trait Step: Send {
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]);
     /// Appends one token after the prefilled rows (next position) and writes its logits.
     fn decode(&mut self, token: u32, logits: &mut [f32]);
-    /// RMT-R: appends one stored memory state (`m × d`) to the store cache.
-    fn push_state(&mut self, state: &[f32]);
-    /// RMT-R: keeps only the first `n` stored states.
+    /// RMT-R: a memory state (`m × d`) was appended to the session's store; derive what retrieval caches.
+    fn push_state(&mut self, state: &[f32]) -> Result<()>;
+    /// RMT-R: the session's store was cut back to its first `n` states.
     fn truncate_states(&mut self, n: usize);
-    /// RMT-R: the retrieved rows (`m × d`) for the current memory `cur`, over all stored states.
-    fn retrieve(&mut self, cur: &[f32], out: &mut [f32]);
+    /// RMT-R: the retrieved rows (`m × d`) for the current memory `cur`, over every state in `store`.
+    fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]);
 }

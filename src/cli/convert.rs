@@ -16,20 +16,12 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let config = match config {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             Some(Config::from_json(&text).with_context(|| format!("in {}", p.display()))?)
         }
         None => None,
     };
-    let c = import_pytorch(
-        input,
-        &ConvertOptions {
-            config,
-            segment_size,
-            n_head,
-        },
-    )?;
+    let c = import_pytorch(input, &ConvertOptions { config, segment_size, n_head })?;
     write_atomically(output, &c.bytes)?;
     let m = &c.model.config;
     println!(

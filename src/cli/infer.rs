@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use rmt_fast::state_file::{load_state, save_state};
+use rmt_fast::store::StoreConfig;
 use rmt_fast::stream::tokenizer::Tokenizer;
 use rmt_fast::stream::tokens::{TokenDtype, TokenStream};
 use rmt_fast::{hash_tokens, Engine, Session, EMPTY_STREAM_HASH};
@@ -29,36 +30,25 @@ pub struct InferArgs {
     pub device: DeviceArg,
     pub threads: Option<usize>,
     pub json: bool,
+    pub store: StoreConfig,
 }
 
 /// Answers each question from the session, as JSON objects.
-fn answer_all(
-    session: &mut Session,
-    questions: &[String],
-    max_new: usize,
-) -> anyhow::Result<Vec<serde_json::Value>> {
+fn answer_all(session: &mut Session, questions: &[String], max_new: usize) -> anyhow::Result<Vec<serde_json::Value>> {
     let tok = Tokenizer::gpt2();
     questions
         .iter()
         .map(|q| {
-            let a = session
-                .ask(&tok.encode(q), max_new)
-                .with_context(|| format!("question {q:?}"))?;
-            Ok(
-                json!({"question": q, "answer": tok.decode(&a.tokens)?.trim(), "tokens": a.tokens,
-                      "stopped_at_eos": a.stopped_at_eos}),
-            )
+            let a = session.ask(&tok.encode(q), max_new).with_context(|| format!("question {q:?}"))?;
+            Ok(json!({"question": q, "answer": tok.decode(&a.tokens)?.trim(), "tokens": a.tokens,
+                      "stopped_at_eos": a.stopped_at_eos}))
         })
         .collect()
 }
 
 fn print_answers(answers: &[serde_json::Value]) {
     for a in answers {
-        println!(
-            "Q: {}\nA: {}",
-            a["question"].as_str().unwrap_or(""),
-            a["answer"].as_str().unwrap_or("")
-        );
+        println!("Q: {}\nA: {}", a["question"].as_str().unwrap_or(""), a["answer"].as_str().unwrap_or(""));
     }
 }
 
@@ -99,36 +89,27 @@ fn check_resume(
 /// Runs `infer`; returns the process exit status.
 pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
     super::set_threads(a.threads)?;
-    ensure!(
-        a.checkpoint_every.is_none() || a.state_out.is_some(),
-        "--checkpoint-every needs --state-out"
-    );
-    ensure!(
-        a.checkpoint_every != Some(0),
-        "--checkpoint-every must be at least 1 segment"
-    );
+    ensure!(a.checkpoint_every.is_none() || a.state_out.is_some(), "--checkpoint-every needs --state-out");
+    ensure!(a.checkpoint_every != Some(0), "--checkpoint-every must be at least 1 segment");
     let device = super::device(a.device, a.json)?;
     let model = super::load_model(a.model.as_deref())?;
     let stream = TokenStream::open(&a.tokens, a.dtype)?;
     stream.check_vocab(model.config.vocab_size)?;
     let fingerprint = model.fingerprint();
     let (seg, d) = (model.config.memory.segment_size, model.config.n_embd);
-    let engine = Engine::new(model, device);
+    let engine = Engine::new(model, device).with_store(a.store.clone());
     let mut session = match &a.resume {
         Some(path) => {
-            let (state, meta) = load_state(path)?;
+            let (state, meta) = load_state(path, &a.store)?;
             check_resume(path, &meta.model, fingerprint, &stream, &state)?;
-            engine
-                .restore(state)
-                .with_context(|| format!("resuming from {}", path.display()))?
+            engine.restore(state).with_context(|| format!("resuming from {}", path.display()))?
         }
         None => engine.session(),
     };
 
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&interrupted))
-            .context("installing the signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&interrupted)).context("installing the signal handler")?;
     }
     let save = |s: &Session| -> anyhow::Result<()> {
         match &a.state_out {
@@ -162,13 +143,8 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
             pb.finish_and_clear();
             save(&session)?;
             match &a.state_out {
-                Some(p) => eprintln!(
-                    "interrupted at {pos} of {total} tokens: state saved to {}",
-                    p.display()
-                ),
-                None => eprintln!(
-                    "interrupted at {pos} of {total} tokens (no --state-out: nothing saved)"
-                ),
+                Some(p) => eprintln!("interrupted at {pos} of {total} tokens: state saved to {}", p.display()),
+                None => eprintln!("interrupted at {pos} of {total} tokens (no --state-out: nothing saved)"),
             }
             return Ok(INTERRUPTED);
         }
@@ -193,18 +169,11 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
             "{} tokens ({} segments{}) from {} in {wall:.2} s: {:.0} tokens/s, peak memory {}{}",
             st.tokens_read,
             st.segments,
-            if st.tail.is_empty() {
-                String::new()
-            } else {
-                format!(" + {} tail tokens", st.tail.len())
-            },
+            if st.tail.is_empty() { String::new() } else { format!(" + {} tail tokens", st.tail.len()) },
             super::show(&a.tokens),
             read_now / wall.max(1e-9),
             peak.map_or("unknown".into(), super::human_bytes),
-            a.state_out.as_ref().map_or(String::new(), |p| format!(
-                "; state saved to {}",
-                p.display()
-            )),
+            a.state_out.as_ref().map_or(String::new(), |p| format!("; state saved to {}", p.display())),
         );
     }
     Ok(0)
@@ -217,28 +186,24 @@ pub fn ask(
     questions: &[String],
     max_new: usize,
     json: bool,
+    store: &StoreConfig,
 ) -> anyhow::Result<()> {
     if questions.is_empty() {
         bail!("give at least one question");
     }
     let model = super::load_model(model)?;
-    let (state, meta) = load_state(state_path)?;
+    let (state, meta) = load_state(state_path, store)?;
     ensure!(
         meta.model == format!("{:016x}", model.fingerprint()),
         "{}: the state was made with another model (fingerprint {})",
         state_path.display(),
         meta.model
     );
-    let engine = Engine::cpu(model);
-    let mut session = engine
-        .restore(state)
-        .with_context(|| format!("restoring {}", state_path.display()))?;
+    let engine = Engine::cpu(model).with_store(store.clone());
+    let mut session = engine.restore(state).with_context(|| format!("restoring {}", state_path.display()))?;
     let answers = answer_all(&mut session, questions, max_new)?;
     if json {
-        println!(
-            "{}",
-            json!({"tokens_read": meta.tokens_read, "segments": meta.segments, "answers": answers})
-        );
+        println!("{}", json!({"tokens_read": meta.tokens_read, "segments": meta.segments, "answers": answers}));
     } else {
         print_answers(&answers);
     }

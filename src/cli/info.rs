@@ -21,42 +21,27 @@ fn safetensors_header(path: &Path) -> Option<(Vec<String>, Vec<String>)> {
     let mut head = vec![0u8; n as usize];
     f.read_exact(&mut head).ok()?;
     let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&head).ok()?;
-    let keys = json
-        .get("__metadata__")
-        .and_then(|m| m.as_object())
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    let dtypes = json
-        .values()
-        .filter_map(|t| t.get("dtype")?.as_str().map(String::from))
-        .collect();
+    let keys =
+        json.get("__metadata__").and_then(|m| m.as_object()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let dtypes = json.values().filter_map(|t| t.get("dtype")?.as_str().map(String::from)).collect();
     Some((keys, dtypes))
 }
 
 pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
+    let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     match safetensors_header(path) {
         Some((keys, _)) if keys.iter().any(|k| k == "rmt-fast-state") => {
-            let (state, meta) = load_state(path)?;
-            println!(
-                "{}: rmt-fast session state ({})",
-                path.display(),
-                super::human_bytes(size)
-            );
+            let (state, meta) = load_state(path, &Default::default())?;
+            println!("{}: rmt-fast session state ({})", path.display(), super::human_bytes(size));
             println!("  tokens read  {}", meta.tokens_read);
             println!("  segments     {}", meta.segments);
             println!("  tail         {} tokens", state.tail.len());
+            println!("  memory       {} × {}", state.memory.len() / meta.n_embd, meta.n_embd);
             println!(
-                "  memory       {} × {}",
-                state.memory.len() / meta.n_embd,
-                meta.n_embd
-            );
-            println!(
-                "  store        {} × {} (RMT-R past memory states)",
-                state.store.len() / meta.n_embd,
-                meta.n_embd
+                "  store        {} × {} (RMT-R past memory states, {:?})",
+                state.store.rows(),
+                meta.n_embd,
+                state.store.dtype()
             );
             println!("  model        fingerprint {}", meta.model);
         }
@@ -66,20 +51,13 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
             let mut kinds = dtypes;
             kinds.sort();
             kinds.dedup();
-            println!(
-                "{}: rmt-fast model ({}, {})",
-                path.display(),
-                super::human_bytes(size),
-                kinds.join("+")
-            );
+            println!("{}: rmt-fast model ({}, {})", path.display(), super::human_bytes(size), kinds.join("+"));
             println!(
                 "  memory       {:?}, {} memory tokens, segments of {}{}",
                 c.memory.kind,
                 c.memory.num_mem_tokens,
                 c.memory.segment_size,
-                c.memory
-                    .retrieval
-                    .map_or(String::new(), |r| format!(", retrieval {r:?}"))
+                c.memory.retrieval.map_or(String::new(), |r| format!(", retrieval {r:?}"))
             );
             println!(
                 "  backbone     GPT-2, {} layers × {} wide, {} heads, {} positions",
@@ -90,29 +68,16 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
                 c.vocab_size,
                 c.eos_token_id,
                 c.gen_token_id,
-                if model.weights.lm_head.is_some() {
-                    "untied"
-                } else {
-                    "tied to wte"
-                }
+                if model.weights.lm_head.is_some() { "untied" } else { "tied to wte" }
             );
             println!("  parameters   {}", model.parameter_count());
             println!("  fingerprint  {:016x}", model.fingerprint());
         }
         None => {
             let f = TokenFile::open(path, dtype)?;
-            println!(
-                "{}: token file ({}), {:?}",
-                path.display(),
-                super::human_bytes(size),
-                f.format()
-            );
+            println!("{}: token file ({}), {:?}", path.display(), super::human_bytes(size), f.format());
             println!("  tokens       {}", f.len());
-            println!(
-                "  segments     {} of 512 tokens (+ {} tail)",
-                f.len() / 512,
-                f.len() % 512
-            );
+            println!("  segments     {} of 512 tokens (+ {} tail)", f.len() / 512, f.len() % 512);
         }
     }
     Ok(())

@@ -6,8 +6,7 @@ use anyhow::Context;
 use rmt_fast::{Config, FileDtype, Model};
 
 pub fn run(config: &Path, seed: u64, output: &Path, dtype: FileDtype) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let cfg = Config::from_json(&text).with_context(|| format!("in {}", config.display()))?;
     let model = Model::random(cfg, seed)?;
     model.save(output, dtype)?;

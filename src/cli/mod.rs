@@ -24,10 +24,7 @@ pub fn load_model(model: Option<&Path>) -> anyhow::Result<Model> {
         None => {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
             if !p.exists() {
-                bail!(
-                    "no --model given and this build has no bundled default model ({} is missing)",
-                    p.display()
-                );
+                bail!("no --model given and this build has no bundled default model ({} is missing)", p.display());
             }
             p
         }
@@ -62,24 +59,38 @@ pub fn device(arg: DeviceArg, quiet: bool) -> anyhow::Result<rmt_fast::Device> {
     }
 }
 
+/// RMT-R store options shared by `infer` and `ask`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Element type of the RMT-R store of past memory states (bf16 halves its size; values are rounded).
+    #[arg(long, default_value = "f32")]
+    pub store_dtype: rmt_fast::store::StoreDtype,
+    /// RAM for the RMT-R store, in MiB; beyond it the store spills to a memory-mapped file in the temp directory.
+    #[arg(long, default_value_t = 2048)]
+    pub store_budget_mib: usize,
+}
+
+impl StoreArgs {
+    pub fn config(&self) -> rmt_fast::store::StoreConfig {
+        rmt_fast::store::StoreConfig {
+            dtype: self.store_dtype,
+            ram_budget: self.store_budget_mib << 20,
+            spill_dir: std::env::temp_dir(),
+        }
+    }
+}
+
 /// Sets the worker threads (GEMM and attention) for the whole process.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     if let Some(t) = threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .context("setting --threads")?;
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting --threads")?;
     }
     Ok(())
 }
 
 /// A progress bar on stderr when it is a terminal (hidden in pipes and with `quiet`).
 pub fn progress(total: u64, unit: &str, quiet: bool) -> ProgressBar {
-    let pb = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
+    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
     pb.set_style(
         ProgressStyle::with_template(&format!(
             "{{elapsed_precise}} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}"
@@ -111,9 +122,5 @@ pub fn human_bytes(b: u64) -> String {
 
 /// Paths given on the command line, for messages.
 pub fn show(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }

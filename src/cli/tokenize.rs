@@ -8,9 +8,7 @@ use rmt_fast::stream::tokenizer::Tokenizer;
 use rmt_fast::stream::tokens::{TokenDtype, TokenFile, TokenWriter};
 
 pub fn tokenize(input: &Path, output: &Path, dtype: TokenDtype, quiet: bool) -> anyhow::Result<()> {
-    let size = std::fs::metadata(input)
-        .with_context(|| format!("reading {}", input.display()))?
-        .len();
+    let size = std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?.len();
     let pb = super::progress(size, "bytes", quiet);
     let mut out = TokenWriter::create(output, dtype)?;
     let t0 = std::time::Instant::now();
@@ -27,12 +25,7 @@ pub fn tokenize(input: &Path, output: &Path, dtype: TokenDtype, quiet: bool) -> 
     Ok(())
 }
 
-pub fn detokenize(
-    input: &Path,
-    dtype: Option<TokenDtype>,
-    start: usize,
-    count: Option<usize>,
-) -> anyhow::Result<()> {
+pub fn detokenize(input: &Path, dtype: Option<TokenDtype>, start: usize, count: Option<usize>) -> anyhow::Result<()> {
     let file = TokenFile::open(input, dtype)?;
     let end = count.map_or(file.len(), |c| start.saturating_add(c));
     anyhow::ensure!(
@@ -47,9 +40,7 @@ pub fn detokenize(
     for at in (start..end).step_by(1 << 16) {
         buf.clear();
         file.read_into(at..(at + (1 << 16)).min(end), &mut buf);
-        let bytes = tok
-            .decode_bytes(&buf)
-            .with_context(|| format!("{} at token {at}", input.display()))?;
+        let bytes = tok.decode_bytes(&buf).with_context(|| format!("{} at token {at}", input.display()))?;
         if let Err(e) = stdout.write_all(&bytes) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(());

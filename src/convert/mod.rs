@@ -28,11 +28,7 @@ pub struct ConvertOptions {
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions {
-            config: None,
-            segment_size: 512,
-            n_head: None,
-        }
+        ConvertOptions { config: None, segment_size: 512, n_head: None }
     }
 }
 
@@ -48,9 +44,7 @@ pub struct Converted {
     pub tied_duplicate_head: bool,
 }
 
-const RETRIEVAL_PARTS: [&str; 9] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "fc_1", "fc_2", "ln_q", "ln_kv", "ln_mlp",
-];
+const RETRIEVAL_PARTS: [&str; 9] = ["q_proj", "k_proj", "v_proj", "o_proj", "fc_1", "fc_2", "ln_q", "ln_kv", "ln_mlp"];
 
 /// Our name for a checkpoint key; `None` for buffers that are not weights.
 fn map_name(key: &str) -> std::result::Result<Option<String>, String> {
@@ -59,11 +53,7 @@ fn map_name(key: &str) -> std::result::Result<Option<String>, String> {
     }
     let parts: Vec<&str> = key.split('.').collect();
     if parts.len() >= 2 && RETRIEVAL_PARTS.contains(&parts[parts.len() - 2]) {
-        return Ok(Some(format!(
-            "retrieval.{}.{}",
-            parts[parts.len() - 2],
-            parts[parts.len() - 1]
-        )));
+        return Ok(Some(format!("retrieval.{}.{}", parts[parts.len() - 2], parts[parts.len() - 1])));
     }
     let rest = key.strip_prefix("memory_cell.").unwrap_or(key);
     if rest == "memory" {
@@ -75,9 +65,7 @@ fn map_name(key: &str) -> std::result::Result<Option<String>, String> {
     }
     match rest.strip_prefix("transformer.") {
         Some(name) => Ok(Some(name.into())),
-        None => Err(format!(
-            "checkpoint key `{key}` is not part of an RMT / RMT-R GPT-2 model"
-        )),
+        None => Err(format!("checkpoint key `{key}` is not part of an RMT / RMT-R GPT-2 model")),
     }
 }
 
@@ -96,15 +84,8 @@ fn gather(t: &TensorRef, storage: &[u8], width: usize) -> std::result::Result<Ve
     let mut out = Vec::with_capacity(numel * width);
     let mut index = vec![0usize; t.size.len()];
     for _ in 0..numel {
-        let at = t.offset
-            + index
-                .iter()
-                .zip(&t.stride)
-                .map(|(i, s)| i * s)
-                .sum::<usize>();
-        let bytes = storage
-            .get(at * width..(at + 1) * width)
-            .ok_or("tensor reaches past its storage")?;
+        let at = t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+        let bytes = storage.get(at * width..(at + 1) * width).ok_or("tensor reaches past its storage")?;
         out.extend_from_slice(bytes);
         for d in (0..index.len()).rev() {
             index[d] += 1;
@@ -118,31 +99,18 @@ fn gather(t: &TensorRef, storage: &[u8], width: usize) -> std::result::Result<Ve
 }
 
 /// Derives the config from tensor shapes and the options.
-fn infer_config(
-    shapes: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
-    opts: &ConvertOptions,
-) -> Result<Config> {
+fn infer_config(shapes: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, opts: &ConvertOptions) -> Result<Config> {
     if let Some(c) = &opts.config {
         return Ok(c.clone());
     }
-    let shape = |n: &str| {
-        shapes
-            .get(n)
-            .map(|t| t.1.clone())
-            .ok_or_else(|| Error::tensor(n, "missing from the checkpoint"))
-    };
+    let shape =
+        |n: &str| shapes.get(n).map(|t| t.1.clone()).ok_or_else(|| Error::tensor(n, "missing from the checkpoint"));
     let (wte, wpe, memory) = (shape("wte.weight")?, shape("wpe.weight")?, shape("memory")?);
     let n_embd = wte[1];
-    let n_layer = (0..)
-        .take_while(|i| shapes.contains_key(&format!("h.{i}.ln_1.weight")))
-        .count();
+    let n_layer = (0..).take_while(|i| shapes.contains_key(&format!("h.{i}.ln_1.weight"))).count();
     let retrieval = shapes.contains_key("retrieval.q_proj.weight");
     let memory_cfg = MemoryConfig {
-        kind: if retrieval {
-            MemoryKind::RmtR
-        } else {
-            MemoryKind::Rmt
-        },
+        kind: if retrieval { MemoryKind::RmtR } else { MemoryKind::Rmt },
         num_mem_tokens: if retrieval { memory[0] / 2 } else { memory[0] },
         segment_size: opts.segment_size,
         retrieval: retrieval.then(|| {
@@ -180,28 +148,22 @@ pub fn import_pytorch(path: &Path, opts: &ConvertOptions) -> Result<Converted> {
     let mut zip = zip::ZipArchive::new(file).map_err(|e| {
         let head = std::fs::read(path).ok().and_then(|b| b.first().copied());
         if head == Some(0x80) {
-            bad("legacy (pre-1.6) PyTorch format: re-save it with torch.save(state_dict, path) from a current torch".into())
+            bad("legacy (pre-1.6) PyTorch format: re-save it with torch.save(state_dict, path) from a current torch"
+                .into())
         } else {
             bad(format!("not a PyTorch checkpoint (zip archive): {e}"))
         }
     })?;
     let names: Vec<String> = zip.file_names().map(String::from).collect();
-    let pkl = names
-        .iter()
-        .find(|n| n.ends_with("data.pkl"))
-        .ok_or_else(|| bad("no data.pkl in the archive".into()))?;
+    let pkl = names.iter().find(|n| n.ends_with("data.pkl")).ok_or_else(|| bad("no data.pkl in the archive".into()))?;
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
     let mut entry = |name: &str| -> Result<Vec<u8>> {
-        let mut f = zip
-            .by_name(name)
-            .map_err(|e| bad(format!("archive entry {name}: {e}")))?;
+        let mut f = zip.by_name(name).map_err(|e| bad(format!("archive entry {name}: {e}")))?;
         let mut buf = Vec::with_capacity(f.size() as usize);
         f.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
         Ok(buf)
     };
-    if names.contains(&format!("{prefix}byteorder"))
-        && entry(&format!("{prefix}byteorder"))? != b"little"
-    {
+    if names.contains(&format!("{prefix}byteorder")) && entry(&format!("{prefix}byteorder"))? != b"little" {
         return Err(bad("big-endian checkpoints are not supported".into()));
     }
     let root = pickle::load(&entry(pkl)?).map_err(|e| bad(format!("data.pkl: {e}")))?;
@@ -209,10 +171,7 @@ pub fn import_pytorch(path: &Path, opts: &ConvertOptions) -> Result<Converted> {
         Value::Dict(d) => d,
         other => return Err(bad(format!("expected a state dict, found {other:?}"))),
     };
-    let dict = match dict
-        .iter()
-        .find(|(k, _)| matches!(k, Value::Str(s) if s == "state_dict" || s == "model"))
-    {
+    let dict = match dict.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == "state_dict" || s == "model")) {
         Some((_, Value::Dict(inner))) => inner.clone(),
         _ => dict,
     };
@@ -226,12 +185,8 @@ pub fn import_pytorch(path: &Path, opts: &ConvertOptions) -> Result<Converted> {
         let Some(name) = map_name(&key).map_err(bad)? else {
             continue;
         };
-        let (dtype, width) = dtype_of(&t.storage).ok_or_else(|| {
-            Error::tensor(
-                &key,
-                format!("{} is not supported (float, bfloat16 or half)", t.storage),
-            )
-        })?;
+        let (dtype, width) = dtype_of(&t.storage)
+            .ok_or_else(|| Error::tensor(&key, format!("{} is not supported (float, bfloat16 or half)", t.storage)))?;
         if !storages.contains_key(&t.key) {
             let data = entry(&format!("{prefix}data/{}", t.key))?;
             storages.insert(t.key.clone(), data);
@@ -250,18 +205,11 @@ pub fn import_pytorch(path: &Path, opts: &ConvertOptions) -> Result<Converted> {
     let views = tensors
         .iter()
         .map(|(n, (d, s, b))| {
-            TensorView::new(*d, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::tensor(n, e.to_string()))
+            TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| Error::tensor(n, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
     let meta = HashMap::from([("config".to_string(), config.to_json())]);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))?;
     let model = Model::from_bytes(&bytes, path, None)?;
-    Ok(Converted {
-        model,
-        bytes,
-        dtypes,
-        tied_duplicate_head: tied,
-    })
+    Ok(Converted { model, bytes, dtypes, tied_duplicate_head: tied })
 }

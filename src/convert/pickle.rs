@@ -60,15 +60,9 @@ fn ints(v: &Value) -> Result<Vec<usize>, String> {
 fn reduce(func: Value, args: Vec<Value>) -> Result<Value, String> {
     Ok(match &func {
         Value::Global(g) if g == "collections.OrderedDict" => Value::Dict(Vec::new()),
-        Value::Global(g)
-            if g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_tensor" =>
-        {
-            let (
-                Some(Value::Storage { class, key }),
-                Some(Value::Int(offset)),
-                Some(size),
-                Some(stride),
-            ) = (args.first(), args.get(1), args.get(2), args.get(3))
+        Value::Global(g) if g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_tensor" => {
+            let (Some(Value::Storage { class, key }), Some(Value::Int(offset)), Some(size), Some(stride)) =
+                (args.first(), args.get(1), args.get(2), args.get(3))
             else {
                 return Err(format!("unexpected _rebuild_tensor arguments {args:?}"));
             };
@@ -91,11 +85,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or("pickle ends early")?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or("pickle ends early")?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -108,10 +98,7 @@ impl Reader<'_> {
     }
     fn line(&mut self) -> Result<String, String> {
         let rest = &self.data[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or("unterminated GLOBAL")?;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or("unterminated GLOBAL")?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)
@@ -126,16 +113,9 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
-    let pop = |stack: &mut Vec<Value>| {
-        stack
-            .pop()
-            .ok_or_else(|| "pickle stack underflow".to_string())
-    };
+    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| "pickle stack underflow".to_string());
     let pop_mark = |stack: &mut Vec<Value>| -> Result<Vec<Value>, String> {
-        let m = stack
-            .iter()
-            .rposition(|v| *v == Value::Mark)
-            .ok_or("MARK missing")?;
+        let m = stack.iter().rposition(|v| *v == Value::Mark).ok_or("MARK missing")?;
         let items = stack.split_off(m + 1);
         stack.pop();
         Ok(items)
@@ -157,31 +137,21 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             0x88 => stack.push(Value::Bool(true)),
             0x89 => stack.push(Value::Bool(false)),
             b'K' => stack.push(Value::Int(r.u8()? as i64)),
-            b'M' => stack.push(Value::Int(
-                u16::from_le_bytes(r.take(2)?.try_into().unwrap()) as i64,
-            )),
-            b'J' => stack.push(Value::Int(
-                i32::from_le_bytes(r.take(4)?.try_into().unwrap()) as i64,
-            )),
+            b'M' => stack.push(Value::Int(u16::from_le_bytes(r.take(2)?.try_into().unwrap()) as i64)),
+            b'J' => stack.push(Value::Int(i32::from_le_bytes(r.take(4)?.try_into().unwrap()) as i64)),
             0x8a => {
                 let n = r.u8()? as usize;
                 let b = r.take(n)?;
                 if n > 8 {
                     return Err("LONG1 wider than 64 bits".into());
                 }
-                let mut v: i64 = if b.last().is_some_and(|&x| x & 0x80 != 0) {
-                    -1
-                } else {
-                    0
-                };
+                let mut v: i64 = if b.last().is_some_and(|&x| x & 0x80 != 0) { -1 } else { 0 };
                 for (i, &x) in b.iter().enumerate() {
                     v = (v & !(0xff << (8 * i))) | ((x as i64) << (8 * i));
                 }
                 stack.push(Value::Int(v));
             }
-            b'G' => stack.push(Value::Float(f64::from_be_bytes(
-                r.take(8)?.try_into().unwrap(),
-            ))),
+            b'G' => stack.push(Value::Float(f64::from_be_bytes(r.take(8)?.try_into().unwrap()))),
             b'X' => {
                 let n = r.u32()? as usize;
                 stack.push(Value::Str(r.utf8(n)?));
@@ -235,11 +205,7 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             }
             b'h' | b'j' => {
                 let i = if op == b'h' { r.u8()? as u32 } else { r.u32()? };
-                stack.push(
-                    memo.get(&i)
-                        .ok_or_else(|| format!("memo {i} missing"))?
-                        .clone(),
-                );
+                stack.push(memo.get(&i).ok_or_else(|| format!("memo {i} missing"))?.clone());
             }
             b'Q' => match pop(&mut stack)? {
                 Value::Tuple(t) if t.len() >= 3 && t[0] == Value::Str("storage".into()) => {
@@ -285,22 +251,13 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
                 }
             }
             b'a' | b'e' => {
-                let items = if op == b'a' {
-                    vec![pop(&mut stack)?]
-                } else {
-                    pop_mark(&mut stack)?
-                };
+                let items = if op == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack)? };
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.extend(items),
                     other => return Err(format!("APPENDS on {other:?}")),
                 }
             }
-            other => {
-                return Err(format!(
-                    "unsupported pickle opcode 0x{other:02x} at byte {}",
-                    r.pos - 1
-                ))
-            }
+            other => return Err(format!("unsupported pickle opcode 0x{other:02x} at byte {}", r.pos - 1)),
         }
     }
 }

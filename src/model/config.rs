@@ -113,10 +113,7 @@ impl Config {
             return bad("n_layer, n_head, n_embd and vocab_size must be positive".into());
         }
         if self.n_embd % self.n_head != 0 {
-            return bad(format!(
-                "n_embd {} is not a multiple of n_head {}",
-                self.n_embd, self.n_head
-            ));
+            return bad(format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head));
         }
         if mem.num_mem_tokens == 0 || mem.segment_size == 0 {
             return bad("memory.num_mem_tokens and memory.segment_size must be positive".into());
@@ -132,23 +129,13 @@ impl Config {
             ));
         }
         match (mem.kind, mem.retrieval) {
-            (MemoryKind::RmtR, None) => {
-                return bad("memory.kind rmt-r needs memory.retrieval (v1 or v2)".into())
-            }
-            (MemoryKind::Rmt, Some(_)) => {
-                return bad("memory.retrieval is only for memory.kind rmt-r".into())
-            }
+            (MemoryKind::RmtR, None) => return bad("memory.kind rmt-r needs memory.retrieval (v1 or v2)".into()),
+            (MemoryKind::Rmt, Some(_)) => return bad("memory.retrieval is only for memory.kind rmt-r".into()),
             _ => {}
         }
-        for (what, id) in [
-            ("eos_token_id", self.eos_token_id),
-            ("gen_token_id", self.gen_token_id),
-        ] {
+        for (what, id) in [("eos_token_id", self.eos_token_id), ("gen_token_id", self.gen_token_id)] {
             if id as usize >= self.vocab_size {
-                return bad(format!(
-                    "{what} {id} is outside the vocabulary ({})",
-                    self.vocab_size
-                ));
+                return bad(format!("{what} {id} is outside the vocabulary ({})", self.vocab_size));
             }
         }
         if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {

@@ -11,20 +11,11 @@ fn normal(rng: &mut Rng, n: usize, std: f64) -> Vec<f32> {
 }
 
 fn linear(rng: &mut Rng, n_in: usize, n_out: usize, layout: Layout) -> Linear {
-    Linear {
-        w: normal(rng, n_in * n_out, STD),
-        b: Some(vec![0.0; n_out]),
-        n_in,
-        n_out,
-        layout,
-    }
+    Linear { w: normal(rng, n_in * n_out, STD), b: Some(vec![0.0; n_out]), n_in, n_out, layout }
 }
 
 fn layer_norm(d: usize) -> LayerNorm {
-    LayerNorm {
-        w: vec![1.0; d],
-        b: vec![0.0; d],
-    }
+    LayerNorm { w: vec![1.0; d], b: vec![0.0; d] }
 }
 
 fn std_dev(x: &[f32]) -> f64 {
@@ -65,13 +56,5 @@ pub(super) fn random_weights(cfg: &Config, seed: u64) -> Weights {
         }
         _ => None,
     };
-    Weights {
-        wte,
-        wpe,
-        blocks,
-        ln_f: layer_norm(d),
-        lm_head: None,
-        memory,
-        retrieval,
-    }
+    Weights { wte, wpe, blocks, ln_f: layer_norm(d), lm_head: None, memory, retrieval }
 }

@@ -70,10 +70,7 @@ impl Model {
     /// A model from safetensors bytes; `path` names the source in errors and locates a `config.json` when the
     /// bytes carry no config (see [`Model::load_with`]).
     pub fn from_bytes(bytes: &[u8], path: &Path, memory: Option<MemoryConfig>) -> Result<Self> {
-        let format = |e: safetensors::SafeTensorError| Error::Format {
-            path: path.into(),
-            msg: e.to_string(),
-        };
+        let format = |e: safetensors::SafeTensorError| Error::Format { path: path.into(), msg: e.to_string() };
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(format)?;
         let config = match meta.metadata().as_ref().and_then(|m| m.get("config")) {
             Some(json) => Config::from_json(json)?,
@@ -93,13 +90,10 @@ impl Model {
                 json_path.display()
             ))
         })?;
-        let hf: HfConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", json_path.display())))?;
+        let hf: HfConfig =
+            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", json_path.display())))?;
         let memory = memory.ok_or_else(|| {
-            Error::Config(format!(
-                "{} has no memory settings in its metadata: give them explicitly",
-                path.display()
-            ))
+            Error::Config(format!("{} has no memory settings in its metadata: give them explicitly", path.display()))
         })?;
         let cfg = Config {
             n_layer: hf.n_layer,
@@ -150,10 +144,6 @@ impl Model {
 
     /// Number of stored parameters (a tied LM head counted once).
     pub fn parameter_count(&self) -> usize {
-        self.weights
-            .named(&self.config)
-            .iter()
-            .map(|(_, _, x)| x.len())
-            .sum()
+        self.weights.named(&self.config).iter().map(|(_, _, x)| x.len()).sum()
     }
 }

@@ -123,27 +123,16 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// The stored name of a GPT-2 tensor: as given, or with the `transformer.` prefix of stock HF files.
     fn resolve(&self, name: &str) -> Option<String> {
-        [name.to_string(), format!("transformer.{name}")]
-            .into_iter()
-            .find(|n| self.st.tensor(n).is_ok())
+        [name.to_string(), format!("transformer.{name}")].into_iter().find(|n| self.st.tensor(n).is_ok())
     }
 
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let stored = self
-            .resolve(name)
-            .ok_or_else(|| Error::tensor(name, "missing from the model file"))?;
-        let view = self
-            .st
-            .tensor(&stored)
-            .map_err(|e| Error::tensor(&stored, e.to_string()))?;
+        let stored = self.resolve(name).ok_or_else(|| Error::tensor(name, "missing from the model file"))?;
+        let view = self.st.tensor(&stored).map_err(|e| Error::tensor(&stored, e.to_string()))?;
         if view.shape() != shape {
             return Err(Error::tensor(
                 &stored,
-                format!(
-                    "shape {:?} in the file, but the config needs {:?}",
-                    view.shape(),
-                    shape
-                ),
+                format!("shape {:?} in the file, but the config needs {:?}", view.shape(), shape),
             ));
         }
         let values = to_f32(&view).map_err(|msg| Error::tensor(&stored, msg))?;
@@ -165,40 +154,24 @@ impl Reader<'_> {
         })
     }
 
-    fn linear(
-        &mut self,
-        prefix: &str,
-        n_in: usize,
-        n_out: usize,
-        layout: Layout,
-    ) -> Result<Linear> {
+    fn linear(&mut self, prefix: &str, n_in: usize, n_out: usize, layout: Layout) -> Result<Linear> {
         let shape = match layout {
             Layout::InOut => [n_in, n_out],
             Layout::OutIn => [n_out, n_in],
         };
         let w = self.take(&format!("{prefix}.weight"), &shape)?;
         let b = Some(self.take(&format!("{prefix}.bias"), &[n_out])?);
-        Ok(Linear {
-            w,
-            b,
-            n_in,
-            n_out,
-            layout,
-        })
+        Ok(Linear { w, b, n_in, n_out, layout })
     }
 
     /// Every tensor in the file must have been read (or be a known non-weight buffer).
     fn finish(self) -> Result<()> {
         let mut names: Vec<&str> = self.st.names();
         names.sort_unstable();
-        match names
-            .into_iter()
-            .find(|n| !self.used.contains(*n) && !is_ignored_buffer(n))
-        {
-            Some(extra) => Err(Error::tensor(
-                extra,
-                "not expected for this config (wrong memory kind or retrieval version?)",
-            )),
+        match names.into_iter().find(|n| !self.used.contains(*n) && !is_ignored_buffer(n)) {
+            Some(extra) => {
+                Err(Error::tensor(extra, "not expected for this config (wrong memory kind or retrieval version?)"))
+            }
             None => Ok(()),
         }
     }
@@ -206,23 +179,12 @@ impl Reader<'_> {
 
 fn to_f32(view: &TensorView<'_>) -> std::result::Result<Vec<f32>, String> {
     let bytes = view.data();
-    let pairs = || {
-        bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-    };
+    let pairs = || bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
     Ok(match view.dtype() {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         Dtype::BF16 => pairs().map(|b| half::bf16::from_bits(b).to_f32()).collect(),
         Dtype::F16 => pairs().map(|b| half::f16::from_bits(b).to_f32()).collect(),
-        other => {
-            return Err(format!(
-                "dtype {other:?} is not supported (use f32, bf16 or f16)"
-            ))
-        }
+        other => return Err(format!("dtype {other:?} is not supported (use f32, bf16 or f16)")),
     })
 }
 
@@ -230,10 +192,7 @@ impl Weights {
     /// Reads and checks every tensor the config calls for.
     pub(crate) fn read(st: &SafeTensors<'_>, cfg: &Config) -> Result<Self> {
         let (d, v) = (cfg.n_embd, cfg.vocab_size);
-        let mut r = Reader {
-            st,
-            used: BTreeSet::new(),
-        };
+        let mut r = Reader { st, used: BTreeSet::new() };
         let wte = r.take("wte.weight", &[v, d])?;
         let wpe = r.take("wpe.weight", &[cfg.n_positions, d])?;
         let blocks = (0..cfg.n_layer)
@@ -257,15 +216,7 @@ impl Weights {
             _ => None,
         };
         r.finish()?;
-        Ok(Weights {
-            wte,
-            wpe,
-            blocks,
-            ln_f,
-            lm_head,
-            memory,
-            retrieval,
-        })
+        Ok(Weights { wte, wpe, blocks, ln_f, lm_head, memory, retrieval })
     }
 
     /// Every tensor under its file name, in row-major f32, with its shape.
@@ -288,26 +239,13 @@ impl Weights {
         if let Some(h) = &self.lm_head {
             out.push(("lm_head.weight".into(), vec![v, d], h));
         }
-        out.push((
-            "memory".into(),
-            vec![cfg.memory.read_rows(), d],
-            &self.memory,
-        ));
+        out.push(("memory".into(), vec![cfg.memory.read_rows(), d], &self.memory));
         if let Some(r) = &self.retrieval {
-            for (n, l) in [
-                ("q_proj", &r.q),
-                ("k_proj", &r.k),
-                ("v_proj", &r.v),
-                ("o_proj", &r.o),
-            ] {
+            for (n, l) in [("q_proj", &r.q), ("k_proj", &r.k), ("v_proj", &r.v), ("o_proj", &r.o)] {
                 push_linear(&mut out, &format!("retrieval.{n}"), l);
             }
             if let Some(x) = &r.v2 {
-                for (n, l) in [
-                    ("ln_q", &x.ln_q),
-                    ("ln_kv", &x.ln_kv),
-                    ("ln_mlp", &x.ln_mlp),
-                ] {
+                for (n, l) in [("ln_q", &x.ln_q), ("ln_kv", &x.ln_kv), ("ln_mlp", &x.ln_mlp)] {
                     push_ln(&mut out, &format!("retrieval.{n}"), l);
                 }
                 push_linear(&mut out, "retrieval.fc_1", &x.fc_1);
@@ -336,9 +274,7 @@ fn push_linear<'a>(out: &mut Vec<(String, Vec<usize>, &'a [f32])>, prefix: &str,
 
 impl Retrieval {
     fn read(r: &mut Reader<'_>, d: usize, version: RetrievalVersion) -> Result<Self> {
-        let lin = |r: &mut Reader<'_>, n: &str, i, o| {
-            r.linear(&format!("retrieval.{n}"), i, o, Layout::OutIn)
-        };
+        let lin = |r: &mut Reader<'_>, n: &str, i, o| r.linear(&format!("retrieval.{n}"), i, o, Layout::OutIn);
         let (q, k) = (lin(r, "q_proj", d, d)?, lin(r, "k_proj", d, d)?);
         let (v, o) = (lin(r, "v_proj", d, d)?, lin(r, "o_proj", d, d)?);
         let v2 = match version {
@@ -388,14 +324,8 @@ pub fn serialize_tensors(
         .iter()
         .map(|(_, _, x)| match dtype {
             FileDtype::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            FileDtype::Bf16 => x
-                .iter()
-                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                .collect(),
-            FileDtype::F16 => x
-                .iter()
-                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                .collect(),
+            FileDtype::Bf16 => x.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+            FileDtype::F16 => x.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
         })
         .collect();
     let st_dtype = match dtype {
@@ -407,8 +337,8 @@ pub fn serialize_tensors(
         .iter()
         .zip(&encoded)
         .map(|((name, shape, _), bytes)| {
-            let view = TensorView::new(st_dtype, shape.clone(), bytes)
-                .map_err(|e| Error::tensor(name, e.to_string()))?;
+            let view =
+                TensorView::new(st_dtype, shape.clone(), bytes).map_err(|e| Error::tensor(name, e.to_string()))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;

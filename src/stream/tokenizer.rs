@@ -22,9 +22,7 @@ impl Default for Tokenizer {
 impl Tokenizer {
     /// GPT-2's BPE (`<|endoftext|>` = 50256 is never produced from text: special tokens are not parsed).
     pub fn gpt2() -> Self {
-        Tokenizer {
-            bpe: tiktoken_rs::r50k_base_singleton(),
-        }
+        Tokenizer { bpe: tiktoken_rs::r50k_base_singleton() }
     }
 
     /// Token ids of `text`.
@@ -40,19 +38,12 @@ impl Tokenizer {
 
     /// The exact bytes of `tokens` (a token may hold part of a UTF-8 character).
     pub fn decode_bytes(&self, tokens: &[u32]) -> Result<Vec<u8>> {
-        self.bpe
-            .decode_bytes(tokens)
-            .map_err(|e| Error::Input(format!("cannot decode: {e:?}")))
+        self.bpe.decode_bytes(tokens).map_err(|e| Error::Input(format!("cannot decode: {e:?}")))
     }
 
     /// Tokenizes a UTF-8 text file of any size into `out` at flat memory; `progress` gets the bytes read so far.
     /// Returns the number of tokens written.
-    pub fn encode_file(
-        &self,
-        input: &Path,
-        out: &mut TokenWriter,
-        mut progress: impl FnMut(u64),
-    ) -> Result<u64> {
+    pub fn encode_file(&self, input: &Path, out: &mut TokenWriter, mut progress: impl FnMut(u64)) -> Result<u64> {
         const BLOCK: usize = 4 << 20;
         let mut file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
         let mut pending: Vec<u8> = Vec::new(); // read but not yet tokenized
@@ -96,10 +87,7 @@ fn safe_split(text: &str) -> usize {
     (1..b.len().saturating_sub(1))
         .rev()
         .find(|&i| {
-            b[i] == b' '
-                && !b[i - 1].is_ascii_whitespace()
-                && !b[i + 1].is_ascii_whitespace()
-                && is_plain(text, i)
+            b[i] == b' ' && !b[i - 1].is_ascii_whitespace() && !b[i + 1].is_ascii_whitespace() && is_plain(text, i)
         })
         .unwrap_or(0)
 }
@@ -120,16 +108,10 @@ mod tests {
     fn known_ids() {
         let t = Tokenizer::gpt2();
         assert_eq!(t.encode("Hello world"), [15496, 995]);
-        assert_eq!(
-            t.encode(" Mary went to the kitchen."),
-            [5335, 1816, 284, 262, 9592, 13]
-        );
+        assert_eq!(t.encode(" Mary went to the kitchen."), [5335, 1816, 284, 262, 9592, 13]);
         assert_eq!(t.encode("GEN")[0], 35353);
         assert_eq!(t.encode("bathroom"), [37648, 3823]);
-        assert_eq!(
-            t.decode(&[5335, 1816, 284, 262, 9592, 13]).unwrap(),
-            " Mary went to the kitchen."
-        );
+        assert_eq!(t.decode(&[5335, 1816, 284, 262, 9592, 13]).unwrap(), " Mary went to the kitchen.");
     }
 
     #[test]

@@ -90,29 +90,21 @@ impl TokenFile {
         let header = |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().unwrap());
         let (format, start) = if dtype.is_none() && map.len() >= 4 && header(0) == MAGIC {
             if map.len() < HEADER_BYTES {
-                return Err(bad(
-                    path,
-                    format!(
-                        "llm.c header needs {HEADER_BYTES} bytes, the file has {}",
-                        map.len()
-                    ),
-                ));
+                return Err(bad(path, format!("llm.c header needs {HEADER_BYTES} bytes, the file has {}", map.len())));
             }
             let dtype = match header(1) {
                 1 => TokenDtype::U16,
                 2 => TokenDtype::U32,
-                v => {
-                    return Err(bad(
-                        path,
-                        format!("unknown llm.c token file version {v} (1 = u16, 2 = u32)"),
-                    ))
-                }
+                v => return Err(bad(path, format!("unknown llm.c token file version {v} (1 = u16, 2 = u32)"))),
             };
             let (count, data) = (header(2), map.len() - HEADER_BYTES);
             if count < 0 || count as usize * dtype.width() != data {
                 return Err(bad(
                     path,
-                    format!("header says {count} tokens but {data} bytes of data follow ({} bytes per token)", dtype.width()),
+                    format!(
+                        "header says {count} tokens but {data} bytes of data follow ({} bytes per token)",
+                        dtype.width()
+                    ),
                 ));
             }
             (TokenFormat::LlmC(dtype), HEADER_BYTES)
@@ -122,12 +114,10 @@ impl TokenFile {
                 (Some(d), _) => d,
                 (None, Some("u16")) => TokenDtype::U16,
                 (None, Some("u32")) => TokenDtype::U32,
-                _ => {
-                    return Err(bad(
-                        path,
-                        "no llm.c header (magic 20240520) and not named .u16/.u32: give the raw token width with --dtype",
-                    ))
-                }
+                _ => return Err(bad(
+                    path,
+                    "no llm.c header (magic 20240520) and not named .u16/.u32: give the raw token width with --dtype",
+                )),
             };
             if map.len() % dtype.width() != 0 {
                 return Err(bad(
@@ -146,13 +136,7 @@ impl TokenFile {
         if len == 0 {
             return Err(bad(path, "the file holds no tokens"));
         }
-        Ok(TokenFile {
-            path: path.into(),
-            map,
-            format,
-            start,
-            len,
-        })
+        Ok(TokenFile { path: path.into(), map, format, start, len })
     }
 
     /// Number of tokens.
@@ -180,16 +164,8 @@ impl TokenFile {
         let w = self.format.dtype().width();
         let bytes = &self.map[self.start + range.start * w..self.start + range.end * w];
         match self.format.dtype() {
-            TokenDtype::U16 => out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
-            ),
-            TokenDtype::U32 => out.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().unwrap())),
-            ),
+            TokenDtype::U16 => out.extend(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)),
+            TokenDtype::U32 => out.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()))),
         }
     }
 
@@ -243,15 +219,8 @@ impl TokenWriter {
         let tmp = path.with_extension("tmp-partial");
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&[0u8; HEADER_BYTES])
-            .map_err(|e| Error::io(&tmp, e))?;
-        Ok(TokenWriter {
-            path,
-            tmp,
-            out,
-            dtype,
-            count: 0,
-        })
+        out.write_all(&[0u8; HEADER_BYTES]).map_err(|e| Error::io(&tmp, e))?;
+        Ok(TokenWriter { path, tmp, out, dtype, count: 0 })
     }
 
     /// Appends tokens.
@@ -259,9 +228,8 @@ impl TokenWriter {
         for &t in tokens {
             let r = match self.dtype {
                 TokenDtype::U16 => {
-                    let t16 = u16::try_from(t).map_err(|_| {
-                        Error::Input(format!("token {t} does not fit a u16 token file: use u32"))
-                    })?;
+                    let t16 = u16::try_from(t)
+                        .map_err(|_| Error::Input(format!("token {t} does not fit a u16 token file: use u32")))?;
                     self.out.write_all(&t16.to_le_bytes())
                 }
                 TokenDtype::U32 => self.out.write_all(&t.to_le_bytes()),
@@ -280,12 +248,8 @@ impl TokenWriter {
     /// Writes the header and moves the file into place.
     pub fn finish(mut self) -> Result<u64> {
         use std::io::{Seek, SeekFrom};
-        let count = i32::try_from(self.count).map_err(|_| {
-            Error::Input(format!(
-                "{} tokens exceed llm.c's i32 header count",
-                self.count
-            ))
-        })?;
+        let count = i32::try_from(self.count)
+            .map_err(|_| Error::Input(format!("{} tokens exceed llm.c's i32 header count", self.count)))?;
         let version = match self.dtype {
             TokenDtype::U16 => 1,
             TokenDtype::U32 => 2,
@@ -312,10 +276,7 @@ pub struct TokenStream {
 impl TokenStream {
     /// Opens every file (see [`TokenFile::open`]).
     pub fn open(paths: &[PathBuf], dtype: Option<TokenDtype>) -> Result<Self> {
-        let files = paths
-            .iter()
-            .map(|p| TokenFile::open(p, dtype))
-            .collect::<Result<Vec<_>>>()?;
+        let files = paths.iter().map(|p| TokenFile::open(p, dtype)).collect::<Result<Vec<_>>>()?;
         let len = files.iter().map(TokenFile::len).sum();
         Ok(TokenStream { files, len })
     }
@@ -332,9 +293,7 @@ impl TokenStream {
 
     /// Checks every token of every file against the vocabulary.
     pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
-        self.files
-            .iter()
-            .try_for_each(|f| f.check_vocab(vocab_size))
+        self.files.iter().try_for_each(|f| f.check_vocab(vocab_size))
     }
 
     /// Appends the tokens `range` of the concatenated stream to `out`.

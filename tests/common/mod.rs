@@ -7,9 +7,7 @@ use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// Tensors dumped by `scripts/rmt_reference.py fixtures`.
@@ -19,64 +17,43 @@ pub struct Expected {
 
 impl Expected {
     pub fn load(name: &str) -> Self {
-        Expected {
-            bytes: std::fs::read(fixture(name)).expect("fixture present"),
-        }
+        Expected { bytes: std::fs::read(fixture(name)).expect("fixture present") }
     }
 
     fn view(&self, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
         (t.dtype(), t.shape().to_vec(), t.data().to_vec())
     }
 
     pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
         let (dtype, shape, data) = self.view(name);
         assert_eq!(dtype, Dtype::F32, "{name}");
-        (
-            shape,
-            data.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        )
+        (shape, data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
     }
 
     pub fn tokens(&self, name: &str) -> Vec<u32> {
         let (dtype, _, data) = self.view(name);
         assert_eq!(dtype, Dtype::I64, "{name}");
-        data.chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-            .collect()
+        data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect()
     }
 
     pub fn has(&self, name: &str) -> bool {
-        SafeTensors::deserialize(&self.bytes)
-            .unwrap()
-            .tensor(name)
-            .is_ok()
+        SafeTensors::deserialize(&self.bytes).unwrap().tensor(name).is_ok()
     }
 }
 
 /// ‖a − b‖₂ / ‖b‖₂, the normalised error every parity check states its tolerance in.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
 
 /// Runs the `rmt-fast` binary.
 pub fn rmt_fast(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rmt-fast"))
-        .args(args)
-        .output()
-        .expect("binary runs")
+    std::process::Command::new(env!("CARGO_BIN_EXE_rmt-fast")).args(args).output().expect("binary runs")
 }
 
 /// A fresh scratch directory for one test.
@@ -94,7 +71,5 @@ pub fn stderr(o: &std::process::Output) -> String {
 
 /// The shared data directory beside the repository (`../shared/data`).
 pub fn shared_data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
 }

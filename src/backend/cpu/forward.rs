@@ -21,15 +21,11 @@ pub fn embed(model: &Model, pieces: &[Piece<'_>], start: usize) -> Vec<f32> {
     for p in pieces {
         match p {
             Piece::Rows(rows) => x.extend_from_slice(rows),
-            Piece::Tokens(toks) => toks
-                .iter()
-                .for_each(|&t| x.extend_from_slice(&w.wte[t as usize * d..][..d])),
+            Piece::Tokens(toks) => toks.iter().for_each(|&t| x.extend_from_slice(&w.wte[t as usize * d..][..d])),
         }
     }
     for (i, row) in x.chunks_exact_mut(d).enumerate() {
-        row.iter_mut()
-            .zip(&w.wpe[(start + i) * d..][..d])
-            .for_each(|(a, p)| *a += p);
+        row.iter_mut().zip(&w.wpe[(start + i) * d..][..d]).for_each(|(a, p)| *a += p);
     }
     x
 }
@@ -46,34 +42,13 @@ pub fn blocks(model: &Model, mut x: Vec<f32>, cache: &mut KvCache) -> Vec<f32> {
     let mut hidden = vec![0.0; n * 4 * d];
     for (l, b) in model.weights.blocks.iter().enumerate() {
         layer_norm(&x, &b.ln_1, eps, &mut a);
-        matmul(
-            &a,
-            n,
-            b.c_attn.mat(),
-            b.c_attn.b.as_deref(),
-            &mut qkv,
-            false,
-        );
+        matmul(&a, n, b.c_attn.mat(), b.c_attn.b.as_deref(), &mut qkv, false);
         causal_attention(&qkv, n, cfg.n_head, cache, l, &mut att);
-        matmul(
-            &att,
-            n,
-            b.attn_proj.mat(),
-            b.attn_proj.b.as_deref(),
-            &mut x,
-            true,
-        );
+        matmul(&att, n, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x, true);
         layer_norm(&x, &b.ln_2, eps, &mut a);
         matmul(&a, n, b.c_fc.mat(), b.c_fc.b.as_deref(), &mut hidden, false);
         gelu_new(&mut hidden);
-        matmul(
-            &hidden,
-            n,
-            b.mlp_proj.mat(),
-            b.mlp_proj.b.as_deref(),
-            &mut x,
-            true,
-        );
+        matmul(&hidden, n, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x, true);
     }
     cache.len += n;
     x
@@ -82,27 +57,13 @@ pub fn blocks(model: &Model, mut x: Vec<f32>, cache: &mut KvCache) -> Vec<f32> {
 /// `ln_f` of the given rows.
 pub fn final_norm(model: &Model, rows: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; rows.len()];
-    layer_norm(
-        rows,
-        &model.weights.ln_f,
-        model.config.layer_norm_epsilon,
-        &mut out,
-    );
+    layer_norm(rows, &model.weights.ln_f, model.config.layer_norm_epsilon, &mut out);
     out
 }
 
 /// LM head logits of one normalised row: `h · Wᵀ` with the untied head or `wte`.
 pub fn lm_head(model: &Model, h: &[f32], logits: &mut [f32]) {
-    let w = model
-        .weights
-        .lm_head
-        .as_deref()
-        .unwrap_or(&model.weights.wte);
-    let head = MatRef {
-        w,
-        n_in: model.config.n_embd,
-        n_out: model.config.vocab_size,
-        layout: Layout::OutIn,
-    };
+    let w = model.weights.lm_head.as_deref().unwrap_or(&model.weights.wte);
+    let head = MatRef { w, n_in: model.config.n_embd, n_out: model.config.vocab_size, layout: Layout::OutIn };
     matmul(h, 1, head, None, logits, false);
 }

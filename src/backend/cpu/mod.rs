@@ -12,16 +12,14 @@ pub use forward::Piece;
 use retrieval::StoreCache;
 
 use super::Step;
+use crate::error::Result;
 use crate::model::weights::Retrieval;
 use crate::model::Model;
+use crate::store::{RowStore, StoreConfig};
 
 /// The session only asks RMT-R models for retrieval.
 fn retrieval(model: &Model) -> &Retrieval {
-    model
-        .weights
-        .retrieval
-        .as_ref()
-        .expect("retrieval is only called for RMT-R models")
+    model.weights.retrieval.as_ref().expect("retrieval is only called for RMT-R models")
 }
 
 /// One stream's segment step on the CPU.
@@ -32,14 +30,11 @@ pub struct CpuStep {
 }
 
 impl CpuStep {
-    /// A step for `model` with empty caches.
-    pub fn new(model: Arc<Model>) -> Self {
+    /// A step for `model` with empty caches; `store` configures RMT-R v1's key/value caches.
+    pub fn new(model: Arc<Model>, store: &StoreConfig) -> Self {
         let cache = KvCache::new(model.config.n_layer);
-        CpuStep {
-            model,
-            cache,
-            store: StoreCache::default(),
-        }
+        let store = StoreCache::new(model.weights.retrieval.as_ref(), model.config.n_embd, store);
+        CpuStep { model, cache, store }
     }
 
     /// Runs `pieces` from position 0 in a fresh cache; returns the final residual rows.
@@ -53,10 +48,7 @@ impl CpuStep {
 impl Step for CpuStep {
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) {
         let h = self.run(&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]);
-        out.copy_from_slice(&forward::final_norm(
-            &self.model,
-            &h[h.len() - write.len()..],
-        ));
+        out.copy_from_slice(&forward::final_norm(&self.model, &h[h.len() - write.len()..]));
     }
 
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) {
@@ -72,23 +64,15 @@ impl Step for CpuStep {
         forward::lm_head(&self.model, &forward::final_norm(&self.model, &h), logits);
     }
 
-    fn push_state(&mut self, state: &[f32]) {
-        let eps = self.model.config.layer_norm_epsilon;
-        self.store.push(retrieval(&self.model), state, eps);
+    fn push_state(&mut self, state: &[f32]) -> Result<()> {
+        self.store.push(retrieval(&self.model), state)
     }
 
     fn truncate_states(&mut self, n: usize) {
-        let cfg = &self.model.config;
-        self.store
-            .truncate_rows(n * cfg.memory.num_mem_tokens, cfg.n_embd);
+        self.store.truncate_rows(n * self.model.config.memory.num_mem_tokens);
     }
 
-    fn retrieve(&mut self, cur: &[f32], out: &mut [f32]) {
-        self.store.retrieve(
-            retrieval(&self.model),
-            cur,
-            self.model.config.layer_norm_epsilon,
-            out,
-        );
+    fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) {
+        self.store.retrieve(retrieval(&self.model), store, cur, self.model.config.layer_norm_epsilon, out);
     }
 }

@@ -16,12 +16,7 @@ pub struct MatRef<'a> {
 impl Linear {
     /// This layer's weight as a GEMM operand.
     pub fn mat(&self) -> MatRef<'_> {
-        MatRef {
-            w: &self.w,
-            n_in: self.n_in,
-            n_out: self.n_out,
-            layout: self.layout,
-        }
+        MatRef { w: &self.w, n_in: self.n_in, n_out: self.n_out, layout: self.layout }
     }
 }
 
@@ -46,11 +41,7 @@ pub struct Strided {
 impl Strided {
     /// A row-major matrix of `cols` columns starting at `offset`.
     pub fn rows(offset: usize, cols: usize) -> Self {
-        Strided {
-            offset,
-            rs: cols,
-            cs: 1,
-        }
+        Strided { offset, rs: cols, cs: 1 }
     }
 
     fn fits(&self, rows: usize, cols: usize, len: usize) -> bool {
@@ -70,10 +61,7 @@ pub fn gemm_strided(
     rhs: &[f32],
     b: Strided,
 ) {
-    assert!(
-        d.fits(m, n, dst.len()) && a.fits(m, k, lhs.len()) && b.fits(k, n, rhs.len()),
-        "gemm view out of bounds"
-    );
+    assert!(d.fits(m, n, dst.len()) && a.fits(m, k, lhs.len()) && b.fits(k, n, rhs.len()), "gemm view out of bounds");
     if m == 0 || n == 0 {
         return;
     }
@@ -105,14 +93,7 @@ pub fn gemm_strided(
 
 /// `out[rows × n_out] (+)= x[rows × n_in] · W (+ bias)`; with `accumulate` the product is added to `out`
 /// (residual connections), otherwise `out` is overwritten.
-pub fn matmul(
-    x: &[f32],
-    rows: usize,
-    m: MatRef<'_>,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    accumulate: bool,
-) {
+pub fn matmul(x: &[f32], rows: usize, m: MatRef<'_>, bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
     let (k, n) = (m.n_in, m.n_out);
     assert!(out.len() >= rows * n);
     for row in out[..rows * n].chunks_exact_mut(n) {
@@ -125,22 +106,9 @@ pub fn matmul(
     }
     let w = match m.layout {
         Layout::InOut => Strided::rows(0, n),
-        Layout::OutIn => Strided {
-            offset: 0,
-            rs: 1,
-            cs: k,
-        },
+        Layout::OutIn => Strided { offset: 0, rs: 1, cs: k },
     };
-    gemm_strided(
-        (rows, n, k),
-        out,
-        Strided::rows(0, n),
-        true,
-        x,
-        Strided::rows(0, k),
-        m.w,
-        w,
-    );
+    gemm_strided((rows, n, k), out, Strided::rows(0, n), true, x, Strided::rows(0, k), m.w, w);
 }
 
 /// LayerNorm of each `d`-wide row of `x` into `out` (biased variance, as torch).
