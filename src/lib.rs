@@ -25,6 +25,7 @@
 //! # Ok::<(), rmt_fast::Error>(())
 //! ```
 
+pub mod babilong;
 pub mod backend;
 pub mod convert;
 mod error;

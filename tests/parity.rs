@@ -59,7 +59,7 @@ fn check_loaded(model: Model, model_file: &str, expected_file: &str) -> f64 {
         let mut session = engine.session();
         for (s, chunk) in prompt.chunks(seg).enumerate() {
             session.read(chunk).unwrap();
-            session.flush();
+            session.flush().unwrap();
             check(
                 format!("case{case} training memory after segment {s}"),
                 &session.state().memory,

@@ -206,7 +206,7 @@ fn spilled_stores_equal_stores_in_ram() {
     );
 }
 
-/// A bf16 store halves the bytes and moves answers by a bounded amount: answer logits within 2e-2 normalised
+/// A bf16 store halves the bytes and moves answers by a bounded amount: answer logits within 1e-3 normalised
 /// error of the f32 store's after 30 segments; a bf16 state restores bit for bit.
 #[test]
 fn bf16_store_is_close_to_f32_and_restores_exactly() {
@@ -219,7 +219,7 @@ fn bf16_store_is_close_to_f32_and_restores_exactly() {
         let (ax, ay) = (x.ask(&[7, 8], 1).unwrap(), y.ask(&[7, 8], 1).unwrap());
         let e = common::rel_err(&ay.logits[0], &ax.logits[0]);
         eprintln!("bf16 store vs f32 store, answer logits after 30 segments: {e:.2e}");
-        assert!(e > 0.0 && e <= 2e-2, "{e:.3e}");
+        assert!(e > 0.0 && e <= 1e-3, "{e:.3e}");
 
         let dir = common::scratch_dir("bf16-store");
         let path = dir.join("s.state");

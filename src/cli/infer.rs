@@ -77,6 +77,7 @@ fn check_resume(
         buf.clear();
         stream.read_into(at..(at + (1 << 20)).min(n), &mut buf);
         hash = hash_tokens(hash, &buf);
+        stream.release_before(at + buf.len());
     }
     ensure!(
         hash == state.tokens_hash,
@@ -131,6 +132,9 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
         stream.read_into(pos..end, &mut buf);
         session.read(&buf)?;
         pos = end;
+        if pos % (1 << 20) < seg {
+            stream.release_before(pos); // about every million tokens: keeps resident memory flat
+        }
         pb.set_position(pos as u64);
         if pos % seg == 0 {
             since_checkpoint += 1;

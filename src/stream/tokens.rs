@@ -136,6 +136,9 @@ impl TokenFile {
         if len == 0 {
             return Err(bad(path, "the file holds no tokens"));
         }
+        // read front to back: ask the kernel for readahead (a hint; failure changes nothing)
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Sequential);
         Ok(TokenFile { path: path.into(), map, format, start, len })
     }
 
@@ -169,8 +172,21 @@ impl TokenFile {
         }
     }
 
-    /// Checks every token against the vocabulary, in bounded chunks; the first bad one is reported with its
-    /// index and byte offset.
+    /// Hands the pages holding tokens `0..tokens` back to the kernel, so pages already read do not stay resident:
+    /// without it a stream's mapped pages count as this process's memory and grow with the stream. The mapping is
+    /// read-only and file-backed, so a page touched again is simply read again.
+    pub fn release(&self, tokens: usize) {
+        let bytes = self.start + tokens.min(self.len) * self.format.dtype().width();
+        #[cfg(unix)]
+        // SAFETY: DONTNEED on a shared read-only file mapping drops clean pages only; later reads fault them back
+        // in from the file unchanged.
+        let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, bytes) };
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
+    /// Checks every token against the vocabulary, in bounded chunks (released as they are checked); the first bad
+    /// one is reported with its index and byte offset.
     pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
         const CHUNK: usize = 1 << 20;
         let mut buf = Vec::with_capacity(CHUNK);
@@ -188,6 +204,7 @@ impl TokenFile {
                     ),
                 ));
             }
+            self.release(at + buf.len());
         }
         Ok(())
     }
@@ -294,6 +311,17 @@ impl TokenStream {
     /// Checks every token of every file against the vocabulary.
     pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
         self.files.iter().try_for_each(|f| f.check_vocab(vocab_size))
+    }
+
+    /// Releases the pages of every token before `pos` (see [`TokenFile::release`]).
+    pub fn release_before(&self, pos: usize) {
+        let mut offset = 0;
+        for f in &self.files {
+            if pos > offset {
+                f.release(pos - offset);
+            }
+            offset += f.len();
+        }
     }
 
     /// Appends the tokens `range` of the concatenated stream to `out`.

@@ -1,0 +1,4 @@
+//! BABILong: bAbI tasks (the real files and built-in generators), haystack text, the sample builder, evaluation.
+
+pub mod babi;
+pub mod solver;

@@ -1,0 +1,188 @@
+//! A world simulation for bAbI tasks 1–5: it reads the facts the way the task generator wrote them and derives
+//! the answer. It checks the real files and the built-in generators against each other.
+
+use std::collections::HashMap;
+
+/// One fact of tasks 1–5.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// `P went to the L.` (and moved, journeyed, travelled, went back).
+    Move { person: String, place: String },
+    /// `P got the O (there).` (and grabbed, picked up, took).
+    Take { person: String, object: String },
+    /// `P dropped the O (there).` (and put down, left, discarded).
+    Drop { person: String, object: String },
+    /// `P gave the O to Q.` (and handed, passed).
+    Give { giver: String, object: String, receiver: String },
+    /// `The A is D of the B.`
+    Relation { a: String, direction: String, b: String },
+}
+
+const MOVE: [&str; 5] = ["moved", "went", "journeyed", "travelled", "went back"];
+const TAKE: [&str; 4] = ["got", "grabbed", "picked up", "took"];
+const DROP: [&str; 4] = ["dropped", "put down", "left", "discarded"];
+const GIVE: [&str; 3] = ["gave", "handed", "passed"];
+
+/// Reads a fact sentence; `None` if it is not one of the tasks' templates.
+pub fn parse_fact(sentence: &str) -> Option<Fact> {
+    let s = sentence.trim().strip_suffix('.')?;
+    if let Some(rest) = s.strip_prefix("The ") {
+        let (a, rest) = rest.split_once(" is ")?;
+        let (direction, b) = rest.split_once(" of the ")?;
+        return Some(Fact::Relation { a: a.into(), direction: direction.into(), b: b.into() });
+    }
+    let (person, rest) = s.split_once(' ')?;
+    let person = person.to_string();
+    for verb in MOVE {
+        if let Some(place) = rest.strip_prefix(verb).and_then(|r| r.strip_prefix(" to the ")) {
+            return Some(Fact::Move { person, place: place.into() });
+        }
+    }
+    for verb in GIVE {
+        if let Some(r) = rest.strip_prefix(verb).and_then(|r| r.strip_prefix(" the ")) {
+            let (object, receiver) = r.split_once(" to ")?;
+            return Some(Fact::Give { giver: person, object: object.into(), receiver: receiver.into() });
+        }
+    }
+    let object_of = |verb: &str| {
+        let o = rest.strip_prefix(verb)?.strip_prefix(" the ")?;
+        Some(o.strip_suffix(" there").unwrap_or(o).to_string())
+    };
+    if let Some(object) = TAKE.iter().find_map(|v| object_of(v)) {
+        return Some(Fact::Take { person, object });
+    }
+    DROP.iter().find_map(|v| object_of(v)).map(|object| Fact::Drop { person, object })
+}
+
+fn opposite(direction: &str) -> Option<&'static str> {
+    Some(match direction {
+        "north" => "south",
+        "south" => "north",
+        "east" => "west",
+        "west" => "east",
+        _ => return None,
+    })
+}
+
+/// The world after a sequence of facts.
+#[derive(Default)]
+struct World {
+    place: HashMap<String, String>,
+    holder: HashMap<String, String>,
+    object_place: HashMap<String, String>,
+    /// Every place an object has been, consecutive repeats collapsed (qa3).
+    history: HashMap<String, Vec<String>>,
+    gives: Vec<(String, String, String)>,
+    relations: Vec<(String, String, String)>,
+}
+
+impl World {
+    fn object_at(&mut self, object: &str, place: Option<String>) {
+        let Some(place) = place else { return };
+        self.object_place.insert(object.to_string(), place.clone());
+        let h = self.history.entry(object.to_string()).or_default();
+        if h.last() != Some(&place) {
+            h.push(place);
+        }
+    }
+
+    fn apply(&mut self, fact: Fact) {
+        match fact {
+            Fact::Move { person, place } => {
+                self.place.insert(person.clone(), place.clone());
+                let carried: Vec<String> =
+                    self.holder.iter().filter(|(_, h)| **h == person).map(|(o, _)| o.clone()).collect();
+                for o in carried {
+                    self.object_at(&o, Some(place.clone()));
+                }
+            }
+            Fact::Take { person, object } => {
+                let at = self.place.get(&person).cloned();
+                self.holder.insert(object.clone(), person);
+                self.object_at(&object, at);
+            }
+            Fact::Drop { person, object } => {
+                self.holder.remove(&object);
+                let at = self.place.get(&person).cloned();
+                self.object_at(&object, at);
+            }
+            Fact::Give { giver, object, receiver } => {
+                let at = self.place.get(&receiver).cloned();
+                self.holder.insert(object.clone(), receiver.clone());
+                self.object_at(&object, at);
+                self.gives.push((giver, object, receiver));
+            }
+            Fact::Relation { a, direction, b } => self.relations.push((a, direction, b)),
+        }
+    }
+
+    /// `X` such that "X is `direction` of `b`", from a stated or an inverse fact.
+    fn is_dir_of(&self, direction: &str, b: &str) -> Option<String> {
+        let opp = opposite(direction)?;
+        self.relations.iter().rev().find_map(|(x, d, y)| {
+            if d == direction && y == b {
+                Some(x.clone())
+            } else if d == opp && x == b {
+                Some(y.clone())
+            } else {
+                None
+            }
+        })
+    }
+
+    fn last_give(&self, keep: impl Fn(&(String, String, String)) -> bool) -> Option<&(String, String, String)> {
+        self.gives.iter().rev().find(|g| keep(g))
+    }
+}
+
+/// Derives the answer to a question of tasks 1–5 from the facts before it; `None` if a fact or the question is
+/// outside the templates, or the facts do not determine the answer.
+pub fn solve(facts: &[String], question: &str) -> Option<String> {
+    let mut w = World::default();
+    for f in facts {
+        w.apply(parse_fact(f)?);
+    }
+    let q = question.trim().strip_suffix('?')?;
+    if let Some(rest) = q.strip_prefix("Where was the ") {
+        let (object, before) = rest.split_once(" before the ")?;
+        let h = w.history.get(object)?;
+        let i = h.iter().rposition(|p| p == before)?;
+        return h.get(i.checked_sub(1)?).cloned();
+    }
+    if let Some(object) = q.strip_prefix("Where is the ") {
+        return match w.holder.get(object) {
+            Some(person) => w.place.get(person).cloned(),
+            None => w.object_place.get(object).cloned(),
+        };
+    }
+    if let Some(person) = q.strip_prefix("Where is ") {
+        return w.place.get(person).cloned();
+    }
+    if let Some(rest) = q.strip_prefix("What is the ") {
+        // "What is the A D of?": Y with "A is D of Y", i.e. A is D of Y ⇔ Y is opposite(D) of A
+        let (a, direction) = rest.strip_suffix(" of")?.split_once(' ')?;
+        return w.is_dir_of(opposite(direction)?, a);
+    }
+    if let Some(rest) = q.strip_prefix("What is ") {
+        let (direction, b) = rest.split_once(" of the ")?;
+        return w.is_dir_of(direction, b);
+    }
+    if let Some(rest) = q.strip_prefix("What did ") {
+        let (giver, receiver) = rest.split_once(" give to ")?;
+        return w.last_give(|g| g.0 == giver && g.2 == receiver).map(|g| g.1.clone());
+    }
+    if let Some(rest) = q.strip_prefix("Who gave the ") {
+        return match rest.split_once(" to ") {
+            Some((object, receiver)) => w.last_give(|g| g.1 == object && g.2 == receiver).map(|g| g.0.clone()),
+            None => w.last_give(|g| g.1 == rest).map(|g| g.0.clone()),
+        };
+    }
+    if let Some(object) = q.strip_prefix("Who received the ") {
+        return w.last_give(|g| g.1 == object).map(|g| g.2.clone());
+    }
+    if let Some(rest) = q.strip_prefix("Who did ") {
+        let (giver, object) = rest.strip_suffix(" to")?.split_once(" give the ")?;
+        return w.last_give(|g| g.0 == giver && g.1 == object).map(|g| g.2.clone());
+    }
+    None
+}
