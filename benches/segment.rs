@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         let model = Arc::new(Model::random(cfg, 0).unwrap());
         let read = model.weights.memory.clone();
         let tokens: Vec<u32> = (0..seg as u32).map(|i| (i * 7919) % 50000).collect();
-        let mut step = CpuStep::new(Arc::clone(&model));
+        let mut step = CpuStep::new(Arc::clone(&model), &Default::default());
         let mut out = vec![0.0; m * d];
         let t0 = std::time::Instant::now();
         step.write_segment(&read, &tokens, &read[..m * d], &mut out);

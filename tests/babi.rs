@@ -2,11 +2,14 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use common::shared_data;
 use rmt_fast::babilong::babi::{self, load, task_number, Split, TASKS};
+use rmt_fast::babilong::generate::generate;
 use rmt_fast::babilong::solver::{parse_fact, solve, Fact};
+use rmt_fast::rng::Rng;
 
 fn dir(set: &str) -> PathBuf {
     shared_data(&format!("babi/tasks_1-20_v1-2/{set}"))
@@ -27,7 +30,7 @@ fn all_twenty_tasks_parse() {
                 assert!(!s.facts.iter().any(|f| f.contains('\t')), "questions are not facts");
             }
         }
-        if !(task == 3) {
+        if task != 3 {
             // en-10k's qa3 train file is not in the shared data (SOURCES.md)
             assert_eq!(load(&dir("en-10k"), task, Split::Train).unwrap().len(), 10_000, "en-10k qa{task} train");
         }
@@ -97,4 +100,76 @@ fn bad_input_is_a_clear_error() {
     assert!(err.contains("f.txt:2") && err.contains("not a number"), "{err}");
     let err = babi::parse("1 Mary went home.\n2 Where is Mary?\thome\t5\n", 1, "f.txt").unwrap_err().to_string();
     assert!(err.contains("f.txt:2") && err.contains("not a fact of this story"), "{err}");
+}
+
+/// A sentence's template: names, places, objects and directions replaced by placeholders.
+fn template(sentence: &str) -> String {
+    sentence
+        .trim()
+        .split(' ')
+        .map(|w| {
+            let core = w.trim_end_matches(['.', '?']);
+            let tail = &w[core.len()..];
+            let class = match core {
+                "Mary" | "John" | "Sandra" | "Daniel" | "Fred" | "Jeff" | "Bill" => "P",
+                "bathroom" | "bedroom" | "garden" | "hallway" | "kitchen" | "office" => "L",
+                "apple" | "football" | "milk" => "O",
+                "north" | "south" | "east" | "west" => "D",
+                other => other,
+            };
+            format!("{class}{tail}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn stats(
+    samples: &[babi::Sample],
+) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, BTreeMap<String, f64>, f64) {
+    let facts: BTreeSet<String> = samples.iter().flat_map(|s| s.facts.iter().map(|f| template(f))).collect();
+    let questions: BTreeSet<String> = samples.iter().map(|s| template(&s.question)).collect();
+    let words: BTreeSet<String> = samples
+        .iter()
+        .flat_map(|s| {
+            s.facts
+                .iter()
+                .chain([&s.question])
+                .flat_map(|t| t.split_whitespace().map(|w| w.trim_end_matches(['.', '?']).to_string()))
+        })
+        .collect();
+    let mut answers: BTreeMap<String, f64> = BTreeMap::new();
+    for s in samples {
+        *answers.entry(s.answer.clone()).or_default() += 1.0 / samples.len() as f64;
+    }
+    let mean_facts = samples.iter().map(|s| s.facts.len() as f64).sum::<f64>() / samples.len() as f64;
+    (facts, questions, words, answers, mean_facts)
+}
+
+/// Generated samples against the real test files: the same templates, vocabulary and answer sets; mean facts per
+/// sample within 35 %; every answer's share within 8 percentage points; answers the solver derives; and the same
+/// seed gives the same samples.
+#[test]
+fn generators_match_the_real_files() {
+    for task in 1..=5 {
+        let real = load(&dir("en-10k"), task, Split::Test).unwrap();
+        let made = generate(task, 2000, &mut Rng::new(task as u64)).unwrap();
+        assert_eq!(made, generate(task, 2000, &mut Rng::new(task as u64)).unwrap(), "qa{task}: seeded");
+        for s in &made {
+            assert_eq!(solve(&s.facts, &s.question).as_deref(), Some(s.answer.as_str()));
+        }
+        let (rf, rq, rw, ra, rm) = stats(&real);
+        let (gf, gq, gw, ga, gm) = stats(&made);
+        assert_eq!(gf, rf, "qa{task}: fact templates");
+        assert_eq!(gq, rq, "qa{task}: question templates");
+        assert_eq!(gw, rw, "qa{task}: vocabulary");
+        assert_eq!(ga.keys().collect::<Vec<_>>(), ra.keys().collect::<Vec<_>>(), "qa{task}: answer set");
+        let worst = ra.iter().map(|(k, p)| (p - ga[k]).abs()).fold(0.0, f64::max);
+        eprintln!(
+            "qa{task}: facts per sample {gm:.1} generated vs {rm:.1} real; largest answer-share gap {:.1} pp",
+            100.0 * worst
+        );
+        assert!((gm / rm - 1.0).abs() <= 0.35, "qa{task}: mean facts per sample {gm:.1} vs {rm:.1}");
+        assert!(worst <= 0.08, "qa{task}: answer share differs by {:.1} pp", 100.0 * worst);
+    }
+    assert!(generate(6, 1, &mut Rng::new(0)).unwrap_err().to_string().contains("qa1–qa5"));
 }

@@ -1,4 +1,5 @@
 //! BABILong: bAbI tasks (the real files and built-in generators), haystack text, the sample builder, evaluation.
 
 pub mod babi;
+pub mod generate;
 pub mod solver;
