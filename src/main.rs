@@ -127,6 +127,11 @@ enum Command {
         #[arg(long)]
         n_head: Option<usize>,
     },
+    /// BABILong: generate the benchmark at any length.
+    Babilong {
+        #[command(subcommand)]
+        command: BabilongCommand,
+    },
     /// Write a randomly initialised model of any shape (GPT-2 init), for tests and benchmarks.
     Init {
         /// Model config JSON: n_layer, n_head, n_embd, vocab_size, n_positions, memory {kind, num_mem_tokens,
@@ -142,6 +147,41 @@ enum Command {
         /// Stored element type: f32, bf16 or f16.
         #[arg(long, default_value = "f32")]
         dtype: FileDtype,
+    },
+}
+
+#[derive(Subcommand)]
+enum BabilongCommand {
+    /// Generate samples: JSONL (HF `RMT-team/babilong` fields + task, length, seed, fact positions) and a
+    /// pre-tokenized twin per task and length, streaming (a 10M-token sample at flat memory).
+    Gen {
+        /// Tasks, comma-separated (qa1–qa5 built in; qa1–qa20 with --babi).
+        #[arg(long, default_value = "qa1")]
+        tasks: String,
+        /// Context lengths in GPT-2 tokens: 0k,1k,2k,4k,…,512k,1M,10M (decimal thousands) or counts.
+        #[arg(long, default_value = "0k,4k")]
+        lengths: String,
+        /// Samples per task and length.
+        #[arg(long, default_value_t = 100)]
+        samples: usize,
+        /// Seed: the same seed and inputs give the same files, byte for byte.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Background books: text files or directories of .txt [default: built-in synthetic prose].
+        #[arg(long)]
+        haystack: Vec<PathBuf>,
+        /// bAbI task directory (e.g. tasks_1-20_v1-2/en-10k) [default: the built-in generators].
+        #[arg(long)]
+        babi: Option<PathBuf>,
+        /// Which bAbI file to draw from with --babi.
+        #[arg(long, default_value = "test", value_parser = cli::babilong::parse_split)]
+        split: rmt_fast::babilong::babi::Split,
+        /// Reserve 300 tokens for an LLM prompt template (the HF test sets' lengths).
+        #[arg(long)]
+        llm_prompt: bool,
+        /// Output directory (one folder per task).
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -186,6 +226,24 @@ fn run(command: Command) -> anyhow::Result<u8> {
         }
         Command::Convert { input, output, config, segment_size, n_head } => {
             cli::convert::run(&input, &output, config.as_deref(), segment_size, n_head).map(|()| 0)
+        }
+        Command::Babilong {
+            command: BabilongCommand::Gen { tasks, lengths, samples, seed, haystack, babi, split, llm_prompt, output },
+        } => {
+            let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+            cli::babilong::gen(cli::babilong::GenArgs {
+                tasks,
+                lengths,
+                samples,
+                seed,
+                haystack,
+                babi,
+                split,
+                llm_prompt,
+                out: output,
+                quiet,
+            })
+            .map(|()| 0)
         }
         Command::Info { file, dtype } => cli::info::run(&file, dtype).map(|()| 0),
         Command::Init { config, seed, output, dtype } => cli::init::run(&config, seed, &output, dtype).map(|()| 0),

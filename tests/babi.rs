@@ -123,9 +123,16 @@ fn template(sentence: &str) -> String {
         .join(" ")
 }
 
-fn stats(
-    samples: &[babi::Sample],
-) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, BTreeMap<String, f64>, f64) {
+/// What the generator must reproduce of a set of samples.
+struct Stats {
+    facts: BTreeSet<String>,
+    questions: BTreeSet<String>,
+    words: BTreeSet<String>,
+    answers: BTreeMap<String, f64>,
+    mean_facts: f64,
+}
+
+fn stats(samples: &[babi::Sample]) -> Stats {
     let facts: BTreeSet<String> = samples.iter().flat_map(|s| s.facts.iter().map(|f| template(f))).collect();
     let questions: BTreeSet<String> = samples.iter().map(|s| template(&s.question)).collect();
     let words: BTreeSet<String> = samples
@@ -142,7 +149,7 @@ fn stats(
         *answers.entry(s.answer.clone()).or_default() += 1.0 / samples.len() as f64;
     }
     let mean_facts = samples.iter().map(|s| s.facts.len() as f64).sum::<f64>() / samples.len() as f64;
-    (facts, questions, words, answers, mean_facts)
+    Stats { facts, questions, words, answers, mean_facts }
 }
 
 /// Generated samples against the real test files: the same templates, vocabulary and answer sets; mean facts per
@@ -157,8 +164,8 @@ fn generators_match_the_real_files() {
         for s in &made {
             assert_eq!(solve(&s.facts, &s.question).as_deref(), Some(s.answer.as_str()));
         }
-        let (rf, rq, rw, ra, rm) = stats(&real);
-        let (gf, gq, gw, ga, gm) = stats(&made);
+        let Stats { facts: rf, questions: rq, words: rw, answers: ra, mean_facts: rm } = stats(&real);
+        let Stats { facts: gf, questions: gq, words: gw, answers: ga, mean_facts: gm } = stats(&made);
         assert_eq!(gf, rf, "qa{task}: fact templates");
         assert_eq!(gq, rq, "qa{task}: question templates");
         assert_eq!(gw, rw, "qa{task}: vocabulary");

@@ -2,4 +2,6 @@
 
 pub mod babi;
 pub mod generate;
+pub mod haystack;
+pub mod sample;
 pub mod solver;

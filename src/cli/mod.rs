@@ -1,5 +1,6 @@
 //! The `rmt-fast` commands, one module each; shared helpers here.
 
+pub mod babilong;
 pub mod convert;
 pub mod infer;
 pub mod info;

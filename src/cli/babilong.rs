@@ -1,0 +1,164 @@
+//! `rmt-fast babilong gen`: BABILong samples at any length, as JSONL (the HF `RMT-team/babilong` fields plus
+//! ours) and a pre-tokenized twin (an llm.c token file of context + question + GEN per sample).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context};
+use rmt_fast::babilong::babi::{self, task_number, Split};
+use rmt_fast::babilong::generate::generate;
+use rmt_fast::babilong::haystack::Haystack;
+use rmt_fast::babilong::sample::{build, parse_length};
+use rmt_fast::rng::Rng;
+use rmt_fast::stream::tokenizer::Tokenizer;
+use rmt_fast::stream::tokens::{TokenDtype, TokenWriter};
+use serde_json::json;
+
+/// The GPT-2 `GEN` marker that ends every prompt (RMT-SPEC §1.1).
+const GEN: u32 = 35353;
+
+pub struct GenArgs {
+    pub tasks: String,
+    pub lengths: String,
+    pub samples: usize,
+    pub seed: u64,
+    pub haystack: Vec<PathBuf>,
+    pub babi: Option<PathBuf>,
+    pub split: Split,
+    pub llm_prompt: bool,
+    pub out: PathBuf,
+    pub quiet: bool,
+}
+
+/// A seed for one (task, length, purpose), so each file is reproducible on its own.
+fn derive(seed: u64, parts: &[u64]) -> u64 {
+    let mut r = Rng::new(seed);
+    parts.iter().fold(r.next_u64(), |h, &p| Rng::new(h ^ p.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64())
+}
+
+/// Writes JSON string content (without quotes) for UTF-8 text.
+fn escape_into(out: &mut impl Write, text: &str) -> std::io::Result<()> {
+    let escaped = serde_json::to_string(text).expect("strings serialise");
+    out.write_all(&escaped.as_bytes()[1..escaped.len() - 1])
+}
+
+pub fn gen(a: GenArgs) -> anyhow::Result<()> {
+    let tasks = a
+        .tasks
+        .split(',')
+        .map(|t| task_number(t.trim()).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let lengths = a
+        .lengths
+        .split(',')
+        .map(|l| parse_length(l.trim()).map(|n| (l.trim().to_string(), n)).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(a.samples > 0, "--samples must be at least 1");
+    let haystack = if a.haystack.is_empty() {
+        if !a.quiet {
+            eprintln!("note: no --haystack given: background is the built-in SYNTHETIC prose grammar");
+        }
+        Haystack::Synthetic
+    } else {
+        Haystack::books(&a.haystack)?
+    };
+    let haystack_name = if a.haystack.is_empty() { "synthetic".to_string() } else { super::show(&a.haystack) };
+    // the bAbI samples of each task: real files when given, else the built-in generators
+    let sources = tasks
+        .iter()
+        .map(|&t| {
+            let mut rng = Rng::new(derive(a.seed, &[t as u64, 0]));
+            let samples = match &a.babi {
+                Some(dir) => {
+                    let mut all = babi::load(dir, t, a.split)?;
+                    ensure!(
+                        all.len() >= a.samples,
+                        "qa{t} has {} samples, fewer than --samples {}",
+                        all.len(),
+                        a.samples
+                    );
+                    (0..a.samples).map(|_| all.swap_remove(rng.below(all.len() as u64) as usize)).collect()
+                }
+                None => generate(t, a.samples, &mut rng)?,
+            };
+            Ok((t, samples))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let total: u64 = lengths.iter().map(|(_, n)| *n as u64).sum::<u64>() * (a.samples * tasks.len()) as u64;
+    let pb = super::progress(total, "tokens", a.quiet);
+    let tok = Tokenizer::gpt2();
+    for (task, samples) in &sources {
+        let dir = a.out.join(format!("qa{task}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, length) in &lengths {
+            let mut sampler = haystack.sampler(derive(a.seed, &[*task as u64, *length as u64, 1]));
+            let mut rng = Rng::new(derive(a.seed, &[*task as u64, *length as u64, 2]));
+            let jsonl_path = dir.join(format!("{name}.jsonl"));
+            let mut jsonl = BufWriter::new(
+                File::create(&jsonl_path).with_context(|| format!("creating {}", jsonl_path.display()))?,
+            );
+            let mut twin = TokenWriter::create(dir.join(format!("{name}.bin")), TokenDtype::U16)?;
+            for (i, s) in samples.iter().enumerate() {
+                let offset = twin.count();
+                jsonl.write_all(br#"{"input":""#)?;
+                let (mut pending, mut started) = (Vec::<u8>::new(), false);
+                let layout = build(s, *length, a.llm_prompt, &mut sampler, &mut rng, &mut |tokens| {
+                    twin.write(tokens)?;
+                    pb.inc(tokens.len() as u64);
+                    pending.extend(tok.decode_bytes(tokens)?);
+                    let valid = match std::str::from_utf8(&pending) {
+                        Ok(t) => t.len(),
+                        Err(e) => e.valid_up_to(),
+                    };
+                    let text = std::str::from_utf8(&pending[..valid]).expect("valid prefix");
+                    // the HF records are `decode(tokens).strip()`: no leading space
+                    let text = if started { text } else { text.trim_start() };
+                    started |= !text.is_empty();
+                    escape_into(&mut jsonl, text)
+                        .map_err(|e| rmt_fast::Error::Io { path: jsonl_path.clone(), source: e })?;
+                    pending.drain(..valid);
+                    Ok(())
+                })
+                .with_context(|| format!("qa{task} {name} sample {i}"))?;
+                escape_into(&mut jsonl, &String::from_utf8_lossy(&pending))?;
+                twin.write(&layout.question)?;
+                twin.write(&[GEN])?;
+                let rest = json!({
+                    "question": s.question, "target": s.answer, "task": format!("qa{task}"), "length": length,
+                    "seed": a.seed, "index": i, "haystack": haystack_name, "llm_prompt": a.llm_prompt,
+                    "facts": s.facts, "fact_positions": layout.fact_positions,
+                    "tokens": {"file": format!("{name}.bin"), "offset": offset, "context": layout.context_tokens,
+                               "question": layout.question.len(), "target": layout.target},
+                });
+                let rest = rest.to_string();
+                jsonl.write_all(b"\",")?;
+                jsonl.write_all(&rest.as_bytes()[1..])?;
+                jsonl.write_all(b"\n")?;
+            }
+            jsonl.flush()?;
+            twin.finish()?;
+        }
+    }
+    pb.finish_and_clear();
+    if !a.quiet {
+        eprintln!(
+            "wrote {} tasks × {} lengths × {} samples to {}",
+            tasks.len(),
+            lengths.len(),
+            a.samples,
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `--split` values.
+pub fn parse_split(s: &str) -> Result<Split, String> {
+    match s {
+        "train" => Ok(Split::Train),
+        "test" => Ok(Split::Test),
+        _ => Err(format!("unknown split `{s}` (train or test)")),
+    }
+}
