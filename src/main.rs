@@ -183,6 +183,61 @@ enum BabilongCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Run a model over generated data; exact-match accuracy per task × length (Markdown, CSV, JSON).
+    Eval {
+        /// Model file [default: the bundled model].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Directory written by `babilong gen`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Evaluate only samples whose index is K modulo N (`K/N`), to split work across machines.
+        #[arg(long, default_value = "0/1", value_parser = cli::babilong::parse_shard)]
+        shard: (usize, usize),
+        /// Most tokens generated per answer.
+        #[arg(long, default_value_t = 10)]
+        max_new_tokens: usize,
+        /// Worker threads [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write PREFIX.md, PREFIX.csv and PREFIX.json [default: DATA/results].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Also print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join shard results (JSON files from `eval`) into one.
+    Merge {
+        /// Results JSON files.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Write PREFIX.md, PREFIX.csv and PREFIX.json.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Score an external predictions file (JSON Lines with task, target, output[, question, length]) with the
+    /// LLM label-set metric of the BABILong benchmark.
+    Score {
+        /// Predictions file.
+        #[arg(long)]
+        predictions: PathBuf,
+        /// Write PREFIX.md, PREFIX.csv and PREFIX.json [default: beside the predictions].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Plot results as SVG: the task × length heatmap for one file, accuracy vs length for several.
+    Plot {
+        /// Results JSON files (label = file stem).
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// SVG file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Figure title.
+        #[arg(long, default_value = "BABILong")]
+        title: String,
+    },
 }
 
 fn run(command: Command) -> anyhow::Result<u8> {
@@ -244,6 +299,18 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 quiet,
             })
             .map(|()| 0)
+        }
+        Command::Babilong {
+            command: BabilongCommand::Eval { model, data, shard, max_new_tokens, threads, output, json },
+        } => cli::babilong::eval(model.as_deref(), &data, shard, max_new_tokens, threads, output, json).map(|()| 0),
+        Command::Babilong { command: BabilongCommand::Merge { results, output } } => {
+            cli::babilong::merge(&results, &output).map(|()| 0)
+        }
+        Command::Babilong { command: BabilongCommand::Score { predictions, output } } => {
+            cli::babilong::score(&predictions, output).map(|()| 0)
+        }
+        Command::Babilong { command: BabilongCommand::Plot { results, output, title } } => {
+            cli::babilong::plot(&results, &output, &title).map(|()| 0)
         }
         Command::Info { file, dtype } => cli::info::run(&file, dtype).map(|()| 0),
         Command::Init { config, seed, output, dtype } => cli::init::run(&config, seed, &output, dtype).map(|()| 0),

@@ -141,3 +141,166 @@ fn bad_input_is_a_clear_error() {
     let empty = scratch_dir("babilong-empty-haystack");
     fails(&["--haystack", s(&empty), "-o", s(&dir)], "holds no text");
 }
+
+#[test]
+fn score_counts_exactly_the_known_right_subset() {
+    let dir = scratch_dir("babilong-score");
+    // (task, target, output, question, right by the label-set metric?)
+    let rows = [
+        ("qa1", "kitchen", "The kitchen.", "Where is Mary? ", true),
+        ("qa1", "kitchen", "Mary is in the kitchen", "Where is Mary? ", true),
+        ("qa1", "kitchen", "In the kitchen. Then the office", "Where is Mary? ", true), // cut at the first '.'
+        ("qa1", "kitchen", "kitchen or garden", "Where is Mary? ", false),              // two labels
+        ("qa1", "kitchen", "office", "Where is Mary? ", false),
+        ("qa4", "garden", "garden", "What is the garden north of?", false), // a label of the question is ignored
+        ("qa4", "bedroom", "the bedroom", "What is the garden north of?", true),
+        ("qa8", "apple,milk", "apple and milk", "What is Mary carrying? ", true),
+        ("qa8", "apple,milk", "apple", "What is Mary carrying? ", false),
+        ("qa5", "Fred", "fred gave it", "Who gave the milk? ", true),
+    ];
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(t, target, out, q, _)| {
+            serde_json::json!({"task": t, "target": target, "output": out, "question": q, "length": 4000}).to_string()
+        })
+        .collect();
+    let preds = dir.join("llm.jsonl");
+    std::fs::write(&preds, lines.join("\n")).unwrap();
+    let o = rmt_fast(&["babilong", "score", "--predictions", s(&preds), "-o", s(&dir.join("scores"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = rmt_fast::babilong::eval::Results::read(&dir.join("scores.json")).unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let p = r.predictions.iter().find(|p| p.index == i).unwrap();
+        assert_eq!(p.correct, row.4, "row {i}: {row:?}");
+    }
+    let qa1 = r.cells.iter().find(|c| c.task == "qa1").unwrap();
+    assert_eq!((qa1.n, qa1.correct, qa1.length), (5, 3, 4000));
+    assert!((qa1.accuracy - 0.6).abs() < 1e-12);
+    let (lo, hi) = rmt_fast::babilong::eval::wilson(3, 5);
+    assert!((qa1.ci_low - lo).abs() < 1e-12 && (lo - 0.2307).abs() < 1e-3 && (hi - 0.8824).abs() < 1e-3);
+    assert!(std::fs::read_to_string(dir.join("scores.md")).unwrap().contains("| qa1 | 60.0 (5) [23–88] |"));
+    assert!(std::fs::read_to_string(dir.join("scores.csv")).unwrap().contains("qa8,4000,2,1,0.500000"));
+    std::fs::write(&preds, "{\"task\": \"qa1\"}").unwrap();
+    let o = rmt_fast(&["babilong", "score", "--predictions", s(&preds)]);
+    assert!(!o.status.success() && stderr(&o).contains("llm.jsonl:1"), "{}", stderr(&o));
+}
+
+/// Evaluation agrees with an independent path (the context cut out of the twin into its own token file, answered
+/// by `infer --ask`), scores exact match, and two shards merged equal one run; the results plot as SVG.
+#[test]
+fn eval_matches_infer_and_shards_merge_and_plots_draw() {
+    let dir = scratch_dir("babilong-eval");
+    let cfg = dir.join("cfg.json");
+    std::fs::write(
+        &cfg,
+        r#"{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 600,
+        "memory": {"kind": "rmt", "num_mem_tokens": 4, "segment_size": 256}}"#,
+    )
+    .unwrap();
+    let model = dir.join("m.safetensors");
+    assert!(rmt_fast(&["init", "--config", s(&cfg), "--seed", "2", "-o", s(&model)]).status.success());
+    let data = dir.join("data");
+    assert!(gen(&["--tasks", "qa1,qa2", "--lengths", "0k,1000", "--samples", "3", "--seed", "4", "-o", s(&data)])
+        .status
+        .success());
+
+    let whole = dir.join("whole");
+    let o = rmt_fast(&[
+        "babilong",
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "-o",
+        s(&whole),
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = rmt_fast::babilong::eval::Results::read(&whole.with_extension("json")).unwrap();
+    assert_eq!(r.predictions.len(), 12);
+    assert_eq!(r.cells.len(), 4);
+    for c in &r.cells {
+        let right = r
+            .predictions
+            .iter()
+            .filter(|p| p.task == c.task && p.length == c.length && p.prediction == p.target)
+            .count();
+        assert_eq!((c.n, c.correct), (3, right));
+    }
+    // the first qa2 1000-token sample, answered by `infer` from its own token file
+    let rec = &records(&data.join("qa2/1000.jsonl"))[0];
+    let twin = TokenFile::open(data.join("qa2/1000.bin"), None).unwrap();
+    let (off, ctx) =
+        (rec["tokens"]["offset"].as_u64().unwrap() as usize, rec["tokens"]["context"].as_u64().unwrap() as usize);
+    let mut context = Vec::new();
+    twin.read_into(off..off + ctx, &mut context);
+    let single = dir.join("single.bin");
+    let mut w =
+        rmt_fast::stream::tokens::TokenWriter::create(&single, rmt_fast::stream::tokens::TokenDtype::U16).unwrap();
+    w.write(&context).unwrap();
+    w.finish().unwrap();
+    let out = rmt_fast(&[
+        "infer",
+        s(&single),
+        "--model",
+        s(&model),
+        "--ask",
+        rec["question"].as_str().unwrap(),
+        "--json",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = r.predictions.iter().find(|p| p.task == "qa2" && p.length == 1000 && p.index == 0).unwrap();
+    assert_eq!(v["answers"][0]["answer"].as_str().unwrap(), p.prediction);
+
+    let (a, b, merged) = (dir.join("a"), dir.join("b"), dir.join("merged"));
+    for (shard, out) in [("0/2", &a), ("1/2", &b)] {
+        let o = rmt_fast(&[
+            "babilong",
+            "eval",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--shard",
+            shard,
+            "-o",
+            s(out),
+            "--max-new-tokens",
+            "3",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o =
+        rmt_fast(&["babilong", "merge", s(&a.with_extension("json")), s(&b.with_extension("json")), "-o", s(&merged)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = rmt_fast::babilong::eval::Results::read(&merged.with_extension("json")).unwrap();
+    assert_eq!((m.cells.clone(), m.predictions.clone()), (r.cells.clone(), r.predictions.clone()));
+    let o = rmt_fast(&["babilong", "eval", "--model", s(&model), "--data", s(&data), "--shard", "2/2"]);
+    assert!(!o.status.success() && stderr(&o).contains("bad shard"));
+
+    let heat = dir.join("heat.svg");
+    assert!(rmt_fast(&["babilong", "plot", s(&whole.with_extension("json")), "-o", s(&heat)]).status.success());
+    let svg = std::fs::read_to_string(&heat).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains(">qa2<") && svg.contains(">1k<")
+    );
+    let lines = dir.join("lines.svg");
+    assert!(rmt_fast(&[
+        "babilong",
+        "plot",
+        s(&a.with_extension("json")),
+        s(&b.with_extension("json")),
+        "-o",
+        s(&lines)
+    ])
+    .status
+    .success());
+    assert!(std::fs::read_to_string(&lines).unwrap().matches("<polyline").count() == 2);
+    let o = rmt_fast(&["babilong", "plot", s(&whole.with_extension("json")), "-o", s(&dir.join("x.png"))]);
+    assert!(!o.status.success() && stderr(&o).contains(".svg"));
+}

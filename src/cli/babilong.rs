@@ -3,10 +3,11 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
 use rmt_fast::babilong::babi::{self, task_number, Split};
+use rmt_fast::babilong::eval::Results;
 use rmt_fast::babilong::generate::generate;
 use rmt_fast::babilong::haystack::Haystack;
 use rmt_fast::babilong::sample::{build, parse_length};
@@ -161,4 +162,77 @@ pub fn parse_split(s: &str) -> Result<Split, String> {
         "test" => Ok(Split::Test),
         _ => Err(format!("unknown split `{s}` (train or test)")),
     }
+}
+
+/// `--shard K/N`.
+pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("bad shard `{s}`: K/N with 0 ≤ K < N");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if n == 0 || k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+fn report(results: &Results, prefix: &Path, json: bool) -> anyhow::Result<()> {
+    results.write(prefix)?;
+    println!("{}", results.markdown());
+    if json {
+        println!("{}", serde_json::to_string(&results.cells)?);
+    }
+    eprintln!("wrote {}.{{md,csv,json}}", prefix.display());
+    Ok(())
+}
+
+pub fn eval(
+    model: Option<&Path>,
+    data: &Path,
+    shard: (usize, usize),
+    max_new: usize,
+    threads: Option<usize>,
+    output: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    super::set_threads(threads)?;
+    let model_name = model.map_or("the bundled model".to_string(), |p| p.display().to_string());
+    let engine = rmt_fast::Engine::cpu(super::load_model(model)?);
+    let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let pb = super::progress(0, "context tokens", quiet);
+    let predictions = rmt_fast::babilong::eval::evaluate(&engine, data, shard, max_new, |n| {
+        pb.inc_length(n as u64);
+        pb.inc(n as u64)
+    })?;
+    pb.finish_and_clear();
+    let source = format!("{model_name} on {} (shard {}/{})", data.display(), shard.0, shard.1);
+    let results = Results::from_predictions(source, predictions);
+    report(&results, &output.unwrap_or_else(|| data.join("results")), json)
+}
+
+pub fn merge(files: &[PathBuf], output: &Path) -> anyhow::Result<()> {
+    let parts = files.iter().map(|f| Results::read(f)).collect::<Result<Vec<_>, _>>()?;
+    let source = parts.iter().map(|p| p.source.as_str()).collect::<Vec<_>>().join(" + ");
+    let results = Results::from_predictions(source, parts.into_iter().flat_map(|p| p.predictions).collect());
+    report(&results, output, false)
+}
+
+pub fn score(predictions: &Path, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let scored = rmt_fast::babilong::eval::score_file(predictions)?;
+    let results = Results::from_predictions(format!("{} (label-set metric)", predictions.display()), scored);
+    report(&results, &output.unwrap_or_else(|| predictions.with_extension("scores")), false)
+}
+
+pub fn plot(files: &[PathBuf], output: &Path, title: &str) -> anyhow::Result<()> {
+    ensure!(output.extension().is_some_and(|e| e == "svg"), "{}: plots are written as .svg", output.display());
+    let series = files
+        .iter()
+        .map(|f| Ok((f.file_stem().map_or("results".into(), |s| s.to_string_lossy().into_owned()), Results::read(f)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let svg = match &series[..] {
+        [(_, one)] => rmt_fast::babilong::plot::heatmap(one, title),
+        many => rmt_fast::babilong::plot::lines(many, title),
+    };
+    std::fs::write(output, svg).with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("wrote {}", output.display());
+    Ok(())
 }

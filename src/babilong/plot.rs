@@ -1,0 +1,146 @@
+//! Figures as SVG (no plotting dependency): the task × length accuracy heatmap known from the BABILong paper, and
+//! mean accuracy against length for several models on one figure.
+
+use super::eval::{length_name, Results};
+
+/// Red (0 %) → yellow (50 %) → green (100 %).
+fn colour(a: f64) -> String {
+    let (lo, mid, hi) = ((215.0, 48.0, 39.0), (254.0, 224.0, 139.0), (26.0, 152.0, 80.0));
+    let (from, to, t) = if a < 0.5 { (lo, mid, a / 0.5) } else { (mid, hi, (a - 0.5) / 0.5) };
+    let mix = |x: f64, y: f64| (x + (y - x) * t.clamp(0.0, 1.0)).round() as u8;
+    format!("rgb({},{},{})", mix(from.0, to.0), mix(from.1, to.1), mix(from.2, to.2))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn axes(r: &Results) -> (Vec<String>, Vec<usize>) {
+    let mut tasks: Vec<String> = r.cells.iter().map(|c| c.task.clone()).collect();
+    tasks.dedup();
+    let mut lengths: Vec<usize> = r.cells.iter().map(|c| c.length).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    (tasks, lengths)
+}
+
+/// The heatmap of one results file.
+pub fn heatmap(r: &Results, title: &str) -> String {
+    let (tasks, lengths) = axes(r);
+    let (cw, ch, left, top) = (64.0, 36.0, 70.0, 60.0);
+    let (w, h) = (left + cw * lengths.len() as f64 + 20.0, top + ch * tasks.len() as f64 + 50.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+        escape(title)
+    );
+    for (j, l) in lengths.iter().enumerate() {
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            left + cw * (j as f64 + 0.5),
+            top - 8.0,
+            length_name(*l)
+        ));
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let y = top + ch * i as f64;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{t}</text>\n",
+            left - 8.0,
+            y + ch / 2.0 + 5.0
+        ));
+        for (j, l) in lengths.iter().enumerate() {
+            let x = left + cw * j as f64;
+            match r.cells.iter().find(|c| &c.task == t && c.length == *l) {
+                Some(c) => svg.push_str(&format!(
+                    "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" fill=\"{}\" stroke=\"white\"/>\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.0}</text>\n",
+                    colour(c.accuracy),
+                    x + cw / 2.0,
+                    y + ch / 2.0 + 5.0,
+                    100.0 * c.accuracy
+                )),
+                None => svg.push_str(&format!(
+                    "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" fill=\"#eee\" stroke=\"white\"/>\n"
+                )),
+            }
+        }
+    }
+    svg.push_str(&format!(
+        "<text x=\"{left}\" y=\"{}\" fill=\"#555\">accuracy %, context length in GPT-2 tokens</text>\n</svg>\n",
+        h - 16.0
+    ));
+    svg
+}
+
+/// Mean accuracy over tasks against length (log scale), one line per results file.
+pub fn lines(series: &[(String, Results)], title: &str) -> String {
+    let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
+    let mut lengths: Vec<usize> = series.iter().flat_map(|(_, r)| r.cells.iter().map(|c| c.length)).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let (left, top, pw, ph) = (60.0, 50.0, 520.0, 300.0);
+    let xs = |l: usize| {
+        let i = lengths.iter().position(|&x| x == l).unwrap_or(0) as f64;
+        left + if lengths.len() > 1 { pw * i / (lengths.len() - 1) as f64 } else { pw / 2.0 }
+    };
+    let ys = |a: f64| top + ph * (1.0 - a);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+        left + pw + 180.0,
+        top + ph + 50.0,
+        escape(title)
+    );
+    for k in 0..=4 {
+        let a = k as f64 / 4.0;
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}</text>\n",
+            left + pw,
+            left - 6.0,
+            ys(a) + 4.0,
+            100.0 * a,
+            y = ys(a)
+        ));
+    }
+    for l in &lengths {
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            xs(*l),
+            top + ph + 20.0,
+            length_name(*l)
+        ));
+    }
+    for (k, (name, r)) in series.iter().enumerate() {
+        let c = palette[k % palette.len()];
+        let points: Vec<(f64, f64)> = lengths
+            .iter()
+            .filter_map(|l| {
+                let cells: Vec<f64> = r.cells.iter().filter(|c| c.length == *l).map(|c| c.accuracy).collect();
+                (!cells.is_empty()).then(|| (xs(*l), ys(cells.iter().sum::<f64>() / cells.len() as f64)))
+            })
+            .collect();
+        let path: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            path.join(" ")
+        ));
+        for (x, y) in &points {
+            svg.push_str(&format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{c}\"/>\n"));
+        }
+        let ly = top + 20.0 * k as f64;
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            left + pw + 16.0,
+            ly - 4.0,
+            left + pw + 36.0,
+            ly + 1.0,
+            escape(name)
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{left}\" y=\"{}\" fill=\"#555\">mean accuracy % over tasks vs context length (GPT-2 tokens)</text>\n</svg>\n",
+        top + ph + 42.0
+    ));
+    svg
+}
