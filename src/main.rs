@@ -197,6 +197,9 @@ enum BabilongCommand {
         /// Most tokens generated per answer.
         #[arg(long, default_value_t = 10)]
         max_new_tokens: usize,
+        /// Samples evaluated concurrently (independent sessions on the worker threads).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Worker threads [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
@@ -301,8 +304,18 @@ fn run(command: Command) -> anyhow::Result<u8> {
             .map(|()| 0)
         }
         Command::Babilong {
-            command: BabilongCommand::Eval { model, data, shard, max_new_tokens, threads, output, json },
-        } => cli::babilong::eval(model.as_deref(), &data, shard, max_new_tokens, threads, output, json).map(|()| 0),
+            command: BabilongCommand::Eval { model, data, shard, max_new_tokens, batch, threads, output, json },
+        } => cli::babilong::eval(cli::babilong::EvalArgs {
+            model,
+            data,
+            shard,
+            max_new_tokens,
+            batch,
+            threads,
+            output,
+            json,
+        })
+        .map(|()| 0),
         Command::Babilong { command: BabilongCommand::Merge { results, output } } => {
             cli::babilong::merge(&results, &output).map(|()| 0)
         }

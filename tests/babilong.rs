@@ -257,6 +257,28 @@ fn eval_matches_infer_and_shards_merge_and_plots_draw() {
     let p = r.predictions.iter().find(|p| p.task == "qa2" && p.length == 1000 && p.index == 0).unwrap();
     assert_eq!(v["answers"][0]["answer"].as_str().unwrap(), p.prediction);
 
+    // several samples at a time: the same predictions, in the same order
+    let batched = dir.join("batched");
+    let o = rmt_fast(&[
+        "babilong",
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "-o",
+        s(&batched),
+        "--max-new-tokens",
+        "3",
+        "--batch",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        rmt_fast::babilong::eval::Results::read(&batched.with_extension("json")).unwrap().predictions,
+        r.predictions
+    );
+
     let (a, b, merged) = (dir.join("a"), dir.join("b"), dir.join("merged"));
     for (shard, out) in [("0/2", &a), ("1/2", &b)] {
         let o = rmt_fast(&[

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -198,19 +199,21 @@ pub fn data_files(data: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs `engine` over every record of `data` whose index is `shard.0` mod `shard.1`; `progress` is told each
-/// finished sample's context length.
+/// Runs `engine` over every record of `data` whose index is `shard.0` mod `shard.1`, `batch` samples at a time
+/// (independent sessions run concurrently on the thread pool); `progress` is told each finished sample's context
+/// length. Predictions come back in file order whatever the batch.
 pub fn evaluate(
     engine: &Engine,
     data: &Path,
     shard: (usize, usize),
     max_new: usize,
-    mut progress: impl FnMut(usize),
+    batch: usize,
+    progress: impl Fn(usize) + Sync,
 ) -> Result<Vec<Prediction>> {
-    let tok = Tokenizer::gpt2();
     let mut out = Vec::new();
     for file in data_files(data)? {
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let mut records = Vec::new();
         let mut twins: BTreeMap<String, TokenFile> = BTreeMap::new();
         for (line_no, line) in text.lines().enumerate() {
             let r: Record = serde_json::from_str(line)
@@ -223,9 +226,7 @@ pub fn evaluate(
                 twin.check_vocab(engine.model().config.vocab_size)?;
                 twins.insert(r.tokens.file.clone(), twin);
             }
-            let twin = &twins[&r.tokens.file];
-            let end = r.tokens.offset + r.tokens.context + r.tokens.question;
-            if end > twin.len() {
+            if r.tokens.offset + r.tokens.context + r.tokens.question > twins[&r.tokens.file].len() {
                 return Err(Error::Input(format!(
                     "{}:{}: token offsets run past {}",
                     file.display(),
@@ -233,32 +234,46 @@ pub fn evaluate(
                     r.tokens.file
                 )));
             }
-            let mut session = engine.session();
-            let mut buf = Vec::new();
-            for at in (r.tokens.offset..r.tokens.offset + r.tokens.context).step_by(1 << 20) {
-                buf.clear();
-                twin.read_into(at..(at + (1 << 20)).min(r.tokens.offset + r.tokens.context), &mut buf);
-                session.read(&buf)?;
-                twin.release(at + buf.len());
-            }
-            buf.clear();
-            twin.read_into(r.tokens.offset + r.tokens.context..end, &mut buf);
-            let answer = session.ask(&buf, max_new)?;
-            let prediction = tok.decode(&answer.tokens)?.trim().to_string();
-            let correct = prediction == r.target;
-            out.push(Prediction {
-                task: r.task,
-                length: r.length,
-                index: r.index,
-                question: r.question,
-                target: r.target,
-                prediction,
-                correct,
-            });
-            progress(r.tokens.context);
+            records.push(r);
+        }
+        for group in records.chunks(batch.max(1)) {
+            let answered: Vec<Result<Prediction>> = group
+                .par_iter()
+                .map(|r| {
+                    let p = answer(engine, &twins[&r.tokens.file], r, max_new)?;
+                    progress(r.tokens.context);
+                    Ok(p)
+                })
+                .collect();
+            out.extend(answered.into_iter().collect::<Result<Vec<_>>>()?);
         }
     }
     Ok(out)
+}
+
+/// One record: its context read from the twin in 1M-token pieces, then its question.
+fn answer(engine: &Engine, twin: &TokenFile, r: &Record, max_new: usize) -> Result<Prediction> {
+    let (start, end) = (r.tokens.offset, r.tokens.offset + r.tokens.context);
+    let mut session = engine.session();
+    let mut buf = Vec::new();
+    for at in (start..end).step_by(1 << 20) {
+        buf.clear();
+        twin.read_into(at..(at + (1 << 20)).min(end), &mut buf);
+        session.read(&buf)?;
+    }
+    buf.clear();
+    twin.read_into(end..end + r.tokens.question, &mut buf);
+    let answer = session.ask(&buf, max_new)?;
+    let prediction = Tokenizer::gpt2().decode(&answer.tokens)?.trim().to_string();
+    Ok(Prediction {
+        task: r.task.clone(),
+        length: r.length,
+        index: r.index,
+        question: r.question.clone(),
+        correct: prediction == r.target,
+        target: r.target.clone(),
+        prediction,
+    })
 }
 
 /// The answer labels of each task (RMT-SPEC §4.1), for the LLM metric.

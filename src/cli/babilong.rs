@@ -185,21 +185,26 @@ fn report(results: &Results, prefix: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn eval(
-    model: Option<&Path>,
-    data: &Path,
-    shard: (usize, usize),
-    max_new: usize,
-    threads: Option<usize>,
-    output: Option<PathBuf>,
-    json: bool,
-) -> anyhow::Result<()> {
+pub struct EvalArgs {
+    pub model: Option<PathBuf>,
+    pub data: PathBuf,
+    pub shard: (usize, usize),
+    pub max_new_tokens: usize,
+    pub batch: usize,
+    pub threads: Option<usize>,
+    pub output: Option<PathBuf>,
+    pub json: bool,
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let EvalArgs { model, data, shard, max_new_tokens: max_new, batch, threads, output, json } = a;
+    let (model, data) = (model.as_deref(), data.as_path());
     super::set_threads(threads)?;
     let model_name = model.map_or("the bundled model".to_string(), |p| p.display().to_string());
     let engine = rmt_fast::Engine::cpu(super::load_model(model)?);
     let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let pb = super::progress(0, "context tokens", quiet);
-    let predictions = rmt_fast::babilong::eval::evaluate(&engine, data, shard, max_new, |n| {
+    let predictions = rmt_fast::babilong::eval::evaluate(&engine, data, shard, max_new, batch, |n| {
         pb.inc_length(n as u64);
         pb.inc(n as u64)
     })?;
