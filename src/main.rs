@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cli::DeviceArg;
 use rmt_fast::stream::tokens::TokenDtype;
 use rmt_fast::FileDtype;
 
@@ -20,43 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Read token files segment by segment (memory-mapped, constant memory), answer questions, save the state.
-    Infer {
-        /// Token files, read as one stream in order (llm.c format, or raw .u16/.u32).
-        #[arg(required = true)]
-        tokens: Vec<PathBuf>,
-        /// Model file [default: the bundled model].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// A question (plain text) to answer after reading; repeat for several.
-        #[arg(long)]
-        ask: Vec<String>,
-        /// Write the session state here at the end (and at checkpoints, and on Ctrl-C / SIGTERM).
-        #[arg(long)]
-        state_out: Option<PathBuf>,
-        /// Continue from a state file made by the same model from a prefix of the same stream.
-        #[arg(long)]
-        resume: Option<PathBuf>,
-        /// Also write the state every N segments (atomically), so a killed run loses at most N segments.
-        #[arg(long, value_name = "N")]
-        checkpoint_every: Option<u64>,
-        /// Most tokens generated per answer.
-        #[arg(long, default_value_t = 10)]
-        max_new_tokens: usize,
-        /// Where segment steps run.
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceArg,
-        /// Worker threads [default: all cores].
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Token width of header-less files that are not named .u16/.u32.
-        #[arg(long)]
-        dtype: Option<TokenDtype>,
-        /// Print one JSON object (answers, counts, timings) instead of text; no progress bar.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        store: cli::StoreArgs,
-    },
+    Infer(cli::infer::InferArgs),
     /// Answer questions from a saved state without re-reading the stream.
     Ask {
         /// State file written by `infer --state-out`.
@@ -154,62 +117,9 @@ enum Command {
 enum BabilongCommand {
     /// Generate samples: JSONL (HF `RMT-team/babilong` fields + task, length, seed, fact positions) and a
     /// pre-tokenized twin per task and length, streaming (a 10M-token sample at flat memory).
-    Gen {
-        /// Tasks, comma-separated (qa1–qa5 built in; qa1–qa20 with --babi).
-        #[arg(long, default_value = "qa1")]
-        tasks: String,
-        /// Context lengths in GPT-2 tokens: 0k,1k,2k,4k,…,512k,1M,10M (decimal thousands) or counts.
-        #[arg(long, default_value = "0k,4k")]
-        lengths: String,
-        /// Samples per task and length.
-        #[arg(long, default_value_t = 100)]
-        samples: usize,
-        /// Seed: the same seed and inputs give the same files, byte for byte.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Background books: text files or directories of .txt [default: built-in synthetic prose].
-        #[arg(long)]
-        haystack: Vec<PathBuf>,
-        /// bAbI task directory (e.g. tasks_1-20_v1-2/en-10k) [default: the built-in generators].
-        #[arg(long)]
-        babi: Option<PathBuf>,
-        /// Which bAbI file to draw from with --babi.
-        #[arg(long, default_value = "test", value_parser = cli::babilong::parse_split)]
-        split: rmt_fast::babilong::babi::Split,
-        /// Reserve 300 tokens for an LLM prompt template (the HF test sets' lengths).
-        #[arg(long)]
-        llm_prompt: bool,
-        /// Output directory (one folder per task).
-        #[arg(short, long)]
-        output: PathBuf,
-    },
+    Gen(cli::babilong::GenArgs),
     /// Run a model over generated data; exact-match accuracy per task × length (Markdown, CSV, JSON).
-    Eval {
-        /// Model file [default: the bundled model].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Directory written by `babilong gen`.
-        #[arg(long)]
-        data: PathBuf,
-        /// Evaluate only samples whose index is K modulo N (`K/N`), to split work across machines.
-        #[arg(long, default_value = "0/1", value_parser = cli::babilong::parse_shard)]
-        shard: (usize, usize),
-        /// Most tokens generated per answer.
-        #[arg(long, default_value_t = 10)]
-        max_new_tokens: usize,
-        /// Samples evaluated concurrently (independent sessions on the worker threads).
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Worker threads [default: all cores].
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Write PREFIX.md, PREFIX.csv and PREFIX.json [default: DATA/results].
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Also print the results as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(cli::babilong::EvalArgs),
     /// Join shard results (JSON files from `eval`) into one.
     Merge {
         /// Results JSON files.
@@ -244,89 +154,31 @@ enum BabilongCommand {
 }
 
 fn run(command: Command) -> anyhow::Result<u8> {
+    let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match command {
-        Command::Infer {
-            tokens,
-            model,
-            ask,
-            state_out,
-            resume,
-            checkpoint_every,
-            max_new_tokens,
-            device,
-            threads,
-            dtype,
-            json,
-            store,
-        } => cli::infer::infer(cli::infer::InferArgs {
-            tokens,
-            dtype,
-            model,
-            ask,
-            state_out,
-            resume,
-            checkpoint_every,
-            max_new_tokens,
-            device,
-            threads,
-            json,
-            store: store.config(),
-        }),
+        Command::Infer(a) => cli::infer::infer(a),
         Command::Ask { state, questions, model, max_new_tokens, json, store } => {
-            cli::infer::ask(&state, model.as_deref(), &questions, max_new_tokens, json, &store.config()).map(|()| 0)
+            done(cli::infer::ask(&state, model.as_deref(), &questions, max_new_tokens, json, &store.config()))
         }
         Command::Tokenize { input, output, dtype } => {
             let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
-            cli::tokenize::tokenize(&input, &output, dtype, quiet).map(|()| 0)
+            done(cli::tokenize::tokenize(&input, &output, dtype, quiet))
         }
         Command::Detokenize { input, start, count, dtype } => {
-            cli::tokenize::detokenize(&input, dtype, start, count).map(|()| 0)
+            done(cli::tokenize::detokenize(&input, dtype, start, count))
         }
         Command::Convert { input, output, config, segment_size, n_head } => {
-            cli::convert::run(&input, &output, config.as_deref(), segment_size, n_head).map(|()| 0)
+            done(cli::convert::run(&input, &output, config.as_deref(), segment_size, n_head))
         }
-        Command::Babilong {
-            command: BabilongCommand::Gen { tasks, lengths, samples, seed, haystack, babi, split, llm_prompt, output },
-        } => {
-            let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
-            cli::babilong::gen(cli::babilong::GenArgs {
-                tasks,
-                lengths,
-                samples,
-                seed,
-                haystack,
-                babi,
-                split,
-                llm_prompt,
-                out: output,
-                quiet,
-            })
-            .map(|()| 0)
-        }
-        Command::Babilong {
-            command: BabilongCommand::Eval { model, data, shard, max_new_tokens, batch, threads, output, json },
-        } => cli::babilong::eval(cli::babilong::EvalArgs {
-            model,
-            data,
-            shard,
-            max_new_tokens,
-            batch,
-            threads,
-            output,
-            json,
-        })
-        .map(|()| 0),
-        Command::Babilong { command: BabilongCommand::Merge { results, output } } => {
-            cli::babilong::merge(&results, &output).map(|()| 0)
-        }
-        Command::Babilong { command: BabilongCommand::Score { predictions, output } } => {
-            cli::babilong::score(&predictions, output).map(|()| 0)
-        }
-        Command::Babilong { command: BabilongCommand::Plot { results, output, title } } => {
-            cli::babilong::plot(&results, &output, &title).map(|()| 0)
-        }
-        Command::Info { file, dtype } => cli::info::run(&file, dtype).map(|()| 0),
-        Command::Init { config, seed, output, dtype } => cli::init::run(&config, seed, &output, dtype).map(|()| 0),
+        Command::Babilong { command } => done(match command {
+            BabilongCommand::Gen(a) => cli::babilong::gen(a),
+            BabilongCommand::Eval(a) => cli::babilong::eval(a),
+            BabilongCommand::Merge { results, output } => cli::babilong::merge(&results, &output),
+            BabilongCommand::Score { predictions, output } => cli::babilong::score(&predictions, output),
+            BabilongCommand::Plot { results, output, title } => cli::babilong::plot(&results, &output, &title),
+        }),
+        Command::Info { file, dtype } => done(cli::info::run(&file, dtype)),
+        Command::Init { config, seed, output, dtype } => done(cli::init::run(&config, seed, &output, dtype)),
     }
 }
 

@@ -204,21 +204,27 @@ fn eval_matches_infer_and_shards_merge_and_plots_draw() {
         .status
         .success());
 
+    // evaluates into PREFIX.{md,csv,json} and reads the results back
+    let eval = |prefix: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "babilong",
+            "eval",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "-o",
+            s(prefix),
+            "--max-new-tokens",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        let o = rmt_fast(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        rmt_fast::babilong::eval::Results::read(&prefix.with_extension("json")).unwrap()
+    };
     let whole = dir.join("whole");
-    let o = rmt_fast(&[
-        "babilong",
-        "eval",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "-o",
-        s(&whole),
-        "--max-new-tokens",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r = rmt_fast::babilong::eval::Results::read(&whole.with_extension("json")).unwrap();
+    let r = eval(&whole, &[]);
     assert_eq!(r.predictions.len(), 12);
     assert_eq!(r.cells.len(), 4);
     for c in &r.cells {
@@ -258,44 +264,11 @@ fn eval_matches_infer_and_shards_merge_and_plots_draw() {
     assert_eq!(v["answers"][0]["answer"].as_str().unwrap(), p.prediction);
 
     // several samples at a time: the same predictions, in the same order
-    let batched = dir.join("batched");
-    let o = rmt_fast(&[
-        "babilong",
-        "eval",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "-o",
-        s(&batched),
-        "--max-new-tokens",
-        "3",
-        "--batch",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        rmt_fast::babilong::eval::Results::read(&batched.with_extension("json")).unwrap().predictions,
-        r.predictions
-    );
+    assert_eq!(eval(&dir.join("batched"), &["--batch", "3"]).predictions, r.predictions);
 
     let (a, b, merged) = (dir.join("a"), dir.join("b"), dir.join("merged"));
     for (shard, out) in [("0/2", &a), ("1/2", &b)] {
-        let o = rmt_fast(&[
-            "babilong",
-            "eval",
-            "--model",
-            s(&model),
-            "--data",
-            s(&data),
-            "--shard",
-            shard,
-            "-o",
-            s(out),
-            "--max-new-tokens",
-            "3",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        eval(out, &["--shard", shard]);
     }
     let o =
         rmt_fast(&["babilong", "merge", s(&a.with_extension("json")), s(&b.with_extension("json")), "-o", s(&merged)]);

@@ -169,6 +169,22 @@ fn uninterrupted(model: &Path, tokens: &Path, out: &Path) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// Continues the run saved in `state` to the end of `tokens`, writing the final state over it.
+fn resume(model: &Path, tokens: &Path, state: &Path) {
+    ok(rmt_fast(&[
+        "infer",
+        s(tokens),
+        "--model",
+        s(model),
+        "--resume",
+        s(state),
+        "--state-out",
+        s(state),
+        "--threads",
+        "1",
+    ]));
+}
+
 fn spawn_infer(model: &Path, tokens: &Path, state: &Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_rmt-fast"))
         .args([
@@ -219,18 +235,7 @@ fn sigkill_mid_stream_then_resume_is_bit_identical() {
     assert!(at > 0 && at < total, "killed mid-stream: checkpoint at {at} of {total}");
     assert_eq!(at % (5 * 48), 0, "checkpoints fall every 5 segments");
 
-    ok(rmt_fast(&[
-        "infer",
-        s(&tokens),
-        "--model",
-        s(&model),
-        "--resume",
-        s(&state),
-        "--state-out",
-        s(&state),
-        "--threads",
-        "1",
-    ]));
+    resume(&model, &tokens, &state);
     assert_eq!(std::fs::read(&state).unwrap(), want, "resumed final state equals the uninterrupted one, byte for byte");
 }
 
@@ -252,17 +257,6 @@ fn sigterm_saves_the_state_and_exits_130() {
     let at = tokens_read(&state);
     assert!(at > 0 && at < total, "stopped mid-stream at {at} of {total}");
 
-    ok(rmt_fast(&[
-        "infer",
-        s(&tokens),
-        "--model",
-        s(&model),
-        "--resume",
-        s(&state),
-        "--state-out",
-        s(&state),
-        "--threads",
-        "1",
-    ]));
+    resume(&model, &tokens, &state);
     assert_eq!(std::fs::read(&state).unwrap(), want);
 }

@@ -19,17 +19,36 @@ use serde_json::json;
 /// The GPT-2 `GEN` marker that ends every prompt (RMT-SPEC §1.1).
 const GEN: u32 = 35353;
 
+/// `rmt-fast babilong gen` arguments.
+#[derive(clap::Args)]
 pub struct GenArgs {
+    /// Tasks, comma-separated (qa1–qa5 built in; qa1–qa20 with --babi).
+    #[arg(long, default_value = "qa1")]
     pub tasks: String,
+    /// Context lengths in GPT-2 tokens: 0k,1k,2k,4k,…,512k,1M,10M (decimal thousands) or counts.
+    #[arg(long, default_value = "0k,4k")]
     pub lengths: String,
+    /// Samples per task and length.
+    #[arg(long, default_value_t = 100)]
     pub samples: usize,
+    /// Seed: the same seed and inputs give the same files, byte for byte.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Background books: text files or directories of .txt [default: built-in synthetic prose].
+    #[arg(long)]
     pub haystack: Vec<PathBuf>,
+    /// bAbI task directory (e.g. tasks_1-20_v1-2/en-10k) [default: the built-in generators].
+    #[arg(long)]
     pub babi: Option<PathBuf>,
+    /// Which bAbI file to draw from with --babi.
+    #[arg(long, default_value = "test", value_parser = parse_split)]
     pub split: Split,
+    /// Reserve 300 tokens for an LLM prompt template (the HF test sets' lengths).
+    #[arg(long)]
     pub llm_prompt: bool,
-    pub out: PathBuf,
-    pub quiet: bool,
+    /// Output directory (one folder per task).
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 /// A seed for one (task, length, purpose), so each file is reproducible on its own.
@@ -45,6 +64,7 @@ fn escape_into(out: &mut impl Write, text: &str) -> std::io::Result<()> {
 }
 
 pub fn gen(a: GenArgs) -> anyhow::Result<()> {
+    let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let tasks = a
         .tasks
         .split(',')
@@ -57,7 +77,7 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     ensure!(a.samples > 0, "--samples must be at least 1");
     let haystack = if a.haystack.is_empty() {
-        if !a.quiet {
+        if !quiet {
             eprintln!("note: no --haystack given: background is the built-in SYNTHETIC prose grammar");
         }
         Haystack::Synthetic
@@ -88,10 +108,10 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let total: u64 = lengths.iter().map(|(_, n)| *n as u64).sum::<u64>() * (a.samples * tasks.len()) as u64;
-    let pb = super::progress(total, "tokens", a.quiet);
+    let pb = super::progress(total, "tokens", quiet);
     let tok = Tokenizer::gpt2();
     for (task, samples) in &sources {
-        let dir = a.out.join(format!("qa{task}"));
+        let dir = a.output.join(format!("qa{task}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for (name, length) in &lengths {
             let mut sampler = haystack.sampler(derive(a.seed, &[*task as u64, *length as u64, 1]));
@@ -143,13 +163,13 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
         }
     }
     pb.finish_and_clear();
-    if !a.quiet {
+    if !quiet {
         eprintln!(
             "wrote {} tasks × {} lengths × {} samples to {}",
             tasks.len(),
             lengths.len(),
             a.samples,
-            a.out.display()
+            a.output.display()
         );
     }
     Ok(())
@@ -185,14 +205,32 @@ fn report(results: &Results, prefix: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `rmt-fast babilong eval` arguments.
+#[derive(clap::Args)]
 pub struct EvalArgs {
+    /// Model file [default: the bundled model].
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Directory written by `babilong gen`.
+    #[arg(long)]
     pub data: PathBuf,
+    /// Evaluate only samples whose index is K modulo N (`K/N`), to split work across machines.
+    #[arg(long, default_value = "0/1", value_parser = parse_shard)]
     pub shard: (usize, usize),
+    /// Most tokens generated per answer.
+    #[arg(long, default_value_t = 10)]
     pub max_new_tokens: usize,
+    /// Samples evaluated concurrently (independent sessions on the worker threads).
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
     pub threads: Option<usize>,
+    /// Write PREFIX.md, PREFIX.csv and PREFIX.json [default: DATA/results].
+    #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Also print the results as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -13,24 +13,49 @@ use rmt_fast::stream::tokens::{TokenDtype, TokenStream};
 use rmt_fast::{hash_tokens, Engine, Session, EMPTY_STREAM_HASH};
 use serde_json::json;
 
-use super::DeviceArg;
+use super::{DeviceArg, StoreArgs};
 
 /// Exit status after Ctrl-C / SIGTERM (128 + SIGINT, the shell convention).
 pub const INTERRUPTED: u8 = 130;
 
+/// `rmt-fast infer` arguments.
+#[derive(clap::Args)]
 pub struct InferArgs {
+    /// Token files, read as one stream in order (llm.c format, or raw .u16/.u32).
+    #[arg(required = true)]
     pub tokens: Vec<PathBuf>,
-    pub dtype: Option<TokenDtype>,
+    /// Model file [default: the bundled model].
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A question (plain text) to answer after reading; repeat for several.
+    #[arg(long)]
     pub ask: Vec<String>,
+    /// Write the session state here at the end (and at checkpoints, and on Ctrl-C / SIGTERM).
+    #[arg(long)]
     pub state_out: Option<PathBuf>,
+    /// Continue from a state file made by the same model from a prefix of the same stream.
+    #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Also write the state every N segments (atomically), so a killed run loses at most N segments.
+    #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
+    /// Most tokens generated per answer.
+    #[arg(long, default_value_t = 10)]
     pub max_new_tokens: usize,
+    /// Where segment steps run.
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
     pub threads: Option<usize>,
+    /// Token width of header-less files that are not named .u16/.u32.
+    #[arg(long)]
+    pub dtype: Option<TokenDtype>,
+    /// Print one JSON object (answers, counts, timings) instead of text; no progress bar.
+    #[arg(long)]
     pub json: bool,
-    pub store: StoreConfig,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Answers each question from the session, as JSON objects.
@@ -98,10 +123,11 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
     stream.check_vocab(model.config.vocab_size)?;
     let fingerprint = model.fingerprint();
     let (seg, d) = (model.config.memory.segment_size, model.config.n_embd);
-    let engine = Engine::new(model, device).with_store(a.store.clone());
+    let store = a.store.config();
+    let engine = Engine::new(model, device).with_store(store.clone());
     let mut session = match &a.resume {
         Some(path) => {
-            let (state, meta) = load_state(path, &a.store)?;
+            let (state, meta) = load_state(path, &store)?;
             check_resume(path, &meta.model, fingerprint, &stream, &state)?;
             engine.restore(state).with_context(|| format!("resuming from {}", path.display()))?
         }
