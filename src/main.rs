@@ -90,7 +90,7 @@ enum Command {
         #[arg(long)]
         n_head: Option<usize>,
     },
-    /// BABILong: generate the benchmark at any length.
+    /// BABILong: generate the benchmark at any length, evaluate models, score predictions, plot results.
     Babilong {
         #[command(subcommand)]
         command: BabilongCommand,
