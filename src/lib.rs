@@ -35,6 +35,7 @@ mod session;
 pub mod state_file;
 pub mod store;
 pub mod stream;
+pub mod train;
 
 use std::sync::Arc;
 

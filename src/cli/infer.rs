@@ -135,9 +135,10 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
     };
 
     let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&interrupted)).context("installing the signal handler")?;
-    }
+    // while reading, Ctrl-C / SIGTERM only raise a flag: the loop saves the state and exits at a segment boundary
+    let handlers = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+        .map(|sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).context("installing the signal handler"));
+    let handlers = handlers.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let save = |s: &Session| -> anyhow::Result<()> {
         match &a.state_out {
             Some(p) => Ok(save_state(p, s.state(), fingerprint, d)?),
@@ -180,6 +181,10 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
         }
     }
     pb.finish_and_clear();
+    // answering is not resumable work: Ctrl-C ends it at once again
+    handlers.into_iter().for_each(|h| {
+        signal_hook::low_level::unregister(h);
+    });
     let wall = t0.elapsed().as_secs_f64();
     save(&session)?;
     let answers = answer_all(&mut session, &a.ask, a.max_new_tokens)?;

@@ -219,8 +219,49 @@ impl Weights {
         Ok(Weights { wte, wpe, blocks, ln_f, lm_head, memory, retrieval })
     }
 
+    /// Every tensor, mutable, in the order of [`Weights::named`] (for optimizers and gradient buffers).
+    pub fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut out: Vec<&mut Vec<f32>> = vec![&mut self.wte, &mut self.wpe];
+        for b in &mut self.blocks {
+            out.extend([&mut b.ln_1.w, &mut b.ln_1.b]);
+            out.extend(lin(&mut b.c_attn));
+            out.extend(lin(&mut b.attn_proj));
+            out.extend([&mut b.ln_2.w, &mut b.ln_2.b]);
+            out.extend(lin(&mut b.c_fc));
+            out.extend(lin(&mut b.mlp_proj));
+        }
+        out.extend([&mut self.ln_f.w, &mut self.ln_f.b]);
+        out.extend(self.lm_head.as_mut());
+        out.push(&mut self.memory);
+        if let Some(r) = &mut self.retrieval {
+            for l in [&mut r.q, &mut r.k, &mut r.v, &mut r.o] {
+                out.extend(lin(l));
+            }
+            if let Some(x) = &mut r.v2 {
+                out.extend([
+                    &mut x.ln_q.w,
+                    &mut x.ln_q.b,
+                    &mut x.ln_kv.w,
+                    &mut x.ln_kv.b,
+                    &mut x.ln_mlp.w,
+                    &mut x.ln_mlp.b,
+                ]);
+                out.extend(lin(&mut x.fc_1));
+                out.extend(lin(&mut x.fc_2));
+            }
+        }
+        out
+    }
+
+    /// The same shapes, all zeros (a gradient buffer).
+    pub fn zeros_like(&self) -> Self {
+        let mut z = self.clone();
+        z.tensors_mut().into_iter().for_each(|t| t.fill(0.0));
+        z
+    }
+
     /// Every tensor under its file name, in row-major f32, with its shape.
-    pub(crate) fn named(&self, cfg: &Config) -> Vec<(String, Vec<usize>, &[f32])> {
+    pub fn named(&self, cfg: &Config) -> Vec<(String, Vec<usize>, &[f32])> {
         let (d, v) = (cfg.n_embd, cfg.vocab_size);
         let mut out: Vec<(String, Vec<usize>, &[f32])> = vec![
             ("wte.weight".into(), vec![v, d], &self.wte),
@@ -254,6 +295,13 @@ impl Weights {
         }
         out
     }
+}
+
+/// A linear layer's weight and bias.
+fn lin(l: &mut Linear) -> Vec<&mut Vec<f32>> {
+    let mut v = vec![&mut l.w];
+    v.extend(l.b.as_mut());
+    v
 }
 
 fn push_ln<'a>(out: &mut Vec<(String, Vec<usize>, &'a [f32])>, prefix: &str, ln: &'a LayerNorm) {

@@ -1,7 +1,7 @@
 //! The exact f32 CPU backend: the oracle every faster path is compared with.
 
 mod attention;
-mod forward;
+pub(crate) mod forward;
 pub mod ops;
 mod retrieval;
 

@@ -1,0 +1,236 @@
+//! Training (RMT-SPEC §1.5–1.6): the loss of one sample and its exact gradient with full backpropagation through
+//! time (k2 = −1). Every segment, the partial last one too, runs `[mem | segment | mem]` with write memory; the
+//! next segment's memory is `ln_f` at the write rows; the loss is the mean cross-entropy of the answer tokens and
+//! EOS only. Gradients flow back through every memory hand-off into the learned `memory`. RMT for now.
+
+pub mod ops;
+
+use crate::backend::cpu::forward::{embed, Piece};
+use crate::backend::cpu::ops::matmul;
+use crate::backend::cpu::ops::MatRef;
+use crate::error::{Error, Result};
+use crate::model::weights::{Layout, Weights};
+use crate::model::{MemoryKind, Model};
+
+/// One training sample: `prompt` (context + question + GEN) and the answer tokens (EOS is appended).
+#[derive(Clone, Debug)]
+pub struct TrainSample {
+    /// Context, question and the GEN marker.
+    pub prompt: Vec<u32>,
+    /// Answer tokens, without EOS.
+    pub answer: Vec<u32>,
+}
+
+/// What one block's backward needs.
+struct LayerCache {
+    x_in: Vec<f32>,
+    ln1: Vec<f32>,
+    ln1_stats: (Vec<f32>, Vec<f32>),
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    att: Vec<f32>,
+    x_mid: Vec<f32>,
+    ln2: Vec<f32>,
+    ln2_stats: (Vec<f32>, Vec<f32>),
+    fc: Vec<f32>,
+    act: Vec<f32>,
+}
+
+/// One segment's forward, kept for the backward.
+struct SegmentCache {
+    tokens: Vec<u32>,
+    t: usize,
+    layers: Vec<LayerCache>,
+    x_out: Vec<f32>,
+    lnf: Vec<f32>,
+    lnf_stats: (Vec<f32>, Vec<f32>),
+}
+
+fn forward_segment(model: &Model, mem: &[f32], tokens: &[u32]) -> SegmentCache {
+    let cfg = &model.config;
+    let (d, eps, h) = (cfg.n_embd, cfg.layer_norm_epsilon, cfg.n_head);
+    let mut x = embed(model, &[Piece::Rows(mem), Piece::Tokens(tokens), Piece::Rows(mem)], 0);
+    let t = x.len() / d;
+    let stats = || (vec![0.0; t], vec![0.0; t]);
+    let mut layers = Vec::with_capacity(cfg.n_layer);
+    for b in &model.weights.blocks {
+        let (mut ln1, mut ln1_stats) = (vec![0.0; t * d], stats());
+        ops::layer_norm(&x, &b.ln_1, eps, &mut ln1, &mut ln1_stats.0, &mut ln1_stats.1);
+        let mut qkv = vec![0.0; t * 3 * d];
+        matmul(&ln1, t, b.c_attn.mat(), b.c_attn.b.as_deref(), &mut qkv, false);
+        let (mut att, mut probs) = (vec![0.0; t * d], vec![0.0; h * t * t]);
+        ops::attention(&qkv, t, h, &mut att, &mut probs);
+        let mut x_mid = x.clone();
+        matmul(&att, t, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x_mid, true);
+        let (mut ln2, mut ln2_stats) = (vec![0.0; t * d], stats());
+        ops::layer_norm(&x_mid, &b.ln_2, eps, &mut ln2, &mut ln2_stats.0, &mut ln2_stats.1);
+        let mut fc = vec![0.0; t * 4 * d];
+        matmul(&ln2, t, b.c_fc.mat(), b.c_fc.b.as_deref(), &mut fc, false);
+        let mut act = fc.clone();
+        crate::backend::cpu::ops::gelu_new(&mut act);
+        let mut x_out = x_mid.clone();
+        matmul(&act, t, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x_out, true);
+        layers.push(LayerCache { x_in: x, ln1, ln1_stats, qkv, probs, att, x_mid, ln2, ln2_stats, fc, act });
+        x = x_out;
+    }
+    let (mut lnf, mut lnf_stats) = (vec![0.0; t * d], stats());
+    ops::layer_norm(&x, &model.weights.ln_f, eps, &mut lnf, &mut lnf_stats.0, &mut lnf_stats.1);
+    SegmentCache { tokens: tokens.to_vec(), t, layers, x_out: x, lnf, lnf_stats }
+}
+
+/// The LM head as the right-hand side of `h · Wᵀ` (untied head or `wte`), `[V, d]`.
+fn head(w: &Weights) -> &[f32] {
+    w.lm_head.as_deref().unwrap_or(&w.wte)
+}
+
+/// Where each labelled position is: (segment, row in the segment, target token).
+fn labels(model: &Model, sample: &TrainSample) -> Vec<Label> {
+    let (seg, m) = (model.config.memory.segment_size, model.config.memory.num_mem_tokens);
+    let mut input = sample.prompt.clone();
+    input.extend(&sample.answer);
+    input.push(model.config.eos_token_id);
+    (sample.prompt.len() - 1..input.len() - 1).map(|p| (p / seg, m + p % seg, input[p + 1])).collect()
+}
+
+/// A labelled position: (segment, row in the segment, target token).
+type Label = (usize, usize, u32);
+
+/// Forward over all segments: caches, the loss and the labels.
+fn forward(model: &Model, sample: &TrainSample) -> Result<(Vec<SegmentCache>, f32, Vec<Label>)> {
+    let cfg = &model.config;
+    if cfg.memory.kind != MemoryKind::Rmt {
+        return Err(Error::Input("training supports RMT models (RMT-R is not implemented yet)".into()));
+    }
+    if sample.prompt.is_empty() {
+        return Err(Error::Input("a training sample needs a prompt ending with GEN".into()));
+    }
+    let (seg, m, d) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd);
+    let mut input = sample.prompt.clone();
+    input.extend(&sample.answer);
+    input.push(cfg.eos_token_id);
+    if let Some(&t) = input.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        return Err(Error::Input(format!("token {t} is outside the vocabulary ({})", cfg.vocab_size)));
+    }
+    let mut mem = model.weights.memory.clone();
+    let mut caches = Vec::new();
+    for chunk in input.chunks(seg) {
+        let c = forward_segment(model, &mem, chunk);
+        mem = c.lnf[(c.t - m) * d..].to_vec();
+        caches.push(c);
+    }
+    let labels = labels(model, sample);
+    let mut loss = 0.0f64;
+    let mut logits = vec![0.0; cfg.vocab_size];
+    let w = MatRef { w: head(&model.weights), n_in: d, n_out: cfg.vocab_size, layout: Layout::OutIn };
+    for &(s, row, target) in &labels {
+        matmul(&caches[s].lnf[row * d..][..d], 1, w, None, &mut logits, false);
+        loss += log_softmax_nll(&logits, target) as f64;
+    }
+    Ok((caches, (loss / labels.len() as f64) as f32, labels))
+}
+
+/// −log softmax(logits)[target].
+fn log_softmax_nll(logits: &[f32], target: u32) -> f32 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let lse = max + logits.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
+    lse - logits[target as usize]
+}
+
+/// The loss of `sample` (forward only).
+pub fn loss(model: &Model, sample: &TrainSample) -> Result<f32> {
+    Ok(forward(model, sample)?.1)
+}
+
+/// The loss of `sample` and its gradient with respect to every weight (full BPTT), as a [`Weights`] of the same
+/// shapes.
+pub fn loss_and_grads(model: &Model, sample: &TrainSample) -> Result<(f32, Weights)> {
+    let (caches, loss, labels) = forward(model, sample)?;
+    let cfg = &model.config;
+    let (d, m, v, h) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size, cfg.n_head);
+    let w = &model.weights;
+    let mut g = w.zeros_like();
+    let n = labels.len() as f32;
+    let mut d_next_mem = vec![0.0f32; m * d]; // ∂loss/∂(memory the next segment reads)
+    for (s, c) in caches.iter().enumerate().rev() {
+        let t = c.t;
+        let mut dlnf = vec![0.0f32; t * d];
+        dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
+        // LM head rows of this segment: dlogits = (softmax − onehot) / n
+        let mut logits = vec![0.0; v];
+        for &(_, row, target) in labels.iter().filter(|l| l.0 == s) {
+            let hrow = &c.lnf[row * d..][..d];
+            matmul(hrow, 1, MatRef { w: head(w), n_in: d, n_out: v, layout: Layout::OutIn }, None, &mut logits, false);
+            crate::backend::cpu::ops::softmax(&mut logits);
+            logits[target as usize] -= 1.0;
+            logits.iter_mut().for_each(|x| *x /= n);
+            // dh += dlogits · W ; dW += dlogitsᵀ ⊗ h
+            matmul(
+                &logits,
+                1,
+                MatRef { w: head(w), n_in: v, n_out: d, layout: Layout::InOut },
+                None,
+                &mut dlnf[row * d..][..d],
+                true,
+            );
+            let gw = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
+            for (vi, &dl) in logits.iter().enumerate() {
+                if dl != 0.0 {
+                    gw[vi * d..][..d].iter_mut().zip(hrow).for_each(|(gv, hv)| *gv += dl * hv);
+                }
+            }
+        }
+        let mut dx = vec![0.0f32; t * d];
+        ops::layer_norm_backward(&dlnf, &c.x_out, &c.lnf_stats.0, &c.lnf_stats.1, &w.ln_f, &mut g.ln_f, &mut dx);
+        for (l, (lc, b)) in c.layers.iter().zip(&w.blocks).enumerate().rev() {
+            let gb = &mut g.blocks[l];
+            // x_out = x_mid + mlp_proj(gelu(c_fc(ln_2(x_mid))))
+            let mut d_act = vec![0.0; t * 4 * d];
+            ops::linear_backward(&lc.act, t, &b.mlp_proj, &dx, &mut d_act, &mut gb.mlp_proj);
+            let mut d_fc = vec![0.0; t * 4 * d];
+            ops::gelu_backward(&lc.fc, &d_act, &mut d_fc);
+            let mut d_ln2 = vec![0.0; t * d];
+            ops::linear_backward(&lc.ln2, t, &b.c_fc, &d_fc, &mut d_ln2, &mut gb.c_fc);
+            let mut dx_mid = dx;
+            ops::layer_norm_backward(
+                &d_ln2,
+                &lc.x_mid,
+                &lc.ln2_stats.0,
+                &lc.ln2_stats.1,
+                &b.ln_2,
+                &mut gb.ln_2,
+                &mut dx_mid,
+            );
+            // x_mid = x_in + attn_proj(attention(c_attn(ln_1(x_in))))
+            let mut d_att = vec![0.0; t * d];
+            ops::linear_backward(&lc.att, t, &b.attn_proj, &dx_mid, &mut d_att, &mut gb.attn_proj);
+            let mut d_qkv = vec![0.0; t * 3 * d];
+            ops::attention_backward(&lc.qkv, &lc.probs, t, h, &d_att, &mut d_qkv);
+            let mut d_ln1 = vec![0.0; t * d];
+            ops::linear_backward(&lc.ln1, t, &b.c_attn, &d_qkv, &mut d_ln1, &mut gb.c_attn);
+            dx = dx_mid;
+            ops::layer_norm_backward(
+                &d_ln1,
+                &lc.x_in,
+                &lc.ln1_stats.0,
+                &lc.ln1_stats.1,
+                &b.ln_1,
+                &mut gb.ln_1,
+                &mut dx,
+            );
+        }
+        // x0 = [mem | wte[tokens] | mem] + wpe[0..t]
+        g.wpe[..t * d].iter_mut().zip(&dx).for_each(|(gv, dv)| *gv += dv);
+        for (i, &tok) in c.tokens.iter().enumerate() {
+            let row = &dx[(m + i) * d..][..d];
+            g.wte[tok as usize * d..][..d].iter_mut().zip(row).for_each(|(gv, dv)| *gv += dv);
+        }
+        // the same memory is read at the start and written at the end: both rows' gradients
+        let dmem: Vec<f32> = dx[..m * d].iter().zip(&dx[(t - m) * d..]).map(|(a, b)| a + b).collect();
+        if s == 0 {
+            g.memory.iter_mut().zip(&dmem).for_each(|(gv, dv)| *gv += dv);
+        } else {
+            d_next_mem = dmem;
+        }
+    }
+    Ok((loss, g))
+}
