@@ -95,6 +95,21 @@ enum Command {
         #[command(subcommand)]
         command: BabilongCommand,
     },
+    /// Train an RMT model with curriculum BPTT on BABILong samples made on the fly (config: JSON).
+    Train {
+        /// Training config (model, tasks, bAbI and haystack paths, stages, optimizer, validation).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output directory: checkpoint.safetensors, model_best.safetensors, log.jsonl.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Continue from the output directory's checkpoint, exactly as if never stopped.
+        #[arg(long)]
+        resume: bool,
+        /// Worker threads [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Write a randomly initialised model of any shape (GPT-2 init), for tests and benchmarks.
     Init {
         /// Model config JSON: n_layer, n_head, n_embd, vocab_size, n_positions, memory {kind, num_mem_tokens,
@@ -177,6 +192,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             BabilongCommand::Score { predictions, output } => cli::babilong::score(&predictions, output),
             BabilongCommand::Plot { results, output, title } => cli::babilong::plot(&results, &output, &title),
         }),
+        Command::Train { config, output, resume, threads } => cli::train::run(&config, &output, resume, threads),
         Command::Info { file, dtype } => done(cli::info::run(&file, dtype)),
         Command::Init { config, seed, output, dtype } => done(cli::init::run(&config, seed, &output, dtype)),
     }

@@ -101,3 +101,110 @@ fn bad_samples_are_errors() {
         .to_string()
         .contains("RMT-R"));
 }
+
+fn tiny_config(steps: u64, checkpoint_every: u64) -> rmt_fast::train::trainer::TrainConfig {
+    serde_json::from_str(&format!(
+        r#"{{"model": {{"init": {{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 96,
+              "memory": {{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 40}}}}}},
+            "seed": 5, "tasks": ["qa1"],
+            "stages": [{{"segments": 2, "steps": {steps}, "batch": 4, "lr": 3e-3, "warmup": 2}}],
+            "valid_every": 5, "valid_samples": 8, "checkpoint_every": {checkpoint_every}}}"#
+    ))
+    .unwrap()
+}
+
+/// A run that crashes (no chance to save) resumes from its last checkpoint and ends bit-identical to an
+/// uninterrupted one: the same checkpoint bytes (weights, optimizer moments, progress) and the same log.
+#[test]
+fn resumed_training_equals_uninterrupted_training() {
+    use rmt_fast::train::trainer::train;
+    let cfg = tiny_config(10, 4);
+    let (a, b) = (common::scratch_dir("train-a"), common::scratch_dir("train-b"));
+    train(&cfg, &a, false, |_| true).unwrap();
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&cfg, &b, false, |e| {
+            assert!(e.step < 6, "simulated crash after step 5 (the last checkpoint is at step 4)");
+            true
+        })
+    }));
+    assert!(crashed.is_err());
+    let log = std::fs::read_to_string(b.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 6, "the crashed run logged steps past its checkpoint");
+    train(&cfg, &b, true, |_| true).unwrap();
+    for f in ["checkpoint.safetensors", "log.jsonl", "model_best.safetensors"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    }
+}
+
+/// Training learns: on qa1 (built-in facts, synthetic background) the mean loss of steps 26–30 is at least 25 %
+/// below that of steps 1–5 (measured: 10.5 → 7.1 nats with this 32-wide model).
+#[test]
+fn training_reduces_the_loss() {
+    let cfg = tiny_config(30, 100);
+    let dir = common::scratch_dir("train-learns");
+    let mut losses = Vec::new();
+    rmt_fast::train::trainer::train(&cfg, &dir, false, |e| {
+        losses.push(e.loss);
+        true
+    })
+    .unwrap();
+    let (first, last) = (losses[..5].iter().sum::<f32>() / 5.0, losses[25..].iter().sum::<f32>() / 5.0);
+    eprintln!("mean loss of steps 1–5: {first:.3}, of steps 26–30: {last:.3}");
+    assert!(last < 0.75 * first, "loss {first} → {last}");
+}
+
+/// AdamW's first step is lr · (g / (|g| + ε) + decay · p), with decay only on matrices, embeddings and memory.
+#[test]
+fn adamw_first_step_is_the_closed_form() {
+    use rmt_fast::train::optim::{AdamState, AdamW};
+    let model = Model::load(fixture("rmt.safetensors")).unwrap();
+    let mut w = model.weights.clone();
+    let mut g = w.zeros_like();
+    let mut rng = Rng::new(9);
+    g.tensors_mut().into_iter().for_each(|t| t.iter_mut().for_each(|x| *x = rng.normal() as f32));
+    let opt = AdamW::default();
+    let mut state = AdamState::new(&w);
+    let lr = 1e-2;
+    opt.step(&model.config, &mut w, &mut g.clone(), &mut state, lr);
+    let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
+    let mut before = model.weights.clone();
+    for (((p0, p1), gr), name) in before.tensors_mut().into_iter().zip(w.tensors_mut()).zip(g.tensors_mut()).zip(&names)
+    {
+        let decay = if name.ends_with(".bias") || name.contains("ln_") { 0.0 } else { opt.weight_decay };
+        for ((&a, &b), &gv) in p0.iter().zip(p1.iter()).zip(gr.iter()) {
+            let want = a - lr * (gv / (gv.abs() + opt.eps) + decay * a);
+            assert!((b - want).abs() <= 1e-6 * want.abs().max(1.0), "{name}: {b} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn train_command_reports_bad_configs() {
+    let dir = common::scratch_dir("train-cli");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"model": {"from": "none.safetensors"}, "tasks": ["qa1"], "stages": [], "valid_every": 1, "valid_samples": 1}"#).unwrap();
+    let o = common::rmt_fast(&["train", "--config", bad.to_str().unwrap(), "-o", dir.join("out").to_str().unwrap()]);
+    assert!(!o.status.success() && common::stderr(&o).contains("at least one stage"), "{}", common::stderr(&o));
+    let o = common::rmt_fast(&[
+        "train",
+        "--config",
+        dir.join("missing.json").to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && common::stderr(&o).contains("missing.json"));
+    let good = dir.join("good.json");
+    std::fs::write(&good, serde_json::to_string(&tiny_config(2, 1)).unwrap()).unwrap();
+    let o = common::rmt_fast(&[
+        "train",
+        "--config",
+        good.to_str().unwrap(),
+        "-o",
+        dir.join("fresh").to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(!o.status.success() && common::stderr(&o).contains("checkpoint.safetensors"), "{}", common::stderr(&o));
+    let o = common::rmt_fast(&["train", "--config", good.to_str().unwrap(), "-o", dir.join("ok").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(dir.join("ok/model_best.safetensors").exists());
+}

@@ -6,6 +6,7 @@ pub mod infer;
 pub mod info;
 pub mod init;
 pub mod tokenize;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! EOS only. Gradients flow back through every memory hand-off into the learned `memory`. RMT for now.
 
 pub mod ops;
+pub mod optim;
+pub mod trainer;
 
 use crate::backend::cpu::forward::{embed, Piece};
 use crate::backend::cpu::ops::matmul;

@@ -1,0 +1,64 @@
+//! `rmt-fast train`: curriculum training from a JSON config, with progress, validation and exact resume.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use rmt_fast::train::trainer::{train, TrainConfig};
+
+pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> anyhow::Result<u8> {
+    super::set_threads(threads)?;
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let cfg: TrainConfig =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a training config", config.display()))?;
+    anyhow::ensure!(!cfg.stages.is_empty(), "{}: give at least one stage", config.display());
+    anyhow::ensure!(
+        cfg.valid_every > 0 && cfg.checkpoint_every > 0,
+        "valid_every and checkpoint_every must be at least 1"
+    );
+    let total: u64 = cfg.stages.iter().map(|s| s.steps).sum();
+    let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let pb = super::progress(total, "steps", quiet);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing the signal handler")?;
+    }
+    let t0 = std::time::Instant::now();
+    let (mut done, mut samples, mut last_acc) = (0u64, 0usize, None);
+    let best = train(&cfg, out, resume, |e| {
+        done += 1;
+        samples += cfg.stages[e.stage].batch;
+        last_acc = e.valid_accuracy.or(last_acc);
+        pb.inc(1);
+        pb.set_message(format!("stage {} loss {:.4}", e.stage + 1, e.loss));
+        let line = format!(
+            "stage {} step {} loss {:.4} grad-norm {:.3} lr {:.2e}{} {:.1} samples/s",
+            e.stage + 1,
+            e.step,
+            e.loss,
+            e.grad_norm,
+            e.lr,
+            last_acc.map_or(String::new(), |a| format!(" valid {:.1} %", 100.0 * a)),
+            samples as f64 / t0.elapsed().as_secs_f64()
+        );
+        if quiet {
+            eprintln!("{line}");
+        } else {
+            pb.println(line);
+        }
+        !stop.load(Ordering::Relaxed)
+    })?;
+    pb.finish_and_clear();
+    if stop.load(Ordering::Relaxed) {
+        eprintln!("interrupted: checkpoint saved in {}; continue with --resume", out.display());
+        return Ok(super::infer::INTERRUPTED);
+    }
+    eprintln!(
+        "done: {done} steps in {:.1} s; best validation accuracy of the last stage {:.1} %; model {}",
+        t0.elapsed().as_secs_f64(),
+        100.0 * best,
+        out.join("model_best.safetensors").display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,373 @@
+//! The training loop (RMT-SPEC §1.10): curriculum stages of growing segment counts, each a fresh AdamW run with
+//! linear warmup/decay starting from the previous stage's best model; BABILong samples made on the fly from bAbI
+//! facts and a haystack; validation by exact match; atomic checkpoints from which a killed run resumes exactly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::optim::{clip_grad_norm, learning_rate, AdamState, AdamW};
+use super::{loss_and_grads, TrainSample};
+use crate::babilong::babi::{self, Sample, Split};
+use crate::babilong::generate::generate;
+use crate::babilong::haystack::Haystack;
+use crate::babilong::sample::build;
+use crate::error::{Error, Result};
+use crate::model::weights::{serialize_tensors, write_atomically, FileDtype, Weights};
+use crate::model::{Config, Model};
+use crate::rng::Rng;
+use crate::stream::tokenizer::Tokenizer;
+use crate::Engine;
+
+/// One curriculum stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stage {
+    /// Samples are 1 … `segments` segments long (uniformly, as `--vary_n_segments`).
+    pub segments: usize,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Samples per step.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Warmup steps (then linear decay towards 0 at 2 × steps, as the authors schedule it).
+    pub warmup: u64,
+}
+
+/// Where the model starts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// A random model of this config, seeded by the run's seed.
+    Init(Config),
+    /// A model file.
+    From(PathBuf),
+}
+
+/// A training run, as read from `train.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: Start,
+    #[serde(default)]
+    pub seed: u64,
+    /// bAbI tasks, e.g. `["qa1"]`.
+    pub tasks: Vec<String>,
+    /// bAbI directory whose train files give the facts; absent: the built-in generators.
+    #[serde(default)]
+    pub babi: Option<PathBuf>,
+    /// Background books for training; empty: synthetic prose.
+    #[serde(default)]
+    pub haystack: Vec<PathBuf>,
+    /// Held-out books for validation; empty: synthetic prose.
+    #[serde(default)]
+    pub valid_haystack: Vec<PathBuf>,
+    pub stages: Vec<Stage>,
+    #[serde(default)]
+    pub optimizer: AdamW,
+    /// Global gradient-norm clip.
+    #[serde(default = "clip")]
+    pub clip: f32,
+    /// Tokens left for question, GEN, answer and EOS in each sample's last segment (§1.8).
+    #[serde(default = "qa_margin")]
+    pub qa_margin: usize,
+    /// Validate every this many steps.
+    pub valid_every: u64,
+    /// Validation samples (bAbI test facts) at the stage's longest length.
+    pub valid_samples: usize,
+    /// Write a checkpoint every this many steps.
+    #[serde(default = "checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn clip() -> f32 {
+    1.0
+}
+fn qa_margin() -> usize {
+    20
+}
+fn checkpoint_every() -> u64 {
+    50
+}
+
+/// Where a run is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub stage: usize,
+    pub step: u64,
+    pub best_accuracy: f64,
+}
+
+/// One logged step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub stage: usize,
+    pub step: u64,
+    pub loss: f32,
+    pub grad_norm: f32,
+    pub lr: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_accuracy: Option<f64>,
+}
+
+fn mix(seed: u64, parts: &[u64]) -> u64 {
+    parts.iter().fold(Rng::new(seed).next_u64(), |h, &p| Rng::new(h ^ p.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64())
+}
+
+/// The bAbI samples a run draws facts from: per task, train (or generated) and test (or generated with another
+/// seed).
+struct Facts {
+    train: Vec<Vec<Sample>>,
+    valid: Vec<Vec<Sample>>,
+}
+
+impl Facts {
+    fn load(cfg: &TrainConfig) -> Result<Self> {
+        let tasks = cfg.tasks.iter().map(|t| babi::task_number(t)).collect::<Result<Vec<_>>>()?;
+        if tasks.is_empty() {
+            return Err(Error::Input("train: give at least one task".into()));
+        }
+        let mut f = Facts { train: Vec::new(), valid: Vec::new() };
+        for &t in &tasks {
+            match &cfg.babi {
+                Some(dir) => {
+                    f.train.push(babi::load(dir, t, Split::Train)?);
+                    f.valid.push(babi::load(dir, t, Split::Test)?);
+                }
+                None => {
+                    f.train.push(generate(t, 10_000, &mut Rng::new(mix(cfg.seed, &[t as u64, 1])))?);
+                    f.valid.push(generate(t, 1_000, &mut Rng::new(mix(cfg.seed, &[t as u64, 2])))?);
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// One sample of `n_seg` segments: context of `n_seg·segment − qa_margin` tokens, then question and GEN.
+fn make_sample(
+    model: &Model,
+    s: &Sample,
+    n_seg: usize,
+    margin: usize,
+    hay: &Haystack,
+    seed: u64,
+) -> Result<TrainSample> {
+    let length = (n_seg * model.config.memory.segment_size).saturating_sub(margin);
+    let mut prompt = Vec::with_capacity(length + 16);
+    let mut sampler = hay.sampler(seed);
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    // a sample's facts may not fit a short length: fall back to the facts alone (the "0k" sample)
+    let layout = match build(s, length, false, &mut sampler, &mut rng, &mut |t| {
+        prompt.extend_from_slice(t);
+        Ok(())
+    }) {
+        Ok(l) => l,
+        Err(_) => {
+            prompt.clear();
+            build(s, 0, false, &mut sampler, &mut rng, &mut |t| {
+                prompt.extend_from_slice(t);
+                Ok(())
+            })?
+        }
+    };
+    prompt.extend(&layout.question);
+    prompt.push(model.config.gen_token_id);
+    Ok(TrainSample { prompt, answer: layout.target })
+}
+
+/// The batch of step `step` of stage `stage`: a function of the seed alone, so a resumed run sees the same data.
+fn batch(
+    model: &Model,
+    cfg: &TrainConfig,
+    facts: &Facts,
+    hay: &Haystack,
+    stage: usize,
+    step: u64,
+) -> Result<Vec<TrainSample>> {
+    let st = &cfg.stages[stage];
+    (0..st.batch)
+        .map(|b| {
+            let mut rng = Rng::new(mix(cfg.seed, &[stage as u64, step, b as u64, 3]));
+            let task = &facts.train[rng.below(facts.train.len() as u64) as usize];
+            let s = &task[rng.below(task.len() as u64) as usize];
+            let n_seg = 1 + rng.below(st.segments as u64) as usize;
+            make_sample(model, s, n_seg, cfg.qa_margin, hay, rng.next_u64())
+        })
+        .collect()
+}
+
+/// Exact-match accuracy on the validation samples at `n_seg` segments.
+pub fn validate(
+    model: &Model,
+    cfg: &TrainConfig,
+    facts_valid: &[Vec<Sample>],
+    hay: &Haystack,
+    n_seg: usize,
+) -> Result<f64> {
+    let engine = Engine::cpu(model.clone());
+    let tok = Tokenizer::gpt2();
+    let samples: Vec<(TrainSample, String)> = (0..cfg.valid_samples)
+        .map(|i| {
+            let task = &facts_valid[i % facts_valid.len()];
+            let s = &task[(i / facts_valid.len()) % task.len()];
+            Ok((make_sample(model, s, n_seg, cfg.qa_margin, hay, mix(cfg.seed, &[i as u64, 4]))?, s.answer.clone()))
+        })
+        .collect::<Result<_>>()?;
+    let right: Vec<bool> = samples
+        .par_iter()
+        .map(|(s, target)| {
+            let p = &s.prompt[..s.prompt.len() - 1]; // ask appends GEN itself
+            let a = engine.session().ask(p, 10)?;
+            Ok(tok.decode(&a.tokens)?.trim() == target)
+        })
+        .collect::<Result<_>>()?;
+    Ok(right.iter().filter(|&&r| r).count() as f64 / right.len().max(1) as f64)
+}
+
+/// Averages per-sample gradients weighted by their label counts: the loss is the mean over every answer token of
+/// the batch (RMT-SPEC §1.6).
+fn batch_gradient(model: &Model, samples: &[TrainSample]) -> Result<(f32, Weights)> {
+    let parts: Vec<(f32, Weights, usize)> = samples
+        .par_iter()
+        .map(|s| loss_and_grads(model, s).map(|(l, g)| (l, g, s.answer.len() + 1)))
+        .collect::<Result<_>>()?;
+    let total: usize = parts.iter().map(|p| p.2).sum();
+    let mut g = model.weights.zeros_like();
+    let mut loss = 0.0f64;
+    for (l, mut pg, n) in parts {
+        let w = n as f32 / total as f32;
+        loss += l as f64 * w as f64;
+        for (acc, x) in g.tensors_mut().into_iter().zip(pg.tensors_mut()) {
+            acc.iter_mut().zip(x.iter()).for_each(|(a, b)| *a += w * b);
+        }
+    }
+    Ok((loss as f32, g))
+}
+
+/// A checkpoint: weights, optimizer moments, progress.
+fn save_checkpoint(path: &Path, model: &Model, adam: &AdamState, progress: &Progress) -> Result<()> {
+    let mut tensors = model.weights.named(&model.config);
+    let (m, v) = (adam.m.named(&model.config), adam.v.named(&model.config));
+    tensors.extend(m.into_iter().map(|(n, s, x)| (format!("adam.m.{n}"), s, x)));
+    tensors.extend(v.into_iter().map(|(n, s, x)| (format!("adam.v.{n}"), s, x)));
+    let meta = serde_json::json!({"model": model.config, "progress": progress, "adam_t": adam.t});
+    let bytes =
+        serialize_tensors(&tensors, FileDtype::F32, HashMap::from([("rmt-fast-train".to_string(), meta.to_string())]))?;
+    write_atomically(path, &bytes)
+}
+
+fn load_checkpoint(path: &Path) -> Result<(Model, AdamState, Progress)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |m: String| Error::Input(format!("{}: not a training checkpoint: {m}", path.display()));
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta: serde_json::Value = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("rmt-fast-train"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("no rmt-fast-train metadata".into()))?;
+    let config: Config = serde_json::from_value(meta["model"].clone()).map_err(|e| bad(e.to_string()))?;
+    let progress: Progress = serde_json::from_value(meta["progress"].clone()).map_err(|e| bad(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut model = Model::random(config, 0)?;
+    let mut adam = AdamState::new(&model.weights);
+    adam.t = meta["adam_t"].as_u64().unwrap_or(0);
+    let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
+    for (prefix, w) in [("", &mut model.weights), ("adam.m.", &mut adam.m), ("adam.v.", &mut adam.v)] {
+        for (t, n) in w.tensors_mut().into_iter().zip(&names) {
+            let view = st.tensor(&format!("{prefix}{n}")).map_err(|_| bad(format!("tensor {prefix}{n} missing")))?;
+            let vals: Vec<f32> =
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            if vals.len() != t.len() {
+                return Err(bad(format!("tensor {prefix}{n} has {} values, expected {}", vals.len(), t.len())));
+            }
+            *t = vals;
+        }
+    }
+    Ok((model, adam, progress))
+}
+
+/// Keeps the log lines up to the checkpoint a run resumes from (a killed run may have logged steps past it).
+fn truncate_log(path: &Path, at: &Progress) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<StepLog>(l)
+                .is_ok_and(|e| e.stage < at.stage || (e.stage == at.stage && e.step <= at.step))
+        })
+        .collect();
+    let body = kept.iter().map(|l| format!("{l}\n")).collect::<String>();
+    std::fs::write(path, body).map_err(|e| Error::io(path, e))
+}
+
+/// Runs (or resumes) training into `out`: `checkpoint.safetensors`, `model_best.safetensors` and `log.jsonl`.
+/// `on_step` sees every logged step and returns whether to go on; when it says stop, a checkpoint is written and
+/// the run returns (resume continues it exactly). Returns the last stage's best validation accuracy.
+pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMut(&StepLog) -> bool) -> Result<f64> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let facts = Facts::load(cfg)?;
+    let hay = if cfg.haystack.is_empty() { Haystack::Synthetic } else { Haystack::books(&cfg.haystack)? };
+    let valid_hay =
+        if cfg.valid_haystack.is_empty() { Haystack::Synthetic } else { Haystack::books(&cfg.valid_haystack)? };
+    let (ckpt, best_path, log_path) =
+        (out.join("checkpoint.safetensors"), out.join("model_best.safetensors"), out.join("log.jsonl"));
+    let (mut model, mut adam, mut progress) = if resume {
+        let c = load_checkpoint(&ckpt)?;
+        truncate_log(&log_path, &c.2)?;
+        c
+    } else {
+        let model = match &cfg.model {
+            Start::Init(c) => Model::random(c.clone(), cfg.seed)?,
+            Start::From(p) => Model::load(p)?,
+        };
+        let adam = AdamState::new(&model.weights);
+        std::fs::write(&log_path, "").map_err(|e| Error::io(&log_path, e))?;
+        (model, adam, Progress { stage: 0, step: 0, best_accuracy: -1.0 })
+    };
+    let mut final_best = progress.best_accuracy;
+    let mut log =
+        std::fs::OpenOptions::new().append(true).create(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    while progress.stage < cfg.stages.len() {
+        let st = cfg.stages[progress.stage].clone();
+        while progress.step < st.steps {
+            let samples = batch(&model, cfg, &facts, &hay, progress.stage, progress.step)?;
+            let (loss, mut g) = batch_gradient(&model, &samples)?;
+            let grad_norm = clip_grad_norm(&mut g, cfg.clip);
+            let lr = learning_rate(progress.step, st.lr, st.warmup, 2 * st.steps);
+            cfg.optimizer.step(&model.config, &mut model.weights, &mut g, &mut adam, lr);
+            progress.step += 1;
+            let mut entry =
+                StepLog { stage: progress.stage, step: progress.step, loss, grad_norm, lr, valid_accuracy: None };
+            if progress.step % cfg.valid_every == 0 || progress.step == st.steps {
+                let acc = validate(&model, cfg, &facts.valid, &valid_hay, st.segments)?;
+                entry.valid_accuracy = Some(acc);
+                if acc > progress.best_accuracy {
+                    progress.best_accuracy = acc;
+                    model.save(&best_path, FileDtype::F32)?;
+                }
+            }
+            use std::io::Write;
+            writeln!(log, "{}", serde_json::to_string(&entry).expect("serialises"))
+                .map_err(|e| Error::io(&log_path, e))?;
+            let go_on = on_step(&entry);
+            if !go_on || progress.step % cfg.checkpoint_every == 0 || progress.step == st.steps {
+                save_checkpoint(&ckpt, &model, &adam, &progress)?;
+            }
+            if !go_on {
+                return Ok(progress.best_accuracy);
+            }
+        }
+        final_best = progress.best_accuracy;
+        // the next stage starts from this stage's best model, with a fresh optimizer (as the authors' curriculum)
+        progress = Progress { stage: progress.stage + 1, step: 0, best_accuracy: -1.0 };
+        if best_path.exists() {
+            model = Model::load(&best_path)?;
+        }
+        adam = AdamState::new(&model.weights);
+        save_checkpoint(&ckpt, &model, &adam, &progress)?;
+    }
+    Ok(final_best)
+}
