@@ -228,6 +228,7 @@ def cmd_fixtures(args):
             save_file(expected_outputs(model, 7 + seed), f"{args.out}/rmt_bf16.expected.safetensors")
         print(f"wrote {args.out}/{name}.*")
     checkpoint_fixture(args.out)
+    gradient_fixture(args.out)
     print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}")
 
 
@@ -255,6 +256,45 @@ def checkpoint_fixture(out):
     with open(f"{out}/authors_rmt_bf16.config.json", "w") as f:
         json.dump(file_config(cfg), f, indent=1)
     print(f"wrote {out}/authors_rmt_bf16.* ({len(sd)} tensors)")
+
+
+def training_loss(model, prompt, answer):
+    """The authors' training objective (RMT-SPEC §1.5-1.6, §1.11): every segment, the partial last one too, runs
+    [mem | segment | mem] with write memory and full BPTT; CE over GEN -> answer tokens -> EOS, mean over them."""
+    eos = model.cfg["eos_token_id"]
+    tokens = torch.tensor([prompt + answer + [eos]])
+    st, logits = model.new_state(), []
+    for s in range(0, tokens.shape[1], model.seg):
+        seg = tokens[:, s:s + model.seg]
+        read, write = model.blocks(st, 1)
+        x = torch.cat([read, model.embed(seg), write], dim=1)
+        h = model.gpt2.transformer(inputs_embeds=x).last_hidden_state   # ln_f applied
+        st["M"] = h[:, -model.m:]
+        logits.append(model.gpt2.lm_head(h[:, model.m:-model.m]))
+    logits = torch.cat(logits, dim=1)[0]
+    first = len(prompt) - 1
+    return F.cross_entropy(logits[first:-1], tokens[0, first + 1:])
+
+
+def gradient_fixture(out):
+    """A tiny RMT, one 3-segment sample, its loss and the gradient of every parameter (our tensor names)."""
+    torch.manual_seed(77)
+    cfg = fixture_models()["rmt"]
+    model = RMT(cfg).eval()
+    perturb(model)
+    g = torch.Generator().manual_seed(78)
+    prompt = torch.randint(0, cfg["gen_token_id"], (36,), generator=g).tolist() + [cfg["gen_token_id"]]
+    answer = [17, 3, 55]
+    loss = training_loss(model, prompt, answer)
+    loss.backward()
+    grads = {"loss": loss.detach().reshape(1), "prompt": torch.tensor(prompt), "answer": torch.tensor(answer)}
+    named = dict(model.gpt2.transformer.named_parameters())
+    for k in model.tensors():
+        p = model.memory if k == "memory" else named[k]
+        grads["grad." + k] = p.grad.detach().clone()
+    save_model(model, f"{out}/rmt_train.safetensors")
+    save_file(grads, f"{out}/rmt_train.expected.safetensors")
+    print(f"wrote {out}/rmt_train.* (loss {loss.item():.6f})")
 
 
 # -- benchmark --------------------------------------------------------------------------------------
