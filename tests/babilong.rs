@@ -296,6 +296,26 @@ fn eval_matches_infer_and_shards_merge_and_plots_draw() {
     .status
     .success());
     assert!(std::fs::read_to_string(&lines).unwrap().matches("<polyline").count() == 2);
-    let o = rmt_fast(&["babilong", "plot", s(&whole.with_extension("json")), "-o", s(&dir.join("x.png"))]);
-    assert!(!o.status.success() && stderr(&o).contains(".svg"));
+    // the heatmap as PNG: 2 tasks × 2 lengths of 64×32 cells, the first cell in its accuracy's colour
+    let png_path = dir.join("heat.png");
+    assert!(rmt_fast(&["babilong", "plot", s(&whole.with_extension("json")), "-o", s(&png_path)]).status.success());
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut px = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut px).unwrap();
+    assert_eq!((info.width, info.height), (60 + 2 * 64 + 10, 30 + 2 * 32 + 10));
+    let first = r.cells.iter().find(|c| c.task == "qa1" && c.length == 0).unwrap();
+    let at = (32 * info.width as usize + 60 + 3) * 3; // inside the first cell, left of its number
+    assert_eq!(&px[at..at + 3], &rmt_fast::babilong::plot::colour_rgb(first.accuracy)[..]);
+    let o = rmt_fast(&[
+        "babilong",
+        "plot",
+        s(&a.with_extension("json")),
+        s(&b.with_extension("json")),
+        "-o",
+        s(&dir.join("x.png")),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("plot several as .svg"), "{}", stderr(&o));
+    let o = rmt_fast(&["babilong", "plot", s(&whole.with_extension("json")), "-o", s(&dir.join("x.pdf"))]);
+    assert!(!o.status.success() && stderr(&o).contains(".svg or .png"));
 }

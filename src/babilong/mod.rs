@@ -5,5 +5,6 @@ pub mod eval;
 pub mod generate;
 pub mod haystack;
 pub mod plot;
+pub mod raster;
 pub mod sample;
 pub mod solver;

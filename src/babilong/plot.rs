@@ -4,18 +4,23 @@
 use super::eval::{length_name, Results};
 
 /// Red (0 %) → yellow (50 %) → green (100 %).
-fn colour(a: f64) -> String {
+pub fn colour_rgb(a: f64) -> [u8; 3] {
     let (lo, mid, hi) = ((215.0, 48.0, 39.0), (254.0, 224.0, 139.0), (26.0, 152.0, 80.0));
     let (from, to, t) = if a < 0.5 { (lo, mid, a / 0.5) } else { (mid, hi, (a - 0.5) / 0.5) };
     let mix = |x: f64, y: f64| (x + (y - x) * t.clamp(0.0, 1.0)).round() as u8;
-    format!("rgb({},{},{})", mix(from.0, to.0), mix(from.1, to.1), mix(from.2, to.2))
+    [mix(from.0, to.0), mix(from.1, to.1), mix(from.2, to.2)]
+}
+
+fn colour(a: f64) -> String {
+    let [r, g, b] = colour_rgb(a);
+    format!("rgb({r},{g},{b})")
 }
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-fn axes(r: &Results) -> (Vec<String>, Vec<usize>) {
+pub(crate) fn axes(r: &Results) -> (Vec<String>, Vec<usize>) {
     let mut tasks: Vec<String> = r.cells.iter().map(|c| c.task.clone()).collect();
     tasks.dedup();
     let mut lengths: Vec<usize> = r.cells.iter().map(|c| c.length).collect();

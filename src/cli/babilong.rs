@@ -266,16 +266,19 @@ pub fn score(predictions: &Path, output: Option<PathBuf>) -> anyhow::Result<()> 
 }
 
 pub fn plot(files: &[PathBuf], output: &Path, title: &str) -> anyhow::Result<()> {
-    ensure!(output.extension().is_some_and(|e| e == "svg"), "{}: plots are written as .svg", output.display());
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    ensure!(matches!(ext, "svg" | "png"), "{}: plots are written as .svg or .png", output.display());
     let series = files
         .iter()
         .map(|f| Ok((f.file_stem().map_or("results".into(), |s| s.to_string_lossy().into_owned()), Results::read(f)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let svg = match &series[..] {
-        [(_, one)] => rmt_fast::babilong::plot::heatmap(one, title),
-        many => rmt_fast::babilong::plot::lines(many, title),
+    let bytes = match (&series[..], ext) {
+        ([(_, one)], "png") => rmt_fast::babilong::raster::heatmap_png(one),
+        ([(_, one)], _) => rmt_fast::babilong::plot::heatmap(one, title).into_bytes(),
+        (_, "png") => anyhow::bail!("PNG is drawn for the heatmap of one results file; plot several as .svg"),
+        (many, _) => rmt_fast::babilong::plot::lines(many, title).into_bytes(),
     };
-    std::fs::write(output, svg).with_context(|| format!("writing {}", output.display()))?;
+    std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {}", output.display());
     Ok(())
 }
