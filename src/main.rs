@@ -199,6 +199,13 @@ fn run(command: Command) -> anyhow::Result<u8> {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns a closed pipe (`rmt-fast detokenize f.bin | head`) into a panic in
+    // println!; a command-line tool should end quietly as cat does.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse().command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -113,3 +113,14 @@ fn convert_writes_a_bf16_model_and_reports_bad_checkpoints() {
     let o = rmt_fast(&["convert", cut.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(!o.status.success() && common::stderr(&o).contains("cut.bin"), "{}", common::stderr(&o));
 }
+
+/// Output into a closed pipe (`| head`) ends the command quietly, as with any Unix tool: no panic message.
+#[cfg(unix)]
+#[test]
+fn closed_pipes_end_quietly() {
+    let model = common::fixture("rmt_r_v2.safetensors");
+    let cmd = format!("'{}' info '{}' | head -1", env!("CARGO_BIN_EXE_rmt-fast"), model.display());
+    let o = std::process::Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("rmt-fast model"));
+    assert!(!common::stderr(&o).contains("panicked"), "{}", common::stderr(&o));
+}

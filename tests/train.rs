@@ -207,6 +207,8 @@ fn train_command_reports_bad_configs() {
     let o = common::rmt_fast(&["train", "--config", good.to_str().unwrap(), "-o", dir.join("ok").to_str().unwrap()]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     assert!(dir.join("ok/model_best.safetensors").exists());
+    let info = common::rmt_fast(&["info", dir.join("ok/checkpoint.safetensors").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("training checkpoint"), "{}", common::stderr(&info));
 }
 
 /// Loss and every gradient against PyTorch autograd on the authors' training objective (the reference script's

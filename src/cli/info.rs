@@ -27,6 +27,15 @@ fn safetensors_header(path: &Path) -> Option<(Vec<String>, Vec<String>)> {
     Some((keys, dtypes))
 }
 
+/// The `rmt-fast-train` metadata of a checkpoint.
+fn training_metadata(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text = header.metadata().as_ref().and_then(|m| m.get("rmt-fast-train")).cloned().unwrap_or_default();
+    Ok(serde_json::from_str(&text)?)
+}
+
 pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
     let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     match safetensors_header(path) {
@@ -44,6 +53,22 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
                 state.store.dtype()
             );
             println!("  model        fingerprint {}", meta.model);
+        }
+        Some((keys, _)) if keys.iter().any(|k| k == "rmt-fast-train") => {
+            let meta = training_metadata(path)?;
+            let (c, p) = (&meta["model"], &meta["progress"]);
+            println!("{}: rmt-fast training checkpoint ({})", path.display(), super::human_bytes(size));
+            println!(
+                "  model        {} layers × {} wide, {} memory tokens, segments of {}",
+                c["n_layer"], c["n_embd"], c["memory"]["num_mem_tokens"], c["memory"]["segment_size"]
+            );
+            println!(
+                "  progress     stage {} step {} (optimizer step {})",
+                p["stage"].as_u64().unwrap_or(0) + 1,
+                p["step"],
+                meta["adam_t"]
+            );
+            println!("  best         validation accuracy {} in this stage", p["best_accuracy"]);
         }
         Some((_, dtypes)) => {
             let model = Model::load(path)?;
