@@ -188,6 +188,10 @@ fn bad_config() {
     let err = e.load_err("layers.safetensors");
     assert!(err.contains("h.2.ln_1.weight") && err.contains("missing"), "{err}");
 
+    let cfg = model.config.to_json().replace(r#""gen_token_id":38"#, r#""gen_token_id":38,"question_template":"Q: ""#);
+    e.metadata.insert("config".into(), cfg);
+    assert!(e.load_err("template.safetensors").contains("question_template must contain {question}"));
+
     // RMT-R without a retrieval version, and a segment longer than the positions
     let cfg = model.config.to_json().replace(r#""kind":"rmt""#, r#""kind":"rmt-r""#);
     e.metadata.insert("config".into(), cfg);

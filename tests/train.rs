@@ -207,6 +207,33 @@ fn train_command_reports_bad_configs() {
     let o = common::rmt_fast(&["train", "--config", good.to_str().unwrap(), "-o", dir.join("ok").to_str().unwrap()]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     assert!(dir.join("ok/model_best.safetensors").exists());
+    // the trained model records its question form: a plain-text question is asked as bAbI writes it
+    let trained = Model::load(dir.join("ok/model_best.safetensors")).unwrap();
+    assert_eq!(trained.config.question_template.as_deref(), Some("{question} "));
+    let tokens = dir.join("ctx.u16");
+    std::fs::write(
+        &tokens,
+        [464u16, 3290, 373, 257, 2415, 13].iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let out = common::rmt_fast(&[
+        "infer",
+        tokens.to_str().unwrap(),
+        "--model",
+        dir.join("ok/model_best.safetensors").to_str().unwrap(),
+        "--ask",
+        "Where is Mary?",
+        "--json",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tok = rmt_fast::stream::tokenizer::Tokenizer::gpt2();
+    let mut s = Engine::cpu(trained).session();
+    s.read(&[464, 3290, 373, 257, 2415, 13]).unwrap();
+    let want = s.ask(&tok.encode("Where is Mary? "), 3).unwrap();
+    assert_eq!(v["answers"][0]["tokens"], serde_json::json!(want.tokens));
     let info = common::rmt_fast(&["info", dir.join("ok/checkpoint.safetensors").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("training checkpoint"), "{}", common::stderr(&info));
 }

@@ -64,7 +64,8 @@ fn answer_all(session: &mut Session, questions: &[String], max_new: usize) -> an
     questions
         .iter()
         .map(|q| {
-            let a = session.ask(&tok.encode(q), max_new).with_context(|| format!("question {q:?}"))?;
+            let text = session.model().config.format_question(q);
+            let a = session.ask(&tok.encode(&text), max_new).with_context(|| format!("question {q:?}"))?;
             Ok(json!({"question": q, "answer": tok.decode(&a.tokens)?.trim(), "tokens": a.tokens,
                       "stopped_at_eos": a.stopped_at_eos}))
         })

@@ -95,6 +95,9 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
                 c.gen_token_id,
                 if model.weights.lm_head.is_some() { "untied" } else { "tied to wte" }
             );
+            if let Some(t) = &c.question_template {
+                println!("  questions    asked as {t:?}");
+            }
             println!("  parameters   {}", model.parameter_count());
             println!("  fingerprint  {:016x}", model.fingerprint());
         }

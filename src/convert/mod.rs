@@ -136,6 +136,7 @@ fn infer_config(shapes: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, opts: &
         memory: memory_cfg,
         eos_token_id: 50256,
         gen_token_id: 35353,
+        question_template: None,
     };
     cfg.validate()?;
     Ok(cfg)

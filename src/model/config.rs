@@ -75,6 +75,10 @@ pub struct Config {
     /// The marker after the question that asks for the answer (`GEN` = 35353 for GPT-2's BPE).
     #[serde(default = "default_gen")]
     pub gen_token_id: u32,
+    /// How a plain-text question becomes the text the model was trained on, with `{question}` standing for the
+    /// trimmed question (bAbI-trained models: `"{question} "`, since bAbI writes "Where is Mary? ").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_template: Option<String>,
 }
 
 fn default_eps() -> f32 {
@@ -98,6 +102,14 @@ impl Config {
     /// The JSON form stored in model files.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("config serialises")
+    }
+
+    /// The text to tokenize for a question typed as plain text (see `question_template`).
+    pub fn format_question(&self, question: &str) -> String {
+        match &self.question_template {
+            Some(t) => t.replace("{question}", question.trim()),
+            None => question.to_string(),
+        }
     }
 
     /// Per-head width.
@@ -137,6 +149,9 @@ impl Config {
             if id as usize >= self.vocab_size {
                 return bad(format!("{what} {id} is outside the vocabulary ({})", self.vocab_size));
             }
+        }
+        if self.question_template.as_ref().is_some_and(|t| !t.contains("{question}")) {
+            return bad("question_template must contain {question}".into());
         }
         if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return bad("layer_norm_epsilon must be positive".into());

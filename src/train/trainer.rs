@@ -21,6 +21,10 @@ use crate::rng::Rng;
 use crate::stream::tokenizer::Tokenizer;
 use crate::Engine;
 
+/// The form of the questions in training samples, recorded in trained models (see
+/// [`Config::format_question`]).
+pub const QUESTION_TEMPLATE: &str = "{question} ";
+
 /// One curriculum stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stage {
@@ -319,10 +323,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         truncate_log(&log_path, &c.2)?;
         c
     } else {
-        let model = match &cfg.model {
+        let mut model = match &cfg.model {
             Start::Init(c) => Model::random(c.clone(), cfg.seed)?,
             Start::From(p) => Model::load(p)?,
         };
+        // samples carry bAbI's questions as written ("Where is Mary? "): plain-text questions get the same form
+        model.config.question_template = Some(QUESTION_TEMPLATE.into());
         let adam = AdamState::new(&model.weights);
         std::fs::write(&log_path, "").map_err(|e| Error::io(&log_path, e))?;
         (model, adam, Progress { stage: 0, step: 0, best_accuracy: -1.0 })
