@@ -25,6 +25,8 @@
 //! # Ok::<(), rmt_fast::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod babilong;
 pub mod backend;
 pub mod convert;

@@ -54,13 +54,19 @@ pub struct Prediction {
 /// Accuracy of one task × length.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
+    /// `qa1` …
     pub task: String,
+    /// Context length in tokens.
     pub length: usize,
+    /// Samples.
     pub n: usize,
+    /// Samples answered right.
     pub correct: usize,
+    /// `correct / n`.
     pub accuracy: f64,
     /// Wilson score interval, 95 %.
     pub ci_low: f64,
+    /// Upper end of the Wilson interval.
     pub ci_high: f64,
 }
 
@@ -69,7 +75,9 @@ pub struct Cell {
 pub struct Results {
     /// What produced it (model path, data, metric).
     pub source: String,
+    /// Accuracy per task × length.
     pub cells: Vec<Cell>,
+    /// Every scored answer.
     pub predictions: Vec<Prediction>,
 }
 

@@ -7,14 +7,19 @@ use std::collections::HashMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fact {
     /// `P went to the L.` (and moved, journeyed, travelled, went back).
+    #[allow(missing_docs)]
     Move { person: String, place: String },
     /// `P got the O (there).` (and grabbed, picked up, took).
+    #[allow(missing_docs)]
     Take { person: String, object: String },
     /// `P dropped the O (there).` (and put down, left, discarded).
+    #[allow(missing_docs)]
     Drop { person: String, object: String },
     /// `P gave the O to Q.` (and handed, passed).
+    #[allow(missing_docs)]
     Give { giver: String, object: String, receiver: String },
     /// `The A is D of the B.`
+    #[allow(missing_docs)]
     Relation { a: String, direction: String, b: String },
 }
 

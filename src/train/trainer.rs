@@ -53,7 +53,9 @@ pub enum Start {
 /// A training run, as read from `train.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The model to train.
     pub model: Start,
+    /// Seed of the initialisation and of every sample.
     #[serde(default)]
     pub seed: u64,
     /// bAbI tasks, e.g. `["qa1"]`.
@@ -67,7 +69,9 @@ pub struct TrainConfig {
     /// Held-out books for validation; empty: synthetic prose.
     #[serde(default)]
     pub valid_haystack: Vec<PathBuf>,
+    /// Curriculum stages, in order.
     pub stages: Vec<Stage>,
+    /// AdamW settings.
     #[serde(default)]
     pub optimizer: AdamW,
     /// Global gradient-norm clip.
@@ -98,19 +102,28 @@ fn checkpoint_every() -> u64 {
 /// Where a run is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
+    /// Current stage (0-based).
     pub stage: usize,
+    /// Steps done in it.
     pub step: u64,
+    /// Best validation accuracy in it so far (−1 before the first validation).
     pub best_accuracy: f64,
 }
 
 /// One logged step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
+    /// Stage (0-based).
     pub stage: usize,
+    /// Step within the stage (1-based).
     pub step: u64,
+    /// Batch loss.
     pub loss: f32,
+    /// Gradient norm before clipping.
     pub grad_norm: f32,
+    /// Learning rate used.
     pub lr: f32,
+    /// Validation accuracy, on validation steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_accuracy: Option<f64>,
 }

@@ -7,9 +7,13 @@ use crate::model::weights::{LayerNorm, Layout, Linear};
 /// A weight matrix seen as the right-hand side of `x · W`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
+    /// The values.
     pub w: &'a [f32],
+    /// Rows of the right-hand side (input width).
     pub n_in: usize,
+    /// Columns (output width).
     pub n_out: usize,
+    /// Storage order of `w`.
     pub layout: Layout,
 }
 
@@ -33,8 +37,11 @@ fn parallelism(flops: usize) -> Parallelism {
 /// Where a matrix lives in a slice: element (i, j) at `offset + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
 pub struct Strided {
+    /// Index of element (0, 0).
     pub offset: usize,
+    /// Row stride.
     pub rs: usize,
+    /// Column stride.
     pub cs: usize,
 }
 
