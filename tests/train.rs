@@ -234,6 +234,19 @@ fn train_command_reports_bad_configs() {
     s.read(&[464, 3290, 373, 257, 2415, 13]).unwrap();
     let want = s.ask(&tok.encode("Where is Mary? "), 3).unwrap();
     assert_eq!(v["answers"][0]["tokens"], serde_json::json!(want.tokens));
+    let again = common::rmt_fast(&[
+        "train",
+        "--config",
+        good.to_str().unwrap(),
+        "-o",
+        dir.join("ok").to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(
+        !again.status.success() && common::stderr(&again).contains("has finished all 1 stages"),
+        "{}",
+        common::stderr(&again)
+    );
     let info = common::rmt_fast(&["info", dir.join("ok/checkpoint.safetensors").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("training checkpoint"), "{}", common::stderr(&info));
 }

@@ -346,6 +346,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         std::fs::write(&log_path, "").map_err(|e| Error::io(&log_path, e))?;
         (model, adam, Progress { stage: 0, step: 0, best_accuracy: -1.0 })
     };
+    if progress.stage >= cfg.stages.len() {
+        return Err(Error::Input(format!("the run in {} has finished all {} stages", out.display(), cfg.stages.len())));
+    }
     let mut final_best = progress.best_accuracy;
     let mut log =
         std::fs::OpenOptions::new().append(true).create(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
