@@ -5,7 +5,7 @@ mod common;
 
 use common::fixture;
 use rmt_fast::rng::Rng;
-use rmt_fast::train::{loss, loss_and_grads, TrainSample};
+use rmt_fast::train::{loss, loss_and_grads, loss_and_grads_with, loss_with, Dropout, TrainSample};
 use rmt_fast::{Engine, Model};
 
 fn nll(logits: &[f32], target: u32) -> f64 {
@@ -53,9 +53,19 @@ fn training_forward_agrees_with_the_inference_engine() {
 /// 3.7e-3 relative where |analytic| > 1e-3).
 #[test]
 fn gradients_match_finite_differences() {
+    check_finite_differences(None);
+}
+
+/// The same check with dropout 0.1 (fixed masks: the same seed in every evaluation).
+#[test]
+fn gradients_with_dropout_match_finite_differences() {
+    check_finite_differences(Some(Dropout { p: 0.1, seed: 4 }));
+}
+
+fn check_finite_differences(dropout: Option<Dropout>) {
     let model = Model::load(fixture("rmt.safetensors")).unwrap();
     let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
-    let (l0, grads) = loss_and_grads(&model, &sample).unwrap();
+    let (l0, grads) = loss_and_grads_with(&model, &sample, dropout).unwrap();
     assert!(l0.is_finite());
     let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
     let mut g = grads.clone();
@@ -72,7 +82,7 @@ fn gradients_match_finite_differences() {
         let shifted = |sign: f32| {
             let mut m = model.clone();
             m.weights.tensors_mut()[k].iter_mut().zip(&v).for_each(|(w, d)| *w += sign * eps * d);
-            loss(&m, &sample).unwrap() as f64
+            loss_with(&m, &sample, dropout).unwrap() as f64
         };
         let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
         let diff = (numeric - analytic).abs();
@@ -106,7 +116,7 @@ fn tiny_config(steps: u64, checkpoint_every: u64) -> rmt_fast::train::trainer::T
     serde_json::from_str(&format!(
         r#"{{"model": {{"init": {{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 96,
               "memory": {{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 40}}}}}},
-            "seed": 5, "tasks": ["qa1"],
+            "seed": 5, "tasks": ["qa1"], "dropout": 0.1,
             "stages": [{{"segments": 2, "steps": {steps}, "batch": 4, "lr": 3e-3, "warmup": 2}}],
             "valid_every": 5, "valid_samples": 8, "checkpoint_every": {checkpoint_every}}}"#
     ))
@@ -269,4 +279,20 @@ fn gradients_match_pytorch() {
         assert!(e <= 1e-4, "{name}: normalised error {e:.2e} against PyTorch");
     }
     eprintln!("loss {loss} (PyTorch {want}); worst gradient normalised error {worst:.2e}");
+}
+
+/// Dropout 0 is no dropout, bit for bit; dropout 0.1 changes the loss, and its masks follow the seed.
+#[test]
+fn dropout_zero_is_exact_and_masks_follow_the_seed() {
+    let model = Model::load(fixture("rmt.safetensors")).unwrap();
+    let sample = TrainSample { prompt: prompt(37, 2), answer: vec![5, 6] };
+    let plain = loss_and_grads(&model, &sample).unwrap();
+    let zero = loss_and_grads_with(&model, &sample, Some(Dropout { p: 0.0, seed: 1 })).unwrap();
+    assert_eq!(plain.0.to_bits(), zero.0.to_bits());
+    assert_eq!(plain.1.named(&model.config), zero.1.named(&model.config));
+    let (a, b) = (Some(Dropout { p: 0.1, seed: 1 }), Some(Dropout { p: 0.1, seed: 2 }));
+    let la = loss_with(&model, &sample, a).unwrap();
+    assert_ne!(la, plain.0);
+    assert_eq!(la, loss_with(&model, &sample, a).unwrap());
+    assert_ne!(la, loss_with(&model, &sample, b).unwrap());
 }

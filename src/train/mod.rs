@@ -23,6 +23,30 @@ pub struct TrainSample {
     pub answer: Vec<u32>,
 }
 
+/// Dropout while training (GPT-2's four sites: embeddings, attention probabilities, both residual branches).
+/// The masks are a function of `seed`, the segment, the layer and the site, so a run is reproducible.
+#[derive(Clone, Copy, Debug)]
+pub struct Dropout {
+    /// Probability of dropping an activation.
+    pub p: f32,
+    /// Seed of the masks.
+    pub seed: u64,
+}
+
+impl Dropout {
+    fn mask(&self, segment: usize, layer: usize, site: u64, n: usize) -> Vec<f32> {
+        let seed = crate::rng::Rng::new(self.seed ^ ((segment as u64) << 40) ^ ((layer as u64) << 8) ^ site).next_u64();
+        ops::dropout_mask(n, self.p, seed)
+    }
+}
+
+/// Multiplies `x` by a dropout mask, if any.
+fn apply(x: &mut [f32], mask: &Option<Vec<f32>>) {
+    if let Some(m) = mask {
+        x.iter_mut().zip(m).for_each(|(v, s)| *v *= s);
+    }
+}
+
 /// What one block's backward needs.
 struct LayerCache {
     x_in: Vec<f32>,
@@ -36,6 +60,9 @@ struct LayerCache {
     ln2_stats: (Vec<f32>, Vec<f32>),
     fc: Vec<f32>,
     act: Vec<f32>,
+    drop_attn: Option<Vec<f32>>,
+    drop_resid_attn: Option<Vec<f32>>,
+    drop_resid_mlp: Option<Vec<f32>>,
 }
 
 /// One segment's forward, kept for the backward.
@@ -46,38 +73,65 @@ struct SegmentCache {
     x_out: Vec<f32>,
     lnf: Vec<f32>,
     lnf_stats: (Vec<f32>, Vec<f32>),
+    drop_embed: Option<Vec<f32>>,
 }
 
-fn forward_segment(model: &Model, mem: &[f32], tokens: &[u32]) -> SegmentCache {
+fn forward_segment(model: &Model, mem: &[f32], tokens: &[u32], drop: Option<(Dropout, usize)>) -> SegmentCache {
     let cfg = &model.config;
     let (d, eps, h) = (cfg.n_embd, cfg.layer_norm_epsilon, cfg.n_head);
     let mut x = embed(model, &[Piece::Rows(mem), Piece::Tokens(tokens), Piece::Rows(mem)], 0);
     let t = x.len() / d;
+    let mask = |layer: usize, site: u64, n: usize| drop.map(|(dr, seg)| dr.mask(seg, layer, site, n));
+    let drop_embed = mask(0, 0, t * d);
+    apply(&mut x, &drop_embed);
     let stats = || (vec![0.0; t], vec![0.0; t]);
     let mut layers = Vec::with_capacity(cfg.n_layer);
-    for b in &model.weights.blocks {
+    for (l, b) in model.weights.blocks.iter().enumerate() {
         let (mut ln1, mut ln1_stats) = (vec![0.0; t * d], stats());
         ops::layer_norm(&x, &b.ln_1, eps, &mut ln1, &mut ln1_stats.0, &mut ln1_stats.1);
         let mut qkv = vec![0.0; t * 3 * d];
         matmul(&ln1, t, b.c_attn.mat(), b.c_attn.b.as_deref(), &mut qkv, false);
         let (mut att, mut probs) = (vec![0.0; t * d], vec![0.0; h * t * t]);
-        ops::attention(&qkv, t, h, &mut att, &mut probs);
-        let mut x_mid = x.clone();
-        matmul(&att, t, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x_mid, true);
+        let drop_attn = mask(l, 1, h * t * t);
+        ops::attention(&qkv, t, h, &mut att, &mut probs, drop_attn.as_deref());
+        // x_mid = x + dropout(att·W + b)
+        let mut branch = vec![0.0; t * d];
+        matmul(&att, t, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut branch, false);
+        let drop_resid_attn = mask(l, 2, t * d);
+        apply(&mut branch, &drop_resid_attn);
+        let x_mid: Vec<f32> = x.iter().zip(&branch).map(|(a, b)| a + b).collect();
         let (mut ln2, mut ln2_stats) = (vec![0.0; t * d], stats());
         ops::layer_norm(&x_mid, &b.ln_2, eps, &mut ln2, &mut ln2_stats.0, &mut ln2_stats.1);
         let mut fc = vec![0.0; t * 4 * d];
         matmul(&ln2, t, b.c_fc.mat(), b.c_fc.b.as_deref(), &mut fc, false);
         let mut act = fc.clone();
         crate::backend::cpu::ops::gelu_new(&mut act);
-        let mut x_out = x_mid.clone();
-        matmul(&act, t, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x_out, true);
-        layers.push(LayerCache { x_in: x, ln1, ln1_stats, qkv, probs, att, x_mid, ln2, ln2_stats, fc, act });
+        // x_out = x_mid + dropout(act·W + b)
+        matmul(&act, t, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut branch, false);
+        let drop_resid_mlp = mask(l, 3, t * d);
+        apply(&mut branch, &drop_resid_mlp);
+        let x_out: Vec<f32> = x_mid.iter().zip(&branch).map(|(a, b)| a + b).collect();
+        layers.push(LayerCache {
+            x_in: x,
+            ln1,
+            ln1_stats,
+            qkv,
+            probs,
+            att,
+            x_mid,
+            ln2,
+            ln2_stats,
+            fc,
+            act,
+            drop_attn,
+            drop_resid_attn,
+            drop_resid_mlp,
+        });
         x = x_out;
     }
     let (mut lnf, mut lnf_stats) = (vec![0.0; t * d], stats());
     ops::layer_norm(&x, &model.weights.ln_f, eps, &mut lnf, &mut lnf_stats.0, &mut lnf_stats.1);
-    SegmentCache { tokens: tokens.to_vec(), t, layers, x_out: x, lnf, lnf_stats }
+    SegmentCache { tokens: tokens.to_vec(), t, layers, x_out: x, lnf, lnf_stats, drop_embed }
 }
 
 /// The LM head as the right-hand side of `h · Wᵀ` (untied head or `wte`), `[V, d]`.
@@ -98,7 +152,11 @@ fn labels(model: &Model, sample: &TrainSample) -> Vec<Label> {
 type Label = (usize, usize, u32);
 
 /// Forward over all segments: caches, the loss and the labels.
-fn forward(model: &Model, sample: &TrainSample) -> Result<(Vec<SegmentCache>, f32, Vec<Label>)> {
+fn forward(
+    model: &Model,
+    sample: &TrainSample,
+    dropout: Option<Dropout>,
+) -> Result<(Vec<SegmentCache>, f32, Vec<Label>)> {
     let cfg = &model.config;
     if cfg.memory.kind != MemoryKind::Rmt {
         return Err(Error::Input("training supports RMT models (RMT-R is not implemented yet)".into()));
@@ -115,8 +173,8 @@ fn forward(model: &Model, sample: &TrainSample) -> Result<(Vec<SegmentCache>, f3
     }
     let mut mem = model.weights.memory.clone();
     let mut caches = Vec::new();
-    for chunk in input.chunks(seg) {
-        let c = forward_segment(model, &mem, chunk);
+    for (s, chunk) in input.chunks(seg).enumerate() {
+        let c = forward_segment(model, &mem, chunk, dropout.map(|d| (d, s)));
         mem = c.lnf[(c.t - m) * d..].to_vec();
         caches.push(c);
     }
@@ -140,13 +198,23 @@ fn log_softmax_nll(logits: &[f32], target: u32) -> f32 {
 
 /// The loss of `sample` (forward only).
 pub fn loss(model: &Model, sample: &TrainSample) -> Result<f32> {
-    Ok(forward(model, sample)?.1)
+    loss_with(model, sample, None)
+}
+
+/// The loss of `sample` with optional dropout.
+pub fn loss_with(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<f32> {
+    Ok(forward(model, sample, dropout)?.1)
 }
 
 /// The loss of `sample` and its gradient with respect to every weight (full BPTT), as a [`Weights`] of the same
 /// shapes.
 pub fn loss_and_grads(model: &Model, sample: &TrainSample) -> Result<(f32, Weights)> {
-    let (caches, loss, labels) = forward(model, sample)?;
+    loss_and_grads_with(model, sample, None)
+}
+
+/// [`loss_and_grads`] with optional dropout (the same masks in the forward and the backward pass).
+pub fn loss_and_grads_with(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<(f32, Weights)> {
+    let (caches, loss, labels) = forward(model, sample, dropout)?;
     let cfg = &model.config;
     let (d, m, v, h) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size, cfg.n_head);
     let w = &model.weights;
@@ -186,8 +254,10 @@ pub fn loss_and_grads(model: &Model, sample: &TrainSample) -> Result<(f32, Weigh
         for (l, (lc, b)) in c.layers.iter().zip(&w.blocks).enumerate().rev() {
             let gb = &mut g.blocks[l];
             // x_out = x_mid + mlp_proj(gelu(c_fc(ln_2(x_mid))))
+            let mut d_branch = dx.clone();
+            apply(&mut d_branch, &lc.drop_resid_mlp);
             let mut d_act = vec![0.0; t * 4 * d];
-            ops::linear_backward(&lc.act, t, &b.mlp_proj, &dx, &mut d_act, &mut gb.mlp_proj);
+            ops::linear_backward(&lc.act, t, &b.mlp_proj, &d_branch, &mut d_act, &mut gb.mlp_proj);
             let mut d_fc = vec![0.0; t * 4 * d];
             ops::gelu_backward(&lc.fc, &d_act, &mut d_fc);
             let mut d_ln2 = vec![0.0; t * d];
@@ -203,10 +273,12 @@ pub fn loss_and_grads(model: &Model, sample: &TrainSample) -> Result<(f32, Weigh
                 &mut dx_mid,
             );
             // x_mid = x_in + attn_proj(attention(c_attn(ln_1(x_in))))
+            let mut d_branch = dx_mid.clone();
+            apply(&mut d_branch, &lc.drop_resid_attn);
             let mut d_att = vec![0.0; t * d];
-            ops::linear_backward(&lc.att, t, &b.attn_proj, &dx_mid, &mut d_att, &mut gb.attn_proj);
+            ops::linear_backward(&lc.att, t, &b.attn_proj, &d_branch, &mut d_att, &mut gb.attn_proj);
             let mut d_qkv = vec![0.0; t * 3 * d];
-            ops::attention_backward(&lc.qkv, &lc.probs, t, h, &d_att, &mut d_qkv);
+            ops::attention_backward(&lc.qkv, &lc.probs, lc.drop_attn.as_deref(), t, h, &d_att, &mut d_qkv);
             let mut d_ln1 = vec![0.0; t * d];
             ops::linear_backward(&lc.ln1, t, &b.c_attn, &d_qkv, &mut d_ln1, &mut gb.c_attn);
             dx = dx_mid;
@@ -220,7 +292,8 @@ pub fn loss_and_grads(model: &Model, sample: &TrainSample) -> Result<(f32, Weigh
                 &mut dx,
             );
         }
-        // x0 = [mem | wte[tokens] | mem] + wpe[0..t]
+        // x0 = dropout([mem | wte[tokens] | mem] + wpe[0..t])
+        apply(&mut dx, &c.drop_embed);
         g.wpe[..t * d].iter_mut().zip(&dx).for_each(|(gv, dv)| *gv += dv);
         for (i, &tok) in c.tokens.iter().enumerate() {
             let row = &dx[(m + i) * d..][..d];

@@ -84,8 +84,8 @@ pub fn linear_backward(x: &[f32], rows: usize, lin: &Linear, dy: &[f32], dx: &mu
 }
 
 /// Causal self-attention of `t` rows from a fresh start (training segments), keeping the probabilities
-/// (`[head, t, t]`) for the backward pass.
-pub fn attention(qkv: &[f32], t: usize, n_head: usize, out: &mut [f32], probs: &mut [f32]) {
+/// (`[head, t, t]`) for the backward pass; `drop` scales the probabilities (dropout) before they weigh the values.
+pub fn attention(qkv: &[f32], t: usize, n_head: usize, out: &mut [f32], probs: &mut [f32], drop: Option<&[f32]>) {
     let d = qkv.len() / t / 3;
     let hd = d / n_head;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -99,24 +99,59 @@ pub fn attention(qkv: &[f32], t: usize, n_head: usize, out: &mut [f32], probs: &
             row[i + 1..].fill(0.0);
         }
         let v = Strided { offset: 2 * d + h * hd, rs: 3 * d, cs: 1 };
-        gemm_strided((t, hd, t), out, Strided { offset: h * hd, rs: d, cs: 1 }, false, p, Strided::rows(0, t), qkv, v);
+        let dropped: Vec<f32>;
+        let weights: &[f32] = match drop {
+            Some(mask) => {
+                dropped = p.iter().zip(&mask[h * t * t..][..t * t]).map(|(a, b)| a * b).collect();
+                &dropped
+            }
+            None => p,
+        };
+        gemm_strided(
+            (t, hd, t),
+            out,
+            Strided { offset: h * hd, rs: d, cs: 1 },
+            false,
+            weights,
+            Strided::rows(0, t),
+            qkv,
+            v,
+        );
     }
 }
 
-/// Attention backward: `dqkv += ∂/∂qkv` of the output given `dout`.
-pub fn attention_backward(qkv: &[f32], probs: &[f32], t: usize, n_head: usize, dout: &[f32], dqkv: &mut [f32]) {
+/// Attention backward: `dqkv += ∂/∂qkv` of the output given `dout`, through the same dropout mask.
+pub fn attention_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    drop: Option<&[f32]>,
+    t: usize,
+    n_head: usize,
+    dout: &[f32],
+    dqkv: &mut [f32],
+) {
     let d = qkv.len() / t / 3;
     let hd = d / n_head;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut dp = vec![0.0f32; t * t];
     for h in 0..n_head {
         let p = &probs[h * t * t..][..t * t];
+        let mask = drop.map(|m| &m[h * t * t..][..t * t]);
         let o = Strided { offset: h * hd, rs: d, cs: 1 };
-        // dP = dO·Vᵀ ; dV = Pᵀ·dO
+        // with dropout the values were weighed by P' = P ⊙ mask: dV = P'ᵀ·dO, dP = (dO·Vᵀ) ⊙ mask
         let v_t = Strided { offset: 2 * d + h * hd, rs: 1, cs: 3 * d };
         gemm_strided((t, t, hd), &mut dp, Strided::rows(0, t), false, dout, o, qkv, v_t);
+        let dropped: Vec<f32>;
+        let weights: &[f32] = match mask {
+            Some(m) => {
+                dp.iter_mut().zip(m).for_each(|(g, s)| *g *= s);
+                dropped = p.iter().zip(m).map(|(a, b)| a * b).collect();
+                &dropped
+            }
+            None => p,
+        };
         let dv = Strided { offset: 2 * d + h * hd, rs: 3 * d, cs: 1 };
-        gemm_strided((t, hd, t), dqkv, dv, true, p, Strided { offset: 0, rs: 1, cs: t }, dout, o);
+        gemm_strided((t, hd, t), dqkv, dv, true, weights, Strided { offset: 0, rs: 1, cs: t }, dout, o);
         // dS = P ⊙ (dP − Σ_j dP·P), scaled
         for i in 0..t {
             let (pr, dr) = (&p[i * t..][..t], &mut dp[i * t..][..t]);
@@ -130,4 +165,11 @@ pub fn attention_backward(qkv: &[f32], probs: &[f32], t: usize, n_head: usize, d
         gemm_strided((t, hd, t), dqkv, q, true, &dp, Strided::rows(0, t), qkv, k);
         gemm_strided((t, hd, t), dqkv, k, true, &dp, Strided { offset: 0, rs: 1, cs: t }, qkv, q);
     }
+}
+
+/// A dropout mask: each entry 0 with probability `p`, else 1 / (1 − p) (inverted dropout, as torch).
+pub fn dropout_mask(n: usize, p: f32, seed: u64) -> Vec<f32> {
+    let mut rng = crate::rng::Rng::new(seed);
+    let keep = 1.0 / (1.0 - p);
+    (0..n).map(|_| if rng.uniform() < p as f64 { 0.0 } else { keep }).collect()
 }

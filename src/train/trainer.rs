@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{clip_grad_norm, learning_rate, AdamState, AdamW};
-use super::{loss_and_grads, TrainSample};
+use super::{loss_and_grads_with, Dropout, TrainSample};
 use crate::babilong::babi::{self, Sample, Split};
 use crate::babilong::generate::generate;
 use crate::babilong::haystack::Haystack;
@@ -77,6 +77,9 @@ pub struct TrainConfig {
     /// Global gradient-norm clip.
     #[serde(default = "clip")]
     pub clip: f32,
+    /// Dropout probability at GPT-2's sites (0: none; GPT-2 used 0.1).
+    #[serde(default)]
+    pub dropout: f32,
     /// Tokens left for question, GEN, answer and EOS in each sample's last segment (§1.8).
     #[serde(default = "qa_margin")]
     pub qa_margin: usize,
@@ -245,10 +248,14 @@ pub fn validate(
 
 /// Averages per-sample gradients weighted by their label counts: the loss is the mean over every answer token of
 /// the batch (RMT-SPEC §1.6).
-fn batch_gradient(model: &Model, samples: &[TrainSample]) -> Result<(f32, Weights)> {
+fn batch_gradient(model: &Model, samples: &[TrainSample], dropout: Option<Dropout>) -> Result<(f32, Weights)> {
     let parts: Vec<(f32, Weights, usize)> = samples
         .par_iter()
-        .map(|s| loss_and_grads(model, s).map(|(l, g)| (l, g, s.answer.len() + 1)))
+        .enumerate()
+        .map(|(i, s)| {
+            let d = dropout.map(|d| Dropout { p: d.p, seed: mix(d.seed, &[i as u64]) });
+            loss_and_grads_with(model, s, d).map(|(l, g)| (l, g, s.answer.len() + 1))
+        })
         .collect::<Result<_>>()?;
     let total: usize = parts.iter().map(|p| p.2).sum();
     let mut g = model.weights.zeros_like();
@@ -356,7 +363,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         let st = cfg.stages[progress.stage].clone();
         while progress.step < st.steps {
             let samples = batch(&model, cfg, &facts, &hay, progress.stage, progress.step)?;
-            let (loss, mut g) = batch_gradient(&model, &samples)?;
+            let dropout = (cfg.dropout > 0.0)
+                .then(|| Dropout { p: cfg.dropout, seed: mix(cfg.seed, &[progress.stage as u64, progress.step, 5]) });
+            let (loss, mut g) = batch_gradient(&model, &samples, dropout)?;
             let grad_norm = clip_grad_norm(&mut g, cfg.clip);
             let lr = learning_rate(progress.step, st.lr, st.warmup, 2 * st.steps);
             cfg.optimizer.step(&model.config, &mut model.weights, &mut g, &mut adam, lr);
