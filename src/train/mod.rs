@@ -8,8 +8,7 @@ pub mod optim;
 pub mod trainer;
 
 use crate::backend::cpu::forward::{embed, Piece};
-use crate::backend::cpu::ops::matmul;
-use crate::backend::cpu::ops::MatRef;
+use crate::backend::cpu::ops::{gemm_strided, matmul, MatRef, Strided};
 use crate::error::{Error, Result};
 use crate::model::weights::{Layout, Weights};
 use crate::model::{MemoryKind, Model};
@@ -151,12 +150,17 @@ fn labels(model: &Model, sample: &TrainSample) -> Vec<Label> {
 /// A labelled position: (segment, row in the segment, target token).
 type Label = (usize, usize, u32);
 
-/// Forward over all segments: caches, the loss and the labels.
-fn forward(
-    model: &Model,
-    sample: &TrainSample,
-    dropout: Option<Dropout>,
-) -> Result<(Vec<SegmentCache>, f32, Vec<Label>)> {
+/// The forward pass of one sample: per-segment caches, the labels, and the softmax of the LM head at every label
+/// (`[labels, vocab]`, which the backward reuses).
+struct Forward {
+    caches: Vec<SegmentCache>,
+    labels: Vec<Label>,
+    probs: Vec<f32>,
+    loss: f32,
+}
+
+/// Forward over all segments, then the LM head on the label rows only, as one GEMM.
+fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<Forward> {
     let cfg = &model.config;
     if cfg.memory.kind != MemoryKind::Rmt {
         return Err(Error::Input("training supports RMT models (RMT-R is not implemented yet)".into()));
@@ -164,12 +168,12 @@ fn forward(
     if sample.prompt.is_empty() {
         return Err(Error::Input("a training sample needs a prompt ending with GEN".into()));
     }
-    let (seg, m, d) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd);
+    let (seg, m, d, v) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd, cfg.vocab_size);
     let mut input = sample.prompt.clone();
     input.extend(&sample.answer);
     input.push(cfg.eos_token_id);
-    if let Some(&t) = input.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-        return Err(Error::Input(format!("token {t} is outside the vocabulary ({})", cfg.vocab_size)));
+    if let Some(&t) = input.iter().find(|&&t| t as usize >= v) {
+        return Err(Error::Input(format!("token {t} is outside the vocabulary ({v})")));
     }
     let mut mem = model.weights.memory.clone();
     let mut caches = Vec::new();
@@ -179,21 +183,20 @@ fn forward(
         caches.push(c);
     }
     let labels = labels(model, sample);
+    let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
+    let mut probs = vec![0.0; labels.len() * v];
+    matmul(&rows, labels.len(), head_mat(&model.weights, cfg), None, &mut probs, false);
     let mut loss = 0.0f64;
-    let mut logits = vec![0.0; cfg.vocab_size];
-    let w = MatRef { w: head(&model.weights), n_in: d, n_out: cfg.vocab_size, layout: Layout::OutIn };
-    for &(s, row, target) in &labels {
-        matmul(&caches[s].lnf[row * d..][..d], 1, w, None, &mut logits, false);
-        loss += log_softmax_nll(&logits, target) as f64;
+    for (p, &(_, _, target)) in probs.chunks_exact_mut(v).zip(&labels) {
+        crate::backend::cpu::ops::softmax(p);
+        loss -= (p[target as usize] as f64).ln();
     }
-    Ok((caches, (loss / labels.len() as f64) as f32, labels))
+    Ok(Forward { caches, loss: (loss / labels.len() as f64) as f32, labels, probs })
 }
 
-/// −log softmax(logits)[target].
-fn log_softmax_nll(logits: &[f32], target: u32) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let lse = max + logits.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
-    lse - logits[target as usize]
+/// The LM head as the right-hand side of `h · Wᵀ`.
+fn head_mat<'a>(w: &'a Weights, cfg: &crate::model::Config) -> MatRef<'a> {
+    MatRef { w: head(w), n_in: cfg.n_embd, n_out: cfg.vocab_size, layout: Layout::OutIn }
 }
 
 /// The loss of `sample` (forward only).
@@ -203,7 +206,7 @@ pub fn loss(model: &Model, sample: &TrainSample) -> Result<f32> {
 
 /// The loss of `sample` with optional dropout.
 pub fn loss_with(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<f32> {
-    Ok(forward(model, sample, dropout)?.1)
+    Ok(forward(model, sample, dropout)?.loss)
 }
 
 /// The loss of `sample` and its gradient with respect to every weight (full BPTT), as a [`Weights`] of the same
@@ -214,40 +217,51 @@ pub fn loss_and_grads(model: &Model, sample: &TrainSample) -> Result<(f32, Weigh
 
 /// [`loss_and_grads`] with optional dropout (the same masks in the forward and the backward pass).
 pub fn loss_and_grads_with(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<(f32, Weights)> {
-    let (caches, loss, labels) = forward(model, sample, dropout)?;
+    let mut g = model.weights.zeros_like();
+    let loss = accumulate_grads(model, sample, dropout, 1.0, &mut g)?;
+    Ok((loss, g))
+}
+
+/// Adds `scale ·` the gradient of `sample`'s loss to `g` (shaped like the model's weights) and returns the loss:
+/// batches accumulate into one buffer per thread instead of one per sample.
+pub fn accumulate_grads(
+    model: &Model,
+    sample: &TrainSample,
+    dropout: Option<Dropout>,
+    scale: f32,
+    g: &mut Weights,
+) -> Result<f32> {
+    let Forward { caches, labels, mut probs, loss } = forward(model, sample, dropout)?;
     let cfg = &model.config;
     let (d, m, v, h) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size, cfg.n_head);
     let w = &model.weights;
-    let mut g = w.zeros_like();
-    let n = labels.len() as f32;
+    // LM head: dlogits = scale · (softmax − onehot) / labels; dH = dlogits · W ; dW += dlogitsᵀ · H
+    let n = labels.len();
+    for (p, &(_, _, target)) in probs.chunks_exact_mut(v).zip(&labels) {
+        p[target as usize] -= 1.0;
+        p.iter_mut().for_each(|x| *x *= scale / n as f32);
+    }
+    let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
+    let mut d_rows = vec![0.0f32; n * d];
+    matmul(&probs, n, MatRef { w: head(w), n_in: v, n_out: d, layout: Layout::InOut }, None, &mut d_rows, false);
+    let gw = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
+    gemm_strided(
+        (v, d, n),
+        gw,
+        Strided::rows(0, d),
+        true,
+        &probs,
+        Strided { offset: 0, rs: 1, cs: v },
+        &rows,
+        Strided::rows(0, d),
+    );
     let mut d_next_mem = vec![0.0f32; m * d]; // ∂loss/∂(memory the next segment reads)
     for (s, c) in caches.iter().enumerate().rev() {
         let t = c.t;
         let mut dlnf = vec![0.0f32; t * d];
         dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
-        // LM head rows of this segment: dlogits = (softmax − onehot) / n
-        let mut logits = vec![0.0; v];
-        for &(_, row, target) in labels.iter().filter(|l| l.0 == s) {
-            let hrow = &c.lnf[row * d..][..d];
-            matmul(hrow, 1, MatRef { w: head(w), n_in: d, n_out: v, layout: Layout::OutIn }, None, &mut logits, false);
-            crate::backend::cpu::ops::softmax(&mut logits);
-            logits[target as usize] -= 1.0;
-            logits.iter_mut().for_each(|x| *x /= n);
-            // dh += dlogits · W ; dW += dlogitsᵀ ⊗ h
-            matmul(
-                &logits,
-                1,
-                MatRef { w: head(w), n_in: v, n_out: d, layout: Layout::InOut },
-                None,
-                &mut dlnf[row * d..][..d],
-                true,
-            );
-            let gw = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
-            for (vi, &dl) in logits.iter().enumerate() {
-                if dl != 0.0 {
-                    gw[vi * d..][..d].iter_mut().zip(hrow).for_each(|(gv, hv)| *gv += dl * hv);
-                }
-            }
+        for (i, &(_, row, _)) in labels.iter().enumerate().filter(|(_, l)| l.0 == s) {
+            dlnf[row * d..][..d].iter_mut().zip(&d_rows[i * d..][..d]).for_each(|(a, b)| *a += b);
         }
         let mut dx = vec![0.0f32; t * d];
         ops::layer_norm_backward(&dlnf, &c.x_out, &c.lnf_stats.0, &c.lnf_stats.1, &w.ln_f, &mut g.ln_f, &mut dx);
@@ -307,5 +321,5 @@ pub fn loss_and_grads_with(model: &Model, sample: &TrainSample, dropout: Option<
             d_next_mem = dmem;
         }
     }
-    Ok((loss, g))
+    Ok(loss)
 }

@@ -1,6 +1,8 @@
 //! AdamW with decoupled weight decay, a linear warmup / linear decay schedule, and global gradient-norm clipping
 //! (RMT-SPEC §1.10: betas 0.9/0.999, eps 1e-8, weight decay 0.01, clip 1.0).
 
+use rayon::prelude::*;
+
 use crate::model::weights::Weights;
 use crate::model::Config;
 
@@ -74,11 +76,14 @@ impl AdamW {
         let (ms, vs) = (state.m.tensors_mut(), state.v.tensors_mut());
         for ((((p, g), m), v), name) in w.tensors_mut().into_iter().zip(g.tensors_mut()).zip(ms).zip(vs).zip(&names) {
             let decay = if decayed(name) { self.weight_decay } else { 0.0 };
-            for (((p, &g), m), v) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *p -= lr * ((*m / c1) / ((*v / c2).sqrt() + self.eps) + decay * *p);
-            }
+            // element-wise, so splitting across threads changes nothing in the result
+            p.par_iter_mut().zip(g.par_iter()).zip(m.par_iter_mut()).zip(v.par_iter_mut()).for_each(
+                |(((p, &g), m), v)| {
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= lr * ((*m / c1) / ((*v / c2).sqrt() + self.eps) + decay * *p);
+                },
+            );
         }
     }
 }

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{clip_grad_norm, learning_rate, AdamState, AdamW};
-use super::{loss_and_grads_with, Dropout, TrainSample};
+use super::{accumulate_grads, Dropout, TrainSample};
 use crate::babilong::babi::{self, Sample, Split};
 use crate::babilong::generate::generate;
 use crate::babilong::haystack::Haystack;
@@ -208,6 +208,7 @@ fn batch(
 ) -> Result<Vec<TrainSample>> {
     let st = &cfg.stages[stage];
     (0..st.batch)
+        .into_par_iter()
         .map(|b| {
             let mut rng = Rng::new(mix(cfg.seed, &[stage as u64, step, b as u64, 3]));
             let task = &facts.train[rng.below(facts.train.len() as u64) as usize];
@@ -247,24 +248,33 @@ pub fn validate(
 }
 
 /// Averages per-sample gradients weighted by their label counts: the loss is the mean over every answer token of
-/// the batch (RMT-SPEC §1.6).
+/// the batch (RMT-SPEC §1.6). The batch is cut into one contiguous run of samples per thread, each accumulating into
+/// its own buffer in order, and the buffers are summed in order: the result depends on the thread count only, never
+/// on scheduling, so a resumed run is bit-identical.
 fn batch_gradient(model: &Model, samples: &[TrainSample], dropout: Option<Dropout>) -> Result<(f32, Weights)> {
-    let parts: Vec<(f32, Weights, usize)> = samples
-        .par_iter()
+    let total: usize = samples.iter().map(|s| s.answer.len() + 1).sum();
+    let per_thread = samples.len().div_ceil(rayon::current_num_threads()).max(1);
+    let parts: Vec<(f64, Weights)> = samples
+        .par_chunks(per_thread)
         .enumerate()
-        .map(|(i, s)| {
-            let d = dropout.map(|d| Dropout { p: d.p, seed: mix(d.seed, &[i as u64]) });
-            loss_and_grads_with(model, s, d).map(|(l, g)| (l, g, s.answer.len() + 1))
+        .map(|(c, chunk)| {
+            let mut g = model.weights.zeros_like();
+            let mut loss = 0.0f64;
+            for (j, s) in chunk.iter().enumerate() {
+                let i = c * per_thread + j;
+                let d = dropout.map(|d| Dropout { p: d.p, seed: mix(d.seed, &[i as u64]) });
+                let w = (s.answer.len() + 1) as f32 / total as f32;
+                loss += accumulate_grads(model, s, d, w, &mut g)? as f64 * w as f64;
+            }
+            Ok((loss, g))
         })
         .collect::<Result<_>>()?;
-    let total: usize = parts.iter().map(|p| p.2).sum();
-    let mut g = model.weights.zeros_like();
-    let mut loss = 0.0f64;
-    for (l, mut pg, n) in parts {
-        let w = n as f32 / total as f32;
-        loss += l as f64 * w as f64;
+    let mut parts = parts.into_iter();
+    let (mut loss, mut g) = parts.next().expect("a batch has samples");
+    for (l, mut pg) in parts {
+        loss += l;
         for (acc, x) in g.tensors_mut().into_iter().zip(pg.tensors_mut()) {
-            acc.iter_mut().zip(x.iter()).for_each(|(a, b)| *a += w * b);
+            acc.par_iter_mut().zip(x.par_iter()).for_each(|(a, b)| *a += b);
         }
     }
     Ok((loss as f32, g))
