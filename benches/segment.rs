@@ -1,60 +1,99 @@
-//! Segment-step throughput of the exact CPU reference: GPT-2-small RMT (16 read + 512 tokens + 16 write = 544
-//! positions) and RMT-R (32 read + 512 + 16), random weights. Tokens/s = 512 / time per segment; GFLOP/s against
-//! the step's GEMM + attention FLOP count (ENGINE-NOTES §5.3) are printed once before the runs.
+//! Segment-step throughput of the CPU backend, reference and fast kernels: GPT-2-small RMT (16 read + 512 tokens +
+//! 16 write = 544 positions) and RMT-R (32 read + 512 + 16), and the bundled small shape (4 × 128, 16 memory
+//! tokens, segments of 128), random weights. Tokens/s = segment tokens / time per segment. Before the runs it prints
+//! each step's FLOP count (GEMMs + attention, ENGINE-NOTES §5.3), the GFLOP/s of one timed step, and the GEMM
+//! crate's own rate on the step's largest GEMM (the peak the step can reach here).
 //!
 //!     cargo bench --bench segment
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rmt_fast::backend::cpu::CpuStep;
+use rmt_fast::backend::cpu::ops::{gemm_strided, Strided};
+use rmt_fast::backend::cpu::{CpuStep, Kernels};
 use rmt_fast::backend::Step;
 use rmt_fast::{Config, Model};
 
-fn gpt2_small(kind: &str) -> Config {
+fn shape(layers: usize, width: usize, heads: usize, kind: &str, mem: usize, seg: usize) -> Config {
     let retrieval = if kind == "rmt-r" { r#", "retrieval": "v2""# } else { "" };
     Config::from_json(&format!(
-        r#"{{"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024,
-            "memory": {{"kind": "{kind}", "num_mem_tokens": 16, "segment_size": 512{retrieval}}}}}"#
+        r#"{{"n_layer": {layers}, "n_head": {heads}, "n_embd": {width}, "vocab_size": 50257, "n_positions": 1024,
+            "memory": {{"kind": "{kind}", "num_mem_tokens": {mem}, "segment_size": {seg}{retrieval}}}}}"#
     ))
     .unwrap()
 }
 
+/// Rows of one write segment.
+fn rows(cfg: &Config) -> f64 {
+    (cfg.memory.read_rows() + cfg.memory.segment_size + cfg.memory.num_mem_tokens) as f64
+}
+
 /// FLOPs of one write segment: 2·T·(weights per layer)·layers for the GEMMs plus causal attention 2·T²·d·layers.
 fn segment_flops(cfg: &Config) -> f64 {
-    let (t, d, l) = (
-        (cfg.memory.read_rows() + cfg.memory.segment_size + cfg.memory.num_mem_tokens) as f64,
-        cfg.n_embd as f64,
-        cfg.n_layer as f64,
-    );
+    let (t, d, l) = (rows(cfg), cfg.n_embd as f64, cfg.n_layer as f64);
     2.0 * t * 12.0 * d * d * l + 2.0 * t * t * d * l
 }
 
+/// GFLOP/s of the GEMM crate alone on the step's MLP GEMM (`[T, d] · [d, 4d]`), best of 5.
+fn gemm_rate(cfg: &Config) -> f64 {
+    let (t, d) = (rows(cfg) as usize, cfg.n_embd);
+    let (a, b) = (vec![0.5f32; t * d], vec![0.25f32; d * 4 * d]);
+    let mut c = vec![0.0f32; t * 4 * d];
+    let best = (0..5)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            gemm_strided(
+                (t, 4 * d, d),
+                &mut c,
+                Strided::rows(0, 4 * d),
+                false,
+                &a,
+                Strided::rows(0, d),
+                &b,
+                Strided::rows(0, 4 * d),
+            );
+            t0.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * (t * d * 4 * d) as f64 / best / 1e9
+}
+
 fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("segment_step_reference");
+    let mut group = c.benchmark_group("segment_step");
     group.sample_size(10);
-    for kind in ["rmt", "rmt-r"] {
-        let cfg = gpt2_small(kind);
+    let shapes = [
+        ("gpt2-small-rmt", shape(12, 768, 12, "rmt", 16, 512)),
+        ("gpt2-small-rmt-r", shape(12, 768, 12, "rmt-r", 16, 512)),
+        ("small-4x128-rmt", shape(4, 128, 4, "rmt", 16, 128)),
+    ];
+    for (name, cfg) in shapes {
         let (m, d, seg) = (cfg.memory.num_mem_tokens, cfg.n_embd, cfg.memory.segment_size);
         let flops = segment_flops(&cfg);
+        let peak = gemm_rate(&cfg);
         let model = Arc::new(Model::random(cfg, 0).unwrap());
-        let read = model.weights.memory.clone();
+        let read = vec![0.1f32; model.config.memory.read_rows() * d];
         let tokens: Vec<u32> = (0..seg as u32).map(|i| (i * 7919) % 50000).collect();
-        let mut step = CpuStep::new(Arc::clone(&model), &Default::default());
-        let mut out = vec![0.0; m * d];
-        let t0 = std::time::Instant::now();
-        step.write_segment(&read, &tokens, &read[..m * d], &mut out);
-        let s = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "{kind}: {:.1} GFLOP per segment; first run {:.0} ms = {:.1} GFLOP/s",
-            flops / 1e9,
-            s * 1e3,
-            flops / s / 1e9
-        );
-        group.throughput(Throughput::Elements(seg as u64));
-        group.bench_function(format!("gpt2-small-{kind}-1x512"), |b| {
-            b.iter(|| step.write_segment(&read, &tokens, &read[..m * d], &mut out))
-        });
+        for kernels in [Kernels::Reference, Kernels::Fast] {
+            let mut step = CpuStep::new(Arc::clone(&model), kernels, &Default::default());
+            let mut out = vec![0.0; m * d];
+            let write = &model.weights.memory;
+            step.write_segment(&read, &tokens, write, &mut out); // warm the buffers
+            let t0 = std::time::Instant::now();
+            step.write_segment(&read, &tokens, write, &mut out);
+            let s = t0.elapsed().as_secs_f64();
+            eprintln!(
+                "{name} {kernels:?}: {:.2} GFLOP per segment; one step {:.1} ms = {:.1} GFLOP/s = {:.0} % of the \
+                 GEMM crate's {peak:.1} GFLOP/s on the step's MLP GEMM",
+                flops / 1e9,
+                s * 1e3,
+                flops / s / 1e9,
+                100.0 * flops / s / 1e9 / peak
+            );
+            group.throughput(Throughput::Elements(seg as u64));
+            group.bench_function(format!("{name}-{kernels:?}"), |b| {
+                b.iter(|| step.write_segment(&read, &tokens, write, &mut out))
+            });
+        }
     }
     group.finish();
 }

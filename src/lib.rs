@@ -41,6 +41,8 @@ pub mod train;
 
 use std::sync::Arc;
 
+use backend::cpu::{CpuStep, Kernels};
+
 pub use error::{Error, Result};
 pub use model::{Config, FileDtype, MemoryConfig, MemoryKind, Model, RetrievalVersion};
 pub use session::{hash_tokens, Answer, Session, State, EMPTY_STREAM_HASH};
@@ -48,8 +50,10 @@ pub use session::{hash_tokens, Answer, Session, State, EMPTY_STREAM_HASH};
 /// Where segment steps run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
-    /// The exact f32 CPU backend.
+    /// The CPU backend with its fast kernels (within a few f32 ulps of the reference).
     Cpu,
+    /// The exact f32 CPU reference: the oracle the other paths are tested against.
+    CpuReference,
 }
 
 /// A loaded model on a device; opens sessions (one per stream).
@@ -65,9 +69,14 @@ impl Engine {
         Engine { model: Arc::new(model), device, store: store::StoreConfig::default() }
     }
 
-    /// An engine on the exact CPU backend.
+    /// An engine on the CPU backend (fast kernels).
     pub fn cpu(model: Model) -> Self {
         Self::new(model, Device::Cpu)
+    }
+
+    /// An engine on the exact f32 CPU reference.
+    pub fn cpu_reference(model: Model) -> Self {
+        Self::new(model, Device::CpuReference)
     }
 
     /// How sessions keep RMT-R stores (dtype, RAM budget, spill directory); default f32, 2 GiB, the system's
@@ -84,7 +93,8 @@ impl Engine {
 
     fn step(&self) -> Box<dyn backend::Step> {
         match self.device {
-            Device::Cpu => Box::new(backend::cpu::CpuStep::new(Arc::clone(&self.model), &self.store)),
+            Device::Cpu => Box::new(CpuStep::new(Arc::clone(&self.model), Kernels::Fast, &self.store)),
+            Device::CpuReference => Box::new(CpuStep::new(Arc::clone(&self.model), Kernels::Reference, &self.store)),
         }
     }
 

@@ -1,12 +1,13 @@
 //! The CPU engine against PyTorch fixtures (HF transformers GPT-2 + the RMT/RMT-R wrapper in
 //! `scripts/rmt_reference.py`): memory after every segment, answer logits at every generation step, greedy tokens.
-//! Tolerance: normalised error ≤ 1e-5 (f32 on both sides; the measured errors are around 1e-7).
+//! Tolerance: normalised error ≤ 1e-5 (f32 on both sides; the measured errors are around 1e-7). Both CPU kernel
+//! sets (the exact reference and the fast kernels) are checked.
 
 mod common;
 
 use common::{fixture, rel_err, Expected};
 use rmt_fast::convert::{import_pytorch, ConvertOptions};
-use rmt_fast::{Engine, Model};
+use rmt_fast::{Device, Engine, Model};
 
 const TOL: f64 = 1e-5;
 const MAX_NEW: usize = 10;
@@ -16,15 +17,23 @@ fn check_model(model_file: &str, expected_file: &str) -> f64 {
     check_loaded(Model::load(fixture(model_file)).unwrap(), model_file, expected_file)
 }
 
+/// Both CPU kernel sets against the fixture: the reference and the fast kernels.
 fn check_loaded(model: Model, model_file: &str, expected_file: &str) -> f64 {
-    let engine = Engine::cpu(model);
+    [Device::CpuReference, Device::Cpu]
+        .into_iter()
+        .map(|device| check_engine(device, model.clone(), model_file, expected_file))
+        .fold(0.0, f64::max)
+}
+
+fn check_engine(device: Device, model: Model, model_file: &str, expected_file: &str) -> f64 {
+    let engine = Engine::new(model, device);
     let exp = Expected::load(expected_file);
     let cfg = engine.model().config.clone();
     let (seg, md) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens * cfg.n_embd);
     let mut worst = 0.0f64;
     let mut check = |what: String, got: &[f32], want: &[f32]| {
         let e = rel_err(got, want);
-        assert!(e <= TOL, "{model_file} {what}: normalised error {e:.3e} > {TOL:e}");
+        assert!(e <= TOL, "{model_file} on {device:?}, {what}: normalised error {e:.3e} > {TOL:e}");
         worst = worst.max(e);
     };
     let mut case = 0;

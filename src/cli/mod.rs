@@ -39,8 +39,10 @@ pub fn load_model(model: Option<&Path>) -> anyhow::Result<Model> {
 pub enum DeviceArg {
     /// CUDA when a GPU and the CUDA backend are available, else the CPU.
     Auto,
-    /// The CPU backend.
+    /// The CPU backend (fast kernels).
     Cpu,
+    /// The exact f32 CPU reference (the oracle; slower).
+    CpuReference,
     /// The CUDA backend.
     Cuda,
 }
@@ -49,6 +51,7 @@ pub enum DeviceArg {
 pub fn device(arg: DeviceArg, quiet: bool) -> anyhow::Result<rmt_fast::Device> {
     match arg {
         DeviceArg::Cpu => Ok(rmt_fast::Device::Cpu),
+        DeviceArg::CpuReference => Ok(rmt_fast::Device::CpuReference),
         DeviceArg::Auto => {
             if !quiet {
                 eprintln!("note: --device auto runs on the CPU (this build has no CUDA backend)");

@@ -1,9 +1,51 @@
 //! GPT-2 forward over new input rows (exact f32): embeddings + learned positions, pre-LN blocks, `ln_f`.
 
 use super::attention::{causal_attention, KvCache};
-use super::ops::{gelu_new, layer_norm, matmul, MatRef};
-use crate::model::weights::Layout;
+use super::ops::{matmul, MatRef};
+use super::{fast, ops};
+use crate::model::weights::{LayerNorm, Layout};
 use crate::model::Model;
+
+/// Which element-wise kernels a CPU step uses; the GEMMs and the attention are shared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// Exact f32: libm `tanh`, LayerNorm statistics in f64. The oracle.
+    Reference,
+    /// Vectorised: polynomial `tanh`, f32 LayerNorm (within a few ulps of the reference).
+    #[default]
+    Fast,
+}
+
+impl Kernels {
+    fn layer_norm(self, x: &[f32], ln: &LayerNorm, eps: f32, out: &mut [f32]) {
+        match self {
+            Kernels::Reference => ops::layer_norm(x, ln, eps, out),
+            Kernels::Fast => fast::layer_norm_rows(x, &ln.w, &ln.b, eps, out),
+        }
+    }
+
+    fn gelu(self, x: &mut [f32]) {
+        match self {
+            Kernels::Reference => ops::gelu_new(x),
+            Kernels::Fast => fast::gelu_new(x),
+        }
+    }
+}
+
+/// Activation buffers of the blocks, kept between segments so a step allocates nothing once warm.
+#[derive(Default)]
+pub struct Workspace {
+    a: Vec<f32>,
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    hidden: Vec<f32>,
+}
+
+/// `buf` resized to `n` (contents are overwritten by the caller).
+fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    buf.resize(n, 0.0);
+    &mut buf[..n]
+}
 
 /// One piece of a segment's input rows.
 pub enum Piece<'a> {
@@ -32,32 +74,32 @@ pub fn embed(model: &Model, pieces: &[Piece<'_>], start: usize) -> Vec<f32> {
 
 /// Runs all blocks over the rows `x` (`[n, d]`, positions continuing the cache) and returns the final residual
 /// stream; K/V of the rows are appended to `cache`.
-pub fn blocks(model: &Model, mut x: Vec<f32>, cache: &mut KvCache) -> Vec<f32> {
+pub fn blocks(model: &Model, mut x: Vec<f32>, cache: &mut KvCache, k: Kernels, ws: &mut Workspace) -> Vec<f32> {
     let cfg = &model.config;
     let (d, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
     let n = x.len() / d;
-    let mut a = vec![0.0; n * d];
-    let mut qkv = vec![0.0; n * 3 * d];
-    let mut att = vec![0.0; n * d];
-    let mut hidden = vec![0.0; n * 4 * d];
+    let a = sized(&mut ws.a, n * d);
+    let qkv = sized(&mut ws.qkv, n * 3 * d);
+    let att = sized(&mut ws.att, n * d);
+    let hidden = sized(&mut ws.hidden, n * 4 * d);
     for (l, b) in model.weights.blocks.iter().enumerate() {
-        layer_norm(&x, &b.ln_1, eps, &mut a);
-        matmul(&a, n, b.c_attn.mat(), b.c_attn.b.as_deref(), &mut qkv, false);
-        causal_attention(&qkv, n, cfg.n_head, cache, l, &mut att);
-        matmul(&att, n, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x, true);
-        layer_norm(&x, &b.ln_2, eps, &mut a);
-        matmul(&a, n, b.c_fc.mat(), b.c_fc.b.as_deref(), &mut hidden, false);
-        gelu_new(&mut hidden);
-        matmul(&hidden, n, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x, true);
+        k.layer_norm(&x, &b.ln_1, eps, a);
+        matmul(a, n, b.c_attn.mat(), b.c_attn.b.as_deref(), qkv, false);
+        causal_attention(qkv, n, cfg.n_head, cache, l, att);
+        matmul(att, n, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x, true);
+        k.layer_norm(&x, &b.ln_2, eps, a);
+        matmul(a, n, b.c_fc.mat(), b.c_fc.b.as_deref(), hidden, false);
+        k.gelu(hidden);
+        matmul(hidden, n, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x, true);
     }
     cache.len += n;
     x
 }
 
 /// `ln_f` of the given rows.
-pub fn final_norm(model: &Model, rows: &[f32]) -> Vec<f32> {
+pub fn final_norm(model: &Model, rows: &[f32], k: Kernels) -> Vec<f32> {
     let mut out = vec![0.0; rows.len()];
-    layer_norm(rows, &model.weights.ln_f, model.config.layer_norm_epsilon, &mut out);
+    k.layer_norm(rows, &model.weights.ln_f, model.config.layer_norm_epsilon, &mut out);
     out
 }
 

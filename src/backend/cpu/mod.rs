@@ -1,6 +1,8 @@
-//! The exact f32 CPU backend: the oracle every faster path is compared with.
+//! The CPU backend: the exact f32 reference (the oracle every faster path is compared with) and the fast kernels
+//! behind the same step.
 
 mod attention;
+mod fast;
 pub(crate) mod forward;
 pub mod ops;
 mod retrieval;
@@ -8,7 +10,8 @@ mod retrieval;
 use std::sync::Arc;
 
 use attention::KvCache;
-pub use forward::Piece;
+use forward::Workspace;
+pub use forward::{Kernels, Piece};
 use retrieval::StoreCache;
 
 use super::Step;
@@ -25,43 +28,49 @@ fn retrieval(model: &Model) -> &Retrieval {
 /// One stream's segment step on the CPU.
 pub struct CpuStep {
     model: Arc<Model>,
+    kernels: Kernels,
     cache: KvCache,
+    work: Workspace,
     store: StoreCache,
 }
 
 impl CpuStep {
-    /// A step for `model` with empty caches; `store` configures RMT-R v1's key/value caches.
-    pub fn new(model: Arc<Model>, store: &StoreConfig) -> Self {
+    /// A step for `model` with empty caches, using `kernels`; `store` configures RMT-R v1's key/value caches.
+    pub fn new(model: Arc<Model>, kernels: Kernels, store: &StoreConfig) -> Self {
         let cache = KvCache::new(model.config.n_layer);
         let store = StoreCache::new(model.weights.retrieval.as_ref(), model.config.n_embd, store);
-        CpuStep { model, cache, store }
+        CpuStep { model, kernels, cache, work: Workspace::default(), store }
     }
 
     /// Runs `pieces` from position 0 in a fresh cache; returns the final residual rows.
     fn run(&mut self, pieces: &[Piece<'_>]) -> Vec<f32> {
         self.cache.clear();
         let x = forward::embed(&self.model, pieces, 0);
-        forward::blocks(&self.model, x, &mut self.cache)
+        forward::blocks(&self.model, x, &mut self.cache, self.kernels, &mut self.work)
+    }
+
+    fn final_norm(&self, rows: &[f32]) -> Vec<f32> {
+        forward::final_norm(&self.model, rows, self.kernels)
     }
 }
 
 impl Step for CpuStep {
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) {
         let h = self.run(&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]);
-        out.copy_from_slice(&forward::final_norm(&self.model, &h[h.len() - write.len()..]));
+        out.copy_from_slice(&self.final_norm(&h[h.len() - write.len()..]));
     }
 
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) {
         let h = self.run(&[Piece::Rows(read), Piece::Tokens(tokens)]);
         let d = self.model.config.n_embd;
-        let last = forward::final_norm(&self.model, &h[h.len() - d..]);
+        let last = self.final_norm(&h[h.len() - d..]);
         forward::lm_head(&self.model, &last, logits);
     }
 
     fn decode(&mut self, token: u32, logits: &mut [f32]) {
         let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.cache.len);
-        let h = forward::blocks(&self.model, x, &mut self.cache);
-        forward::lm_head(&self.model, &forward::final_norm(&self.model, &h), logits);
+        let h = forward::blocks(&self.model, x, &mut self.cache, self.kernels, &mut self.work);
+        forward::lm_head(&self.model, &self.final_norm(&h), logits);
     }
 
     fn push_state(&mut self, state: &[f32]) -> Result<()> {
