@@ -1,6 +1,7 @@
 //! Causal multi-head self-attention of new rows against a per-layer KV cache (exact f32 reference).
 
-use super::ops::{gemm_strided, softmax, Strided};
+use super::kernels::Kernels;
+use super::ops::{gemm_strided, Strided};
 
 /// Keys and values of every position seen so far, per layer: `[positions, d]` each, heads side by side.
 pub struct KvCache {
@@ -24,7 +25,15 @@ impl KvCache {
 /// K and V to layer `layer` of the cache and writes the attention output `[n, d]`. Row i attends to every
 /// cached position up to and including its own. Per head: scores = Q·Kᵀ/√hd (GEMM), causal mask, softmax,
 /// then P·V (GEMM), both through strided views of the packed buffers.
-pub fn causal_attention(qkv: &[f32], n: usize, n_head: usize, cache: &mut KvCache, layer: usize, out: &mut [f32]) {
+pub fn causal_attention(
+    qkv: &[f32],
+    n: usize,
+    n_head: usize,
+    cache: &mut KvCache,
+    layer: usize,
+    out: &mut [f32],
+    k: Kernels,
+) {
     let d = qkv.len() / n / 3;
     let hd = d / n_head;
     let past = cache.len;
@@ -43,7 +52,7 @@ pub fn causal_attention(qkv: &[f32], n: usize, n_head: usize, cache: &mut KvCach
         for (i, row) in scores.chunks_exact_mut(total).enumerate() {
             let visible = past + i + 1;
             row[..visible].iter_mut().for_each(|s| *s *= scale);
-            softmax(&mut row[..visible]);
+            k.softmax(&mut row[..visible]);
             row[visible..].fill(0.0);
         }
         let v = Strided { offset: h * hd, rs: d, cs: 1 };

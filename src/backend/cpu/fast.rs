@@ -2,9 +2,12 @@
 //!
 //! The reference calls libm's `tanhf` per element and normalises in f64: on a GPT-2-small segment that is ~20 % of
 //! the time, and on the small bundled shape ~50 %. Here `tanh` is built from a polynomial `exp` with no calls and
-//! no branches, so the loops vectorise (AVX2 + FMA when the CPU has them, chosen at run time; SSE2 otherwise), and
-//! LayerNorm stays in f32 with two vectorised passes. Both agree with the reference within a few f32 ulps
+//! no branches, so the loops vectorise (AVX2 + FMA when the CPU has them, chosen at run time; SSE2 otherwise); the
+//! attention softmax uses the same `exp`, and LayerNorm stays in f32 with two vectorised passes. Both agree with the reference within a few f32 ulps
 //! (`tests` below; the whole step is compared in `tests/fast_cpu.rs`).
+
+// The polynomial coefficients are Cephes' as published; clippy would round away digits f32 cannot hold anyway.
+#![allow(clippy::excessive_precision)]
 
 /// `exp(x)` for `x ≤ 0` (all this module needs), relative error ≤ 2 ulp: `x = n·ln2 + r`, a degree-6 polynomial
 /// for `e^r` on |r| ≤ ln2/2 (Cephes' coefficients), `2^n` assembled from its exponent bits.
@@ -48,6 +51,15 @@ fn gelu_body(x: &mut [f32]) {
         let u = *v;
         *v = 0.5 * u * (1.0 + tanh(C * (u + 0.044715 * u * u * u)));
     }
+}
+
+/// Softmax of a row in place (max-subtracted), with the polynomial `exp`.
+#[inline(always)]
+fn softmax_body(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    row.iter_mut().for_each(|v| *v = exp_neg(*v - max));
+    let inv = 1.0 / sum8(row.iter().copied());
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// LayerNorm of each `d`-wide row in f32: mean, then the variance of the centred values (two passes, no
@@ -97,6 +109,7 @@ macro_rules! dispatch {
 }
 
 dispatch!(gelu_new(x: &mut [f32]) => gelu_body);
+dispatch!(softmax(row: &mut [f32]) => softmax_body);
 dispatch!(layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) => layer_norm_body);
 
 #[cfg(test)]
@@ -130,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn gelu_and_layer_norm_match_the_reference() {
+    fn gelu_softmax_and_layer_norm_match_the_reference() {
         let mut rng = crate::rng::Rng::new(3);
         let (rows, d) = (7, 96);
         let x: Vec<f32> = (0..rows * d).map(|_| 3.0 * rng.normal() as f32 + 0.5).collect();
@@ -139,6 +152,12 @@ mod tests {
         crate::backend::cpu::ops::gelu_new(&mut exact);
         for (f, e) in fast.iter().zip(&exact) {
             assert!((f - e).abs() <= 4.0 * f32::EPSILON * e.abs().max(1.0), "{f} vs {e}");
+        }
+        let (mut fast, mut exact) = (x[..50].to_vec(), x[..50].to_vec());
+        softmax(&mut fast);
+        crate::backend::cpu::ops::softmax(&mut exact);
+        for (f, e) in fast.iter().zip(&exact) {
+            assert!((f - e).abs() <= 8.0 * f32::EPSILON * e, "{f} vs {e}");
         }
         let ln = crate::model::weights::LayerNorm {
             w: (0..d).map(|_| 1.0 + rng.normal() as f32 * 0.1).collect(),

@@ -1,36 +1,10 @@
 //! GPT-2 forward over new input rows (exact f32): embeddings + learned positions, pre-LN blocks, `ln_f`.
 
 use super::attention::{causal_attention, KvCache};
+use super::kernels::Kernels;
 use super::ops::{matmul, MatRef};
-use super::{fast, ops};
-use crate::model::weights::{LayerNorm, Layout};
+use crate::model::weights::Layout;
 use crate::model::Model;
-
-/// Which element-wise kernels a CPU step uses; the GEMMs and the attention are shared.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Kernels {
-    /// Exact f32: libm `tanh`, LayerNorm statistics in f64. The oracle.
-    Reference,
-    /// Vectorised: polynomial `tanh`, f32 LayerNorm (within a few ulps of the reference).
-    #[default]
-    Fast,
-}
-
-impl Kernels {
-    fn layer_norm(self, x: &[f32], ln: &LayerNorm, eps: f32, out: &mut [f32]) {
-        match self {
-            Kernels::Reference => ops::layer_norm(x, ln, eps, out),
-            Kernels::Fast => fast::layer_norm_rows(x, &ln.w, &ln.b, eps, out),
-        }
-    }
-
-    fn gelu(self, x: &mut [f32]) {
-        match self {
-            Kernels::Reference => ops::gelu_new(x),
-            Kernels::Fast => fast::gelu_new(x),
-        }
-    }
-}
 
 /// Activation buffers of the blocks, kept between segments so a step allocates nothing once warm.
 #[derive(Default)]
@@ -85,7 +59,7 @@ pub fn blocks(model: &Model, mut x: Vec<f32>, cache: &mut KvCache, k: Kernels, w
     for (l, b) in model.weights.blocks.iter().enumerate() {
         k.layer_norm(&x, &b.ln_1, eps, a);
         matmul(a, n, b.c_attn.mat(), b.c_attn.b.as_deref(), qkv, false);
-        causal_attention(qkv, n, cfg.n_head, cache, l, att);
+        causal_attention(qkv, n, cfg.n_head, cache, l, att, k);
         matmul(att, n, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x, true);
         k.layer_norm(&x, &b.ln_2, eps, a);
         matmul(a, n, b.c_fc.mat(), b.c_fc.b.as_deref(), hidden, false);

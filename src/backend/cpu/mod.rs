@@ -4,6 +4,7 @@
 mod attention;
 mod fast;
 pub(crate) mod forward;
+mod kernels;
 pub mod ops;
 mod retrieval;
 
@@ -11,7 +12,8 @@ use std::sync::Arc;
 
 use attention::KvCache;
 use forward::Workspace;
-pub use forward::{Kernels, Piece};
+pub use forward::Piece;
+pub use kernels::Kernels;
 use retrieval::StoreCache;
 
 use super::Step;
