@@ -28,7 +28,8 @@ pub const QUESTION_TEMPLATE: &str = "{question} ";
 /// One curriculum stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stage {
-    /// Samples are 1 … `segments` segments long (uniformly, as `--vary_n_segments`).
+    /// Samples are 1 … `segments` segments long (uniformly, as `--vary_n_segments`), and of random length within
+    /// their last segment.
     pub segments: usize,
     /// Optimizer steps.
     pub steps: u64,
@@ -165,7 +166,10 @@ impl Facts {
     }
 }
 
-/// One sample of `n_seg` segments: context of `n_seg·segment − qa_margin` tokens, then question and GEN.
+/// One sample of `n_seg` segments: a context of uniformly random length that ends in the `n_seg`-th segment and
+/// leaves `qa_margin` tokens for the question and answer, then the question and GEN. The question lands anywhere in
+/// the last segment, as it does when a stream of any length is read: with learned positions, a model trained only
+/// on full segments cannot answer at other offsets.
 fn make_sample(
     model: &Model,
     s: &Sample,
@@ -174,7 +178,10 @@ fn make_sample(
     hay: &Haystack,
     seed: u64,
 ) -> Result<TrainSample> {
-    let length = (n_seg * model.config.memory.segment_size).saturating_sub(margin);
+    let seg = model.config.memory.segment_size;
+    let longest = (n_seg * seg).saturating_sub(margin);
+    let shortest = ((n_seg - 1) * seg).min(longest);
+    let length = shortest + Rng::new(seed ^ 0x1e9).below((longest - shortest + 1) as u64) as usize;
     let mut prompt = Vec::with_capacity(length + 16);
     let mut sampler = hay.sampler(seed);
     let mut rng = Rng::new(seed ^ 0x5eed);
@@ -411,4 +418,31 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         save_checkpoint(&ckpt, &model, &adam, &progress)?;
     }
     Ok(final_best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two-segment samples end anywhere in their second segment: the shortest and the longest quarter are both hit,
+    /// and none is longer than two segments.
+    #[test]
+    fn samples_end_anywhere_in_their_last_segment() {
+        let cfg = Config::from_json(
+            r#"{"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 50257, "n_positions": 80,
+                "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 64}}"#,
+        )
+        .unwrap();
+        let model = Model::random(cfg, 0).unwrap();
+        let facts = generate(1, 50, &mut Rng::new(1)).unwrap();
+        let lengths: Vec<usize> = (0..200)
+            .map(|i| {
+                let s = make_sample(&model, &facts[i % 50], 2, 16, &Haystack::Synthetic, i as u64).unwrap();
+                s.prompt.len()
+            })
+            .collect();
+        assert!(lengths.iter().all(|&l| l <= 128), "{lengths:?}");
+        assert!(lengths.iter().any(|&l| l < 64 + 24), "no short sample: {lengths:?}");
+        assert!(lengths.iter().any(|&l| l > 128 - 24), "no long sample: {lengths:?}");
+    }
 }
