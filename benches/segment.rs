@@ -71,12 +71,13 @@ fn bench(c: &mut Criterion) {
         let flops = segment_flops(&cfg);
         let peak = gemm_rate(&cfg);
         let model = Arc::new(Model::random(cfg, 0).unwrap());
-        let read = vec![0.1f32; model.config.memory.read_rows() * d];
+        // the learned memory holds the read rows (RMT-R: memory and retrieved); the write rows are the first m
+        let read = model.weights.memory.clone();
         let tokens: Vec<u32> = (0..seg as u32).map(|i| (i * 7919) % 50000).collect();
         for kernels in [Kernels::Reference, Kernels::Fast] {
             let mut step = CpuStep::new(Arc::clone(&model), kernels, &Default::default());
             let mut out = vec![0.0; m * d];
-            let write = &model.weights.memory;
+            let write = &read[..m * d];
             step.write_segment(&read, &tokens, write, &mut out); // warm the buffers
             let t0 = std::time::Instant::now();
             step.write_segment(&read, &tokens, write, &mut out);

@@ -18,6 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make one BABILong sample (1M tokens by default, built-in generators), read it, ask its question, and print
+    /// the answer, the truth and tokens/s.
+    Demo(cli::demo::DemoArgs),
     /// Read token files segment by segment (memory-mapped, constant memory), answer questions, save the state.
     Infer(cli::infer::InferArgs),
     /// Answer questions from a saved state without re-reading the stream.
@@ -171,6 +174,7 @@ enum BabilongCommand {
 fn run(command: Command) -> anyhow::Result<u8> {
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match command {
+        Command::Demo(a) => done(cli::demo::run(a)),
         Command::Infer(a) => cli::infer::infer(a),
         Command::Ask { state, questions, model, max_new_tokens, json, store } => {
             done(cli::infer::ask(&state, model.as_deref(), &questions, max_new_tokens, json, &store.config()))

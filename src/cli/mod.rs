@@ -2,6 +2,7 @@
 
 pub mod babilong;
 pub mod convert;
+pub mod demo;
 pub mod infer;
 pub mod info;
 pub mod init;
