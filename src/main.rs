@@ -113,6 +113,20 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Plot validation accuracy against training steps from a run's log.jsonl (SVG).
+    TrainCurve {
+        /// The run's log.jsonl.
+        log: PathBuf,
+        /// The run's config, to label the stages by their segment counts.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// SVG file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Figure title.
+        #[arg(long, default_value = "Training")]
+        title: String,
+    },
     /// Write a randomly initialised model of any shape (GPT-2 init), for tests and benchmarks.
     Init {
         /// Model config JSON: n_layer, n_head, n_embd, vocab_size, n_positions, memory {kind, num_mem_tokens,
@@ -197,6 +211,9 @@ fn run(command: Command) -> anyhow::Result<u8> {
             BabilongCommand::Plot { results, output, title } => cli::babilong::plot(&results, &output, &title),
         }),
         Command::Train { config, output, resume, threads } => cli::train::run(&config, &output, resume, threads),
+        Command::TrainCurve { log, config, output, title } => {
+            done(cli::train::curve(&log, config.as_deref(), &output, &title))
+        }
         Command::Info { file, dtype } => done(cli::info::run(&file, dtype)),
         Command::Init { config, seed, output, dtype } => done(cli::init::run(&config, seed, &output, dtype)),
     }

@@ -1,4 +1,4 @@
-//! `rmt-fast init` and `convert`, run as a user would.
+//! `rmt-fast init`, `convert`, `demo` and `train-curve`, run as a user would.
 
 mod common;
 
@@ -123,4 +123,53 @@ fn closed_pipes_end_quietly() {
     let o = std::process::Command::new("sh").args(["-c", &cmd]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("rmt-fast model"));
     assert!(!common::stderr(&o).contains("panicked"), "{}", common::stderr(&o));
+}
+
+/// `demo` builds a sample with the built-in generators, reads it and prints the question, answer, truth and speed.
+#[test]
+fn demo_reads_a_generated_sample_and_answers() {
+    let dir = scratch("demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("cfg.json");
+    std::fs::write(
+        &cfg,
+        r#"{"n_layer": 1, "n_head": 2, "n_embd": 16, "vocab_size": 50257, "n_positions": 80,
+            "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 64}}"#,
+    )
+    .unwrap();
+    let model = dir.join("m.safetensors");
+    assert!(rmt_fast(&["init", "--config", cfg.to_str().unwrap(), "-o", model.to_str().unwrap()]).status.success());
+    let o = rmt_fast(&["demo", "--model", model.to_str().unwrap(), "--length", "2k", "--seed", "4"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    for want in ["qa1 sample of 2000 tokens", "question: Where is", "answer:", "truth:", "tokens/s"] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    let o = rmt_fast(&["demo", "--model", model.to_str().unwrap(), "--task", "qa9"]);
+    assert!(!o.status.success());
+}
+
+/// `train-curve` draws validation accuracy against steps counted across stages, with the stages labelled.
+#[test]
+fn train_curve_plots_validation_across_stages() {
+    let dir = scratch("curve");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log.jsonl");
+    std::fs::write(
+        &log,
+        "{\"stage\":0,\"step\":1,\"loss\":1.0,\"grad_norm\":1.0,\"lr\":0.001}\n\
+         {\"stage\":0,\"step\":2,\"loss\":0.9,\"grad_norm\":1.0,\"lr\":0.001,\"valid_accuracy\":0.25}\n\
+         {\"stage\":1,\"step\":1,\"loss\":0.8,\"grad_norm\":1.0,\"lr\":0.001,\"valid_accuracy\":0.5}\n",
+    )
+    .unwrap();
+    let svg = dir.join("curve.svg");
+    let o = rmt_fast(&["train-curve", log.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("stage 2") && text.contains("3 in all"), "{text}");
+    // two validation points: step 2 of stage 1 and step 3 overall
+    let points = text.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+    assert_eq!(points.split(' ').count(), 2, "{points}");
+    std::fs::write(&log, "not json\n").unwrap();
+    assert!(!rmt_fast(&["train-curve", log.to_str().unwrap(), "-o", svg.to_str().unwrap()]).status.success());
 }

@@ -78,6 +78,62 @@ pub fn heatmap(r: &Results, title: &str) -> String {
     svg
 }
 
+/// Horizontal grid lines and labels at 0, 25, 50, 75, 100 %.
+fn y_grid(svg: &mut String, left: f64, pw: f64, ys: &dyn Fn(f64) -> f64) {
+    for k in 0..=4 {
+        let a = k as f64 / 4.0;
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}</text>\n",
+            left + pw,
+            left - 6.0,
+            ys(a) + 4.0,
+            100.0 * a,
+            y = ys(a)
+        ));
+    }
+}
+
+/// Validation accuracy against optimizer steps over a whole curriculum: `points` are (step counted from the start of
+/// training, accuracy, stage), stage boundaries are marked and labelled with `stage_labels`.
+pub fn training_curve(points: &[(u64, f64, usize)], stage_labels: &[String], title: &str) -> String {
+    let (left, top, pw, ph) = (60.0, 50.0, 560.0, 300.0);
+    let last = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
+    let xs = |s: u64| left + pw * s as f64 / last;
+    let ys = |a: f64| top + ph * (1.0 - a);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+        left + pw + 30.0,
+        top + ph + 50.0,
+        escape(title)
+    );
+    y_grid(&mut svg, left, pw, &ys);
+    for (stage, label) in stage_labels.iter().enumerate() {
+        if let Some(first) = points.iter().filter(|p| p.2 == stage).map(|p| p.0).min() {
+            let x = xs(first.saturating_sub(1));
+            svg.push_str(&format!(
+                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/>\
+                 <text x=\"{:.1}\" y=\"{}\" fill=\"#555\">{}</text>\n",
+                top + ph,
+                x + 4.0,
+                top + 14.0,
+                escape(label)
+            ));
+        }
+    }
+    let path: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", xs(p.0), ys(p.1))).collect();
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>\n",
+        path.join(" ")
+    ));
+    svg.push_str(&format!(
+        "<text x=\"{left}\" y=\"{}\" fill=\"#555\">validation accuracy % vs optimizer steps ({} in all)</text>\n</svg>\n",
+        top + ph + 42.0,
+        last
+    ));
+    svg
+}
+
 /// Mean accuracy over tasks against length (log scale), one line per results file.
 pub fn lines(series: &[(String, Results)], title: &str) -> String {
     let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
@@ -97,17 +153,7 @@ pub fn lines(series: &[(String, Results)], title: &str) -> String {
         top + ph + 50.0,
         escape(title)
     );
-    for k in 0..=4 {
-        let a = k as f64 / 4.0;
-        svg.push_str(&format!(
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}</text>\n",
-            left + pw,
-            left - 6.0,
-            ys(a) + 4.0,
-            100.0 * a,
-            y = ys(a)
-        ));
-    }
+    y_grid(&mut svg, left, pw, &ys);
     for l in &lengths {
         svg.push_str(&format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",

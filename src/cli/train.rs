@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use rmt_fast::train::trainer::{train, TrainConfig};
+use rmt_fast::train::trainer::{train, StepLog, TrainConfig};
 
 pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> anyhow::Result<u8> {
     super::set_threads(threads)?;
@@ -61,4 +61,36 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
         out.join("model_best.safetensors").display()
     );
     Ok(0)
+}
+
+/// `rmt-fast train-curve`: validation accuracy against steps from a run's `log.jsonl`, as SVG. With the run's
+/// config the stages are labelled by their segment counts.
+pub fn curve(log: &Path, config: Option<&Path>, output: &Path, title: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let (mut points, mut offset, mut stage_steps) = (Vec::new(), 0u64, Vec::<u64>::new());
+    for (i, line) in text.lines().enumerate() {
+        let e: StepLog = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a training log entry", log.display(), i + 1))?;
+        while stage_steps.len() <= e.stage {
+            offset += stage_steps.last().copied().unwrap_or(0);
+            stage_steps.push(0);
+        }
+        stage_steps[e.stage] = e.step;
+        if let Some(a) = e.valid_accuracy {
+            points.push((offset + e.step, a, e.stage));
+        }
+    }
+    anyhow::ensure!(!points.is_empty(), "{}: no validation entries", log.display());
+    let labels: Vec<String> = match config {
+        Some(c) => {
+            let cfg: TrainConfig = serde_json::from_str(&std::fs::read_to_string(c)?)
+                .with_context(|| format!("{}: not a training config", c.display()))?;
+            cfg.stages.iter().map(|s| format!("≤{} seg", s.segments)).collect()
+        }
+        None => (1..=stage_steps.len()).map(|k| format!("stage {k}")).collect(),
+    };
+    let svg = rmt_fast::babilong::plot::training_curve(&points, &labels, title);
+    std::fs::write(output, svg).with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("wrote {}", output.display());
+    Ok(())
 }

@@ -11,8 +11,8 @@ mod retrieval;
 use std::sync::Arc;
 
 use attention::KvCache;
-use forward::Workspace;
 pub use forward::Piece;
+use forward::Workspace;
 pub use kernels::Kernels;
 use retrieval::StoreCache;
 
