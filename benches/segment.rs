@@ -1,8 +1,9 @@
 //! Segment-step throughput of the CPU backend, reference and fast kernels: GPT-2-small RMT (16 read + 512 tokens +
 //! 16 write = 544 positions) and RMT-R (32 read + 512 + 16), and the bundled small shape (4 × 128, 16 memory
-//! tokens, segments of 128), random weights. Tokens/s = segment tokens / time per segment. Before the runs it prints
-//! each step's FLOP count (GEMMs + attention, ENGINE-NOTES §5.3), the GFLOP/s of one timed step, and the GEMM
-//! crate's own rate on the step's largest GEMM (the peak the step can reach here).
+//! tokens, segments of 128), random weights; the small shape also with 8 streams stacked in one step. Tokens/s =
+//! segment tokens / time per segment. Before the runs it prints each step's FLOP count (GEMMs + attention,
+//! ENGINE-NOTES §5.3), the GFLOP/s of one timed step, and the GEMM crate's own rate on the step's MLP GEMM (the
+//! peak the step can reach here).
 //!
 //!     cargo bench --bench segment
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rmt_fast::backend::cpu::ops::{gemm_strided, Strided};
 use rmt_fast::backend::cpu::{CpuStep, Kernels};
-use rmt_fast::backend::Step;
+use rmt_fast::backend::{SegmentInput, Step};
 use rmt_fast::{Config, Model};
 
 fn shape(layers: usize, width: usize, heads: usize, kind: &str, mem: usize, seg: usize) -> Config {
@@ -94,6 +95,15 @@ fn bench(c: &mut Criterion) {
             group.bench_function(format!("{name}-{kernels:?}"), |b| {
                 b.iter(|| step.write_segment(&read, &tokens, write, &mut out))
             });
+            if kernels == Kernels::Fast && name.starts_with("small") {
+                // throughput mode: 8 streams stacked in one step (one GEMM per layer over 8 × 160 rows)
+                let inputs = vec![SegmentInput { read: &read, tokens: &tokens, write }; 8];
+                let mut outs = vec![0.0; 8 * m * d];
+                group.throughput(Throughput::Elements(8 * seg as u64));
+                group.bench_function(format!("{name}-{kernels:?}-8-streams"), |b| {
+                    b.iter(|| step.write_segments(&inputs, &mut outs))
+                });
+            }
         }
     }
     group.finish();

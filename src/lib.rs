@@ -29,6 +29,7 @@
 
 pub mod babilong;
 pub mod backend;
+mod batch;
 pub mod convert;
 mod error;
 pub mod model;
@@ -43,6 +44,7 @@ use std::sync::Arc;
 
 use backend::cpu::{CpuStep, Kernels};
 
+pub use batch::Batch;
 pub use error::{Error, Result};
 pub use model::{Config, FileDtype, MemoryConfig, MemoryKind, Model, RetrievalVersion};
 pub use session::{hash_tokens, Answer, Session, State, EMPTY_STREAM_HASH};
@@ -96,6 +98,23 @@ impl Engine {
             Device::Cpu => Box::new(CpuStep::new(Arc::clone(&self.model), Kernels::Fast, &self.store)),
             Device::CpuReference => Box::new(CpuStep::new(Arc::clone(&self.model), Kernels::Reference, &self.store)),
         }
+    }
+
+    /// `n` new sessions read together in lockstep (throughput mode): see [`Batch`].
+    ///
+    /// ```
+    /// # use rmt_fast::{Config, Engine, Model};
+    /// # let cfg = Config::from_json(r#"{"n_layer": 1, "n_head": 2, "n_embd": 16, "vocab_size": 64,
+    /// #   "n_positions": 40, "eos_token_id": 63, "gen_token_id": 62,
+    /// #   "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 8}}"#).unwrap();
+    /// let engine = Engine::cpu(Model::random(cfg, 0)?);
+    /// let mut batch = engine.batch(2);
+    /// batch.read(&[&[1, 2, 3, 4, 5, 6, 7, 8, 9], &[9, 8, 7, 6, 5, 4, 3, 2, 1]])?; // one segment each, in one step
+    /// let answers: Vec<_> = batch.sessions().iter_mut().map(|s| s.ask(&[10, 11], 3)).collect();
+    /// # Ok::<(), rmt_fast::Error>(())
+    /// ```
+    pub fn batch(&self, n: usize) -> Batch {
+        Batch::new((0..n).map(|_| self.session()).collect(), self.step())
     }
 
     /// A new session at the start of a stream.

@@ -143,27 +143,24 @@ impl Session {
 
     /// Reads tokens: every completed segment is processed with write memory, the rest stays in the tail.
     pub fn read(&mut self, tokens: &[u32]) -> Result<()> {
+        for segment in self.take(tokens)? {
+            self.write_segment(&segment)?;
+        }
+        Ok(())
+    }
+
+    /// Accounts for `tokens` read: returns the segments they complete (in order) and keeps the rest as the tail.
+    pub(crate) fn take(&mut self, tokens: &[u32]) -> Result<Vec<Vec<u32>>> {
         check_tokens(&self.model, tokens)?;
         let seg = self.model.config.memory.segment_size;
         self.state.tokens_read += tokens.len() as u64;
         self.state.tokens_hash = hash_tokens(self.state.tokens_hash, tokens);
-        let mut rest = tokens;
-        if !self.state.tail.is_empty() {
-            let take = (seg - self.state.tail.len()).min(rest.len());
-            self.state.tail.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.state.tail.len() < seg {
-                return Ok(());
-            }
-            let full = std::mem::take(&mut self.state.tail);
-            self.write_segment(&full)?;
-        }
-        let mut chunks = rest.chunks_exact(seg);
-        for c in chunks.by_ref() {
-            self.write_segment(c)?;
-        }
+        let mut pending = std::mem::take(&mut self.state.tail);
+        pending.extend_from_slice(tokens);
+        let mut chunks = pending.chunks_exact(seg);
+        let full = chunks.by_ref().map(<[u32]>::to_vec).collect();
         self.state.tail = chunks.remainder().to_vec();
-        Ok(())
+        Ok(full)
     }
 
     /// Processes the tail as a short segment with write memory, as the training forward does with a sample's
@@ -235,7 +232,7 @@ impl Session {
     /// The (read, write) memory blocks of the next segment. First segment: the learned memory is read whole and
     /// its first `m` rows are the write placeholder. Later: RMT reads and writes `M_t`; RMT-R reads
     /// `[M_t ; retrieve(store, M_t)]` and writes `M_t` (RMT-SPEC §2.2).
-    fn blocks(&mut self) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn blocks(&mut self) -> (Vec<f32>, Vec<f32>) {
         let cfg = &self.model.config;
         let md = cfg.memory.num_mem_tokens * cfg.n_embd;
         let mem = &self.state.memory;
@@ -252,6 +249,11 @@ impl Session {
         let (read, write) = self.blocks();
         let mut next = vec![0.0; write.len()];
         self.step.write_segment(&read, tokens, &write, &mut next);
+        self.finish_segment(next)
+    }
+
+    /// Takes the memory a segment wrote: RMT-R stores it; it becomes the memory the next segment reads.
+    pub(crate) fn finish_segment(&mut self, next: Vec<f32>) -> Result<()> {
         if self.model.config.memory.kind == MemoryKind::RmtR {
             // the step derives its caches from the state as stored (maybe rounded to bf16), exactly as a restore
             // from the store would, so restored sessions stay bit-identical
@@ -278,7 +280,7 @@ fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
-fn check_tokens(model: &Model, tokens: &[u32]) -> Result<()> {
+pub(crate) fn check_tokens(model: &Model, tokens: &[u32]) -> Result<()> {
     let v = model.config.vocab_size;
     match tokens.iter().position(|&t| t as usize >= v) {
         Some(i) => Err(Error::Input(format!("token {} at index {i} is outside the vocabulary ({v})", tokens[i]))),

@@ -232,3 +232,38 @@ fn bf16_store_is_close_to_f32_and_restores_exactly() {
         assert_eq!(z.snapshot(), y.snapshot());
     }
 }
+
+/// Throughput mode: three streams read as a batch (one stacked step per segment) end with the memory and RMT-R
+/// store of three separate sessions, within 1e-5 (the stacked GEMM may round differently), and answer alike.
+#[test]
+fn batched_streams_equal_separate_sessions() {
+    for engine in engines() {
+        let streams: Vec<Vec<u32>> = (0..3).map(|k| stream(16 * 5 + 7, 40 + k)).collect();
+        let mut batch = engine.batch(3);
+        for piece in [0..20, 20..50, 50..87] {
+            let chunks: Vec<&[u32]> = streams.iter().map(|s| &s[piece.clone()]).collect();
+            batch.read(&chunks).unwrap();
+        }
+        for (s, tokens) in batch.sessions().iter_mut().zip(&streams) {
+            let mut alone = engine.session();
+            alone.read(tokens).unwrap();
+            let (a, b) = (s.state(), alone.state());
+            assert_eq!(
+                (a.segments, &a.tail, a.tokens_read, a.tokens_hash),
+                (b.segments, &b.tail, b.tokens_read, b.tokens_hash)
+            );
+            assert!(common::rel_err(&a.memory, &b.memory) <= 1e-5);
+            let (mut sa, mut sb) = (Vec::new(), Vec::new());
+            a.store.read(0..a.store.rows(), &mut sa);
+            b.store.read(0..b.store.rows(), &mut sb);
+            assert_eq!(sa.len(), sb.len());
+            assert!(sa.is_empty() || common::rel_err(&sa, &sb) <= 1e-5);
+            assert_eq!(s.ask(&[3, 4], 4).unwrap().tokens, alone.ask(&[3, 4], 4).unwrap().tokens);
+        }
+        // out of lockstep: an error, nothing read
+        let before = batch.sessions()[0].state().tokens_read;
+        assert!(batch.read(&[&[1, 2], &[1], &[1, 2]]).unwrap_err().to_string().contains("equal length"));
+        assert!(batch.read(&[&[1, 2]]).is_err());
+        assert_eq!(batch.sessions()[0].state().tokens_read, before);
+    }
+}

@@ -9,6 +9,17 @@ use crate::store::RowStore;
 /// `(file name, source)` of every CUDA C++ file in `cuda/`, embedded at build time for run-time NVRTC compilation.
 pub const CUDA_SOURCES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/cuda_sources.rs"));
 
+/// One stream's input to [`Step::write_segments`].
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentInput<'a> {
+    /// The memory rows read before the tokens.
+    pub read: &'a [f32],
+    /// The segment's tokens.
+    pub tokens: &'a [u32],
+    /// The write-memory rows after the tokens.
+    pub write: &'a [f32],
+}
+
 /// One stream's segment step on a device, with the device-side state it needs (KV cache, RMT-R store cache).
 ///
 /// Positions restart at 0 in every call to [`Step::write_segment`] and [`Step::prefill`]; the session checks that
@@ -16,6 +27,14 @@ pub const CUDA_SOURCES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/cu
 pub trait Step: Send {
     /// Runs `[read | tokens | write]` and writes `ln_f` of the last `write.len() / d` rows (the new memory) to `out`.
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]);
+    /// Several independent streams' write segments of the same shape in one step (throughput mode): `out` gets
+    /// each stream's new memory, in order. The default runs them one after the other.
+    fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) {
+        let per = out.len() / segments.len().max(1);
+        for (s, o) in segments.iter().zip(out.chunks_exact_mut(per)) {
+            self.write_segment(s.read, s.tokens, s.write, o);
+        }
+    }
     /// Runs the final segment `[read | tokens]` into a fresh KV cache and writes the last row's logits.
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]);
     /// Appends one token after the prefilled rows (next position) and writes its logits.

@@ -46,27 +46,32 @@ pub fn embed(model: &Model, pieces: &[Piece<'_>], start: usize) -> Vec<f32> {
     x
 }
 
-/// Runs all blocks over the rows `x` (`[n, d]`, positions continuing the cache) and returns the final residual
-/// stream; K/V of the rows are appended to `cache`.
-pub fn blocks(model: &Model, mut x: Vec<f32>, cache: &mut KvCache, k: Kernels, ws: &mut Workspace) -> Vec<f32> {
+/// Runs all blocks over the rows `x` of `caches.len()` independent streams (`[streams · n, d]`, stream after
+/// stream, positions continuing each stream's cache) and returns the final residual stream; each stream's K/V are
+/// appended to its cache. The linear layers run once over all rows (one GEMM for every stream); attention runs
+/// per stream.
+pub fn blocks(model: &Model, mut x: Vec<f32>, caches: &mut [KvCache], k: Kernels, ws: &mut Workspace) -> Vec<f32> {
     let cfg = &model.config;
     let (d, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
-    let n = x.len() / d;
-    let a = sized(&mut ws.a, n * d);
-    let qkv = sized(&mut ws.qkv, n * 3 * d);
-    let att = sized(&mut ws.att, n * d);
-    let hidden = sized(&mut ws.hidden, n * 4 * d);
+    let rows = x.len() / d;
+    let n = rows / caches.len();
+    let a = sized(&mut ws.a, rows * d);
+    let qkv = sized(&mut ws.qkv, rows * 3 * d);
+    let att = sized(&mut ws.att, rows * d);
+    let hidden = sized(&mut ws.hidden, rows * 4 * d);
     for (l, b) in model.weights.blocks.iter().enumerate() {
         k.layer_norm(&x, &b.ln_1, eps, a);
-        matmul(a, n, b.c_attn.mat(), b.c_attn.b.as_deref(), qkv, false);
-        causal_attention(qkv, n, cfg.n_head, cache, l, att, k);
-        matmul(att, n, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x, true);
+        matmul(a, rows, b.c_attn.mat(), b.c_attn.b.as_deref(), qkv, false);
+        for ((q, o), cache) in qkv.chunks_exact(n * 3 * d).zip(att.chunks_exact_mut(n * d)).zip(caches.iter_mut()) {
+            causal_attention(q, n, cfg.n_head, cache, l, o, k);
+        }
+        matmul(att, rows, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut x, true);
         k.layer_norm(&x, &b.ln_2, eps, a);
-        matmul(a, n, b.c_fc.mat(), b.c_fc.b.as_deref(), hidden, false);
+        matmul(a, rows, b.c_fc.mat(), b.c_fc.b.as_deref(), hidden, false);
         k.gelu(hidden);
-        matmul(hidden, n, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x, true);
+        matmul(hidden, rows, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x, true);
     }
-    cache.len += n;
+    caches.iter_mut().for_each(|c| c.len += n);
     x
 }
 

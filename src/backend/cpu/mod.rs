@@ -16,7 +16,7 @@ use forward::Workspace;
 pub use kernels::Kernels;
 use retrieval::StoreCache;
 
-use super::Step;
+use super::{SegmentInput, Step};
 use crate::error::Result;
 use crate::model::weights::Retrieval;
 use crate::model::Model;
@@ -31,7 +31,8 @@ fn retrieval(model: &Model) -> &Retrieval {
 pub struct CpuStep {
     model: Arc<Model>,
     kernels: Kernels,
-    cache: KvCache,
+    /// One KV cache per stream of a batched step; the first is the single stream's.
+    caches: Vec<KvCache>,
     work: Workspace,
     store: StoreCache,
 }
@@ -39,16 +40,20 @@ pub struct CpuStep {
 impl CpuStep {
     /// A step for `model` with empty caches, using `kernels`; `store` configures RMT-R v1's key/value caches.
     pub fn new(model: Arc<Model>, kernels: Kernels, store: &StoreConfig) -> Self {
-        let cache = KvCache::new(model.config.n_layer);
+        let caches = vec![KvCache::new(model.config.n_layer)];
         let store = StoreCache::new(model.weights.retrieval.as_ref(), model.config.n_embd, store);
-        CpuStep { model, kernels, cache, work: Workspace::default(), store }
+        CpuStep { model, kernels, caches, work: Workspace::default(), store }
     }
 
-    /// Runs `pieces` from position 0 in a fresh cache; returns the final residual rows.
-    fn run(&mut self, pieces: &[Piece<'_>]) -> Vec<f32> {
-        self.cache.clear();
-        let x = forward::embed(&self.model, pieces, 0);
-        forward::blocks(&self.model, x, &mut self.cache, self.kernels, &mut self.work)
+    /// Runs each stream's `pieces` from position 0 in a fresh cache, all streams in one pass; returns the final
+    /// residual rows, stream after stream.
+    fn run(&mut self, streams: &[&[Piece<'_>]]) -> Vec<f32> {
+        let layers = self.model.config.n_layer;
+        self.caches.resize_with(self.caches.len().max(streams.len()), || KvCache::new(layers));
+        let caches = &mut self.caches[..streams.len()];
+        caches.iter_mut().for_each(KvCache::clear);
+        let x: Vec<f32> = streams.iter().flat_map(|p| forward::embed(&self.model, p, 0)).collect();
+        forward::blocks(&self.model, x, caches, self.kernels, &mut self.work)
     }
 
     fn final_norm(&self, rows: &[f32]) -> Vec<f32> {
@@ -58,20 +63,32 @@ impl CpuStep {
 
 impl Step for CpuStep {
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) {
-        let h = self.run(&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]);
+        let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]]);
         out.copy_from_slice(&self.final_norm(&h[h.len() - write.len()..]));
     }
 
+    fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) {
+        let pieces: Vec<[Piece<'_>; 3]> =
+            segments.iter().map(|s| [Piece::Rows(s.read), Piece::Tokens(s.tokens), Piece::Rows(s.write)]).collect();
+        let streams: Vec<&[Piece<'_>]> = pieces.iter().map(|p| p.as_slice()).collect();
+        let h = self.run(&streams);
+        let (rows_per_stream, out_per_stream) = (h.len() / segments.len(), out.len() / segments.len());
+        let streams = segments.iter().zip(h.chunks_exact(rows_per_stream)).zip(out.chunks_exact_mut(out_per_stream));
+        for ((s, rows), o) in streams {
+            o.copy_from_slice(&self.final_norm(&rows[rows.len() - s.write.len()..]));
+        }
+    }
+
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) {
-        let h = self.run(&[Piece::Rows(read), Piece::Tokens(tokens)]);
+        let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens)]]);
         let d = self.model.config.n_embd;
         let last = self.final_norm(&h[h.len() - d..]);
         forward::lm_head(&self.model, &last, logits);
     }
 
     fn decode(&mut self, token: u32, logits: &mut [f32]) {
-        let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.cache.len);
-        let h = forward::blocks(&self.model, x, &mut self.cache, self.kernels, &mut self.work);
+        let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.caches[0].len);
+        let h = forward::blocks(&self.model, x, &mut self.caches[..1], self.kernels, &mut self.work);
         forward::lm_head(&self.model, &self.final_norm(&h), logits);
     }
 
