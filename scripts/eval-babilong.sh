@@ -20,7 +20,8 @@ cargo build --release --quiet
 B=target/release/rmt-fast
 mkdir -p "$OUT"
 for hay in kjv synthetic; do
-  if [ $hay = kjv ]; then src=(--babi "$DATA/babi/tasks_1-20_v1-2/en-10k" --haystack "$DATA/haystack/kjv.txt"); else src=(); fi
+  src=(--babi "$DATA/babi/tasks_1-20_v1-2/en-10k" --split test)
+  if [ $hay = kjv ]; then src+=(--haystack "$DATA/haystack/kjv.txt"); fi   # else the built-in synthetic prose
   $B babilong gen --tasks qa1 --lengths 0k,4k,16k,64k --samples "$N" --seed 7 "${src[@]}" -o "$OUT/$hay/short"
   $B babilong gen --tasks qa1 --lengths 128k --samples "$N_LONG" --seed 8 "${src[@]}" -o "$OUT/$hay/128k"
   $B babilong gen --tasks qa1 --lengths 1M --samples "$N_1M" --seed 9 "${src[@]}" -o "$OUT/$hay/1M"
