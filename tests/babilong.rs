@@ -190,15 +190,12 @@ fn score_counts_exactly_the_known_right_subset() {
 #[test]
 fn eval_matches_infer_and_shards_merge_and_plots_draw() {
     let dir = scratch_dir("babilong-eval");
-    let cfg = dir.join("cfg.json");
-    std::fs::write(
-        &cfg,
+    let model = common::init_model(
+        &dir,
         r#"{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 600,
         "memory": {"kind": "rmt", "num_mem_tokens": 4, "segment_size": 256}}"#,
-    )
-    .unwrap();
-    let model = dir.join("m.safetensors");
-    assert!(rmt_fast(&["init", "--config", s(&cfg), "--seed", "2", "-o", s(&model)]).status.success());
+        2,
+    );
     let data = dir.join("data");
     assert!(gen(&["--tasks", "qa1,qa2", "--lengths", "0k,1000", "--samples", "3", "--seed", "4", "-o", s(&data)])
         .status

@@ -130,15 +130,12 @@ fn closed_pipes_end_quietly() {
 fn demo_reads_a_generated_sample_and_answers() {
     let dir = scratch("demo");
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("cfg.json");
-    std::fs::write(
-        &cfg,
+    let model = common::init_model(
+        &dir,
         r#"{"n_layer": 1, "n_head": 2, "n_embd": 16, "vocab_size": 50257, "n_positions": 80,
             "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 64}}"#,
-    )
-    .unwrap();
-    let model = dir.join("m.safetensors");
-    assert!(rmt_fast(&["init", "--config", cfg.to_str().unwrap(), "-o", model.to_str().unwrap()]).status.success());
+        0,
+    );
     let o = rmt_fast(&["demo", "--model", model.to_str().unwrap(), "--length", "2k", "--seed", "4"]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();

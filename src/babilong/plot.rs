@@ -34,11 +34,7 @@ pub fn heatmap(r: &Results, title: &str) -> String {
     let (tasks, lengths) = axes(r);
     let (cw, ch, left, top) = (64.0, 36.0, 70.0, 60.0);
     let (w, h) = (left + cw * lengths.len() as f64 + 20.0, top + ch * tasks.len() as f64 + 50.0);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
-        escape(title)
-    );
+    let mut svg = svg_open(w, h, left, title);
     for (j, l) in lengths.iter().enumerate() {
         svg.push_str(&format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
@@ -78,6 +74,15 @@ pub fn heatmap(r: &Results, title: &str) -> String {
     svg
 }
 
+/// The SVG header: size, white background, the bold title at `x`.
+fn svg_open(width: f64, height: f64, x: f64, title: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{x}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+        escape(title)
+    )
+}
+
 /// Horizontal grid lines and labels at 0, 25, 50, 75, 100 %.
 fn y_grid(svg: &mut String, left: f64, pw: f64, ys: &dyn Fn(f64) -> f64) {
     for k in 0..=4 {
@@ -100,13 +105,7 @@ pub fn training_curve(points: &[(u64, f64, usize)], stage_labels: &[String], tit
     let last = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let xs = |s: u64| left + pw * s as f64 / last;
     let ys = |a: f64| top + ph * (1.0 - a);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
-        left + pw + 30.0,
-        top + ph + 50.0,
-        escape(title)
-    );
+    let mut svg = svg_open(left + pw + 30.0, top + ph + 50.0, left, title);
     y_grid(&mut svg, left, pw, &ys);
     for (stage, label) in stage_labels.iter().enumerate() {
         if let Some(first) = points.iter().filter(|p| p.2 == stage).map(|p| p.0).min() {
@@ -146,13 +145,7 @@ pub fn lines(series: &[(String, Results)], title: &str) -> String {
         left + if lengths.len() > 1 { pw * i / (lengths.len() - 1) as f64 } else { pw / 2.0 }
     };
     let ys = |a: f64| top + ph * (1.0 - a);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
-        left + pw + 180.0,
-        top + ph + 50.0,
-        escape(title)
-    );
+    let mut svg = svg_open(left + pw + 180.0, top + ph + 50.0, left, title);
     y_grid(&mut svg, left, pw, &ys);
     for l in &lengths {
         svg.push_str(&format!(

@@ -73,3 +73,20 @@ pub fn stderr(o: &std::process::Output) -> String {
 pub fn shared_data(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
 }
+
+/// `rmt-fast init` of a random model with the given config JSON into `dir/m.safetensors`.
+pub fn init_model(dir: &std::path::Path, config_json: &str, seed: u64) -> PathBuf {
+    let (cfg, model) = (dir.join("cfg.json"), dir.join("m.safetensors"));
+    std::fs::write(&cfg, config_json).unwrap();
+    let o = rmt_fast(&[
+        "init",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--seed",
+        &seed.to_string(),
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    model
+}
