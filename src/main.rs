@@ -75,13 +75,17 @@ enum Command {
         #[arg(long)]
         dtype: Option<TokenDtype>,
     },
-    /// Convert an RMT / RMT-R PyTorch checkpoint (the authors' pytorch_model.bin) to an rmt-fast model file.
+    /// Convert an RMT / RMT-R PyTorch checkpoint (the authors' pytorch_model.bin) to an rmt-fast model file, or an
+    /// rmt-fast model file (.safetensors) to another dtype.
     Convert {
-        /// `torch.save` checkpoint (zip archive with a pickled state dict).
+        /// `torch.save` checkpoint (zip archive with a pickled state dict), or an rmt-fast `.safetensors` model.
         input: PathBuf,
-        /// Model file to write (tensors keep their dtype).
+        /// Model file to write (tensors keep their dtype unless --dtype).
         #[arg(short, long)]
         output: PathBuf,
+        /// Store the tensors as f32, bf16 or f16 (required for a .safetensors input).
+        #[arg(long)]
+        dtype: Option<FileDtype>,
         /// Full model config JSON, for checkpoints that are not GPT-2's vocabulary; otherwise the shape is read
         /// from the tensors.
         #[arg(long)]
@@ -200,8 +204,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Detokenize { input, start, count, dtype } => {
             done(cli::tokenize::detokenize(&input, dtype, start, count))
         }
-        Command::Convert { input, output, config, segment_size, n_head } => {
-            done(cli::convert::run(&input, &output, config.as_deref(), segment_size, n_head))
+        Command::Convert { input, output, config, segment_size, n_head, dtype } => {
+            done(cli::convert::run(&input, &output, config.as_deref(), segment_size, n_head, dtype))
         }
         Command::Babilong { command } => done(match command {
             BabilongCommand::Gen(a) => cli::babilong::gen(a),

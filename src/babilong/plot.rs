@@ -99,26 +99,24 @@ fn y_grid(svg: &mut String, left: f64, pw: f64, ys: &dyn Fn(f64) -> f64) {
 }
 
 /// Validation accuracy against optimizer steps over a whole curriculum: `points` are (step counted from the start of
-/// training, accuracy, stage), stage boundaries are marked and labelled with `stage_labels`.
-pub fn training_curve(points: &[(u64, f64, usize)], stage_labels: &[String], title: &str) -> String {
+/// training, accuracy); each stage's start (the step before its first) is marked with its label.
+pub fn training_curve(points: &[(u64, f64)], stages: &[(u64, String)], title: &str) -> String {
     let (left, top, pw, ph) = (60.0, 50.0, 560.0, 300.0);
     let last = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let xs = |s: u64| left + pw * s as f64 / last;
     let ys = |a: f64| top + ph * (1.0 - a);
     let mut svg = svg_open(left + pw + 30.0, top + ph + 50.0, left, title);
     y_grid(&mut svg, left, pw, &ys);
-    for (stage, label) in stage_labels.iter().enumerate() {
-        if let Some(first) = points.iter().filter(|p| p.2 == stage).map(|p| p.0).min() {
-            let x = xs(first.saturating_sub(1));
-            svg.push_str(&format!(
-                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/>\
-                 <text x=\"{:.1}\" y=\"{}\" fill=\"#555\">{}</text>\n",
-                top + ph,
-                x + 4.0,
-                top + 14.0,
-                escape(label)
-            ));
-        }
+    for (start, label) in stages {
+        let x = xs(*start);
+        svg.push_str(&format!(
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/>\
+             <text x=\"{:.1}\" y=\"{}\" fill=\"#555\">{}</text>\n",
+            top + ph,
+            x + 4.0,
+            top + 14.0,
+            escape(label)
+        ));
     }
     let path: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", xs(p.0), ys(p.1))).collect();
     svg.push_str(&format!(

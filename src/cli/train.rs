@@ -67,17 +67,18 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
 /// config the stages are labelled by their segment counts.
 pub fn curve(log: &Path, config: Option<&Path>, output: &Path, title: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let (mut points, mut offset, mut stage_steps) = (Vec::new(), 0u64, Vec::<u64>::new());
+    // (first global step, steps) of each stage seen, and the validation points on the global step axis
+    let (mut points, mut stages) = (Vec::new(), Vec::<(u64, u64)>::new());
     for (i, line) in text.lines().enumerate() {
         let e: StepLog = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a training log entry", log.display(), i + 1))?;
-        while stage_steps.len() <= e.stage {
-            offset += stage_steps.last().copied().unwrap_or(0);
-            stage_steps.push(0);
+        while stages.len() <= e.stage {
+            let start = stages.last().map_or(0, |(s, n)| s + n);
+            stages.push((start, 0));
         }
-        stage_steps[e.stage] = e.step;
+        stages[e.stage].1 = e.step;
         if let Some(a) = e.valid_accuracy {
-            points.push((offset + e.step, a, e.stage));
+            points.push((stages[e.stage].0 + e.step, a));
         }
     }
     anyhow::ensure!(!points.is_empty(), "{}: no validation entries", log.display());
@@ -87,9 +88,10 @@ pub fn curve(log: &Path, config: Option<&Path>, output: &Path, title: &str) -> a
                 .with_context(|| format!("{}: not a training config", c.display()))?;
             cfg.stages.iter().map(|s| format!("≤{} seg", s.segments)).collect()
         }
-        None => (1..=stage_steps.len()).map(|k| format!("stage {k}")).collect(),
+        None => (1..=stages.len()).map(|k| format!("stage {k}")).collect(),
     };
-    let svg = rmt_fast::babilong::plot::training_curve(&points, &labels, title);
+    let marks: Vec<(u64, String)> = stages.iter().zip(labels).map(|((start, _), l)| (*start, l)).collect();
+    let svg = rmt_fast::babilong::plot::training_curve(&points, &marks, title);
     std::fs::write(output, svg).with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {}", output.display());
     Ok(())

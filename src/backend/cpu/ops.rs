@@ -28,7 +28,7 @@ fn parallelism(flops: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
     // below ~1 MFLOP the thread hand-off costs more than it saves; inside a rayon task (samples or streams already
     // run in parallel) a nested split only adds hand-offs
-    if threads > 1 && flops > 1 << 19 && rayon::current_thread_index().is_none() {
+    if threads > 1 && flops > 1 << 25 && rayon::current_thread_index().is_none() {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
