@@ -157,7 +157,9 @@ fn infer_answers_saves_and_ask_answers_the_same_from_the_state() {
     w.finish().unwrap();
     fails_with(rmt_fast(&["infer", s(&shifted), "--model", s(&model), "--resume", s(&state)]), "different stream");
     fails_with(rmt_fast(&["infer", s(&tokens), "--model", s(&model), "--checkpoint-every", "3"]), "needs --state-out");
-    fails_with(rmt_fast(&["infer", s(&tokens)]), "no bundled default model");
+    // without --model: the bundled default reads the stream and answers
+    let default = ok(rmt_fast(&["infer", s(&tokens), "--ask", "Where is Emma?", "--json"]));
+    assert!(default.contains("\"answers\"") && default.contains("Where is Emma?"), "{default}");
     fails_with(rmt_fast(&["infer", s(&tokens), "--model", s(&model), "--device", "cuda"]), "no CUDA backend");
     fails_with(rmt_fast(&["ask", s(&tokens), "--model", s(&model), "Where?"]), "not an rmt-fast state file");
     fails_with(rmt_fast(&["info", s(&dir.join("nothing"))]), "nothing");
