@@ -170,3 +170,23 @@ fn train_curve_plots_validation_across_stages() {
     std::fs::write(&log, "not json\n").unwrap();
     assert!(!rmt_fast(&["train-curve", log.to_str().unwrap(), "-o", svg.to_str().unwrap()]).status.success());
 }
+
+/// `convert MODEL.safetensors --dtype bf16` re-stores a model in bf16 (half the file, values rounded); without
+/// `--dtype` it is an error.
+#[test]
+fn convert_restores_a_model_in_another_dtype() {
+    let dir = scratch("convert-dtype");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = common::init_model(&dir, CONFIG, 5);
+    let out = dir.join("bf16.safetensors");
+    let o = rmt_fast(&["convert", model.to_str().unwrap(), "--dtype", "bf16", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let (a, b) = (Model::load(&model).unwrap(), Model::load(&out).unwrap());
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len() as f64;
+    assert!(size(&out) < 0.6 * size(&model));
+    for (x, y) in a.weights.wte.iter().zip(&b.weights.wte) {
+        assert!((x - y).abs() <= x.abs() / 128.0, "{x} vs {y}");
+    }
+    let o = rmt_fast(&["convert", model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success() && common::stderr(&o).contains("--dtype"));
+}

@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use rmt_fast::Model;
 
-/// The model `infer`, `ask` and `babilong eval` use when `--model` is not given (relative to the crate root).
-/// The bundled trained model (issue 7) lands here.
+/// The model `demo`, `infer`, `ask` and `babilong eval` use when `--model` is not given (relative to the crate root).
+/// It holds the small RMT trained here on qa1 (see models/README.md).
 pub const DEFAULT_MODEL: &str = "models/default.safetensors";
 
 /// Loads `--model`, or the bundled default.
