@@ -143,18 +143,41 @@ impl Session {
 
     /// Reads tokens: every completed segment is processed with write memory, the rest stays in the tail.
     pub fn read(&mut self, tokens: &[u32]) -> Result<()> {
-        for segment in self.take(tokens)? {
-            self.write_segment(&segment)?;
+        self.account(tokens)?;
+        let seg = self.model.config.memory.segment_size;
+        let mut rest = tokens;
+        if !self.state.tail.is_empty() {
+            let take = (seg - self.state.tail.len()).min(rest.len());
+            self.state.tail.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.state.tail.len() < seg {
+                return Ok(());
+            }
+            let full = std::mem::take(&mut self.state.tail);
+            self.write_segment(&full)?;
         }
+        // segments straight from the caller's slice: reading a long slice copies nothing
+        let mut chunks = rest.chunks_exact(seg);
+        for c in chunks.by_ref() {
+            self.write_segment(c)?;
+        }
+        self.state.tail = chunks.remainder().to_vec();
         Ok(())
     }
 
-    /// Accounts for `tokens` read: returns the segments they complete (in order) and keeps the rest as the tail.
-    pub(crate) fn take(&mut self, tokens: &[u32]) -> Result<Vec<Vec<u32>>> {
+    /// Checks `tokens` and counts them as read (count and stream hash).
+    fn account(&mut self, tokens: &[u32]) -> Result<()> {
         check_tokens(&self.model, tokens)?;
-        let seg = self.model.config.memory.segment_size;
         self.state.tokens_read += tokens.len() as u64;
         self.state.tokens_hash = hash_tokens(self.state.tokens_hash, tokens);
+        Ok(())
+    }
+
+    /// Reads `tokens` without processing them: returns the segments they complete (copied, in order) and keeps the
+    /// rest as the tail. A [`crate::Batch`] processes the segments of all its streams together.
+    pub(crate) fn take(&mut self, tokens: &[u32]) -> Result<Vec<Vec<u32>>> {
+        self.account(tokens)?;
+        let seg = self.model.config.memory.segment_size;
         let mut pending = std::mem::take(&mut self.state.tail);
         pending.extend_from_slice(tokens);
         let mut chunks = pending.chunks_exact(seg);
