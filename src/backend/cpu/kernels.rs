@@ -4,12 +4,11 @@ use super::{fast, ops};
 use crate::model::weights::LayerNorm;
 
 /// Which element-wise kernels a CPU step uses; the GEMMs and the attention are shared.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
     /// Exact f32: libm `tanh`, LayerNorm statistics in f64. The oracle.
     Reference,
     /// Vectorised: polynomial `tanh` and `exp`, f32 LayerNorm (within a few ulps of the reference).
-    #[default]
     Fast,
 }
 

@@ -26,8 +26,9 @@ impl Linear {
 
 fn parallelism(flops: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
-    // below ~1 MFLOP the thread hand-off costs more than it saves; inside a rayon task (samples or streams already
-    // run in parallel) a nested split only adds hand-offs
+    // below ~32 MFLOP the thread hand-offs cost more than they save on 2 cores (the bundled 4 × 128 shape ran 1.6×
+    // slower threaded: bench/results/2026-11-25-cpu-fast-kernels.md); inside a rayon task (samples or streams
+    // already run in parallel) a nested split only adds hand-offs
     if threads > 1 && flops > 1 << 25 && rayon::current_thread_index().is_none() {
         Parallelism::Rayon(threads)
     } else {
