@@ -79,9 +79,9 @@ fn bench(c: &mut Criterion) {
             let mut step = CpuStep::new(Arc::clone(&model), kernels, &Default::default());
             let mut out = vec![0.0; m * d];
             let write = &read[..m * d];
-            step.write_segment(&read, &tokens, write, &mut out); // warm the buffers
+            step.write_segment(&read, &tokens, write, &mut out).unwrap(); // warm the buffers
             let t0 = std::time::Instant::now();
-            step.write_segment(&read, &tokens, write, &mut out);
+            step.write_segment(&read, &tokens, write, &mut out).unwrap();
             let s = t0.elapsed().as_secs_f64();
             eprintln!(
                 "{name} {kernels:?}: {:.2} GFLOP per segment; one step {:.1} ms = {:.1} GFLOP/s = {:.0} % of the \
@@ -93,7 +93,7 @@ fn bench(c: &mut Criterion) {
             );
             group.throughput(Throughput::Elements(seg as u64));
             group.bench_function(format!("{name}-{kernels:?}"), |b| {
-                b.iter(|| step.write_segment(&read, &tokens, write, &mut out))
+                b.iter(|| step.write_segment(&read, &tokens, write, &mut out).unwrap())
             });
             if kernels == Kernels::Fast && name.starts_with("small") {
                 // throughput mode: 8 streams stacked in one step (one GEMM per layer over 8 × 160 rows)
@@ -101,7 +101,7 @@ fn bench(c: &mut Criterion) {
                 let mut outs = vec![0.0; 8 * m * d];
                 group.throughput(Throughput::Elements(8 * seg as u64));
                 group.bench_function(format!("{name}-{kernels:?}-8-streams"), |b| {
-                    b.iter(|| step.write_segments(&inputs, &mut outs))
+                    b.iter(|| step.write_segments(&inputs, &mut outs).unwrap())
                 });
             }
         }

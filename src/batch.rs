@@ -36,7 +36,8 @@ impl Batch {
         let segments: Vec<Vec<Vec<u32>>> =
             self.sessions.iter_mut().zip(chunks).map(|(s, c)| s.take(c)).collect::<Result<_>>()?;
         for k in 0..segments.first().map_or(0, Vec::len) {
-            let blocks: Vec<(Vec<f32>, Vec<f32>)> = self.sessions.iter_mut().map(Session::blocks).collect();
+            let blocks: Vec<(Vec<f32>, Vec<f32>)> =
+                self.sessions.iter_mut().map(Session::blocks).collect::<Result<_>>()?;
             let inputs: Vec<SegmentInput<'_>> = blocks
                 .iter()
                 .zip(&segments)
@@ -44,7 +45,7 @@ impl Batch {
                 .collect();
             let per = blocks[0].1.len();
             let mut out = vec![0.0; per * inputs.len()];
-            self.step.write_segments(&inputs, &mut out);
+            self.step.write_segments(&inputs, &mut out)?;
             for (s, next) in self.sessions.iter_mut().zip(out.chunks_exact(per)) {
                 s.finish_segment(next.to_vec())?;
             }

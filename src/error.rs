@@ -38,6 +38,9 @@ pub enum Error {
     /// An input (tokens, state, question) does not fit the model.
     #[error("{0}")]
     Input(String),
+    /// The CUDA device is missing, or failed (driver, NVRTC, memory, a launch).
+    #[error("CUDA: {0}")]
+    Device(String),
 }
 
 impl Error {

@@ -58,17 +58,60 @@ pub enum Device {
     CpuReference,
 }
 
+/// Makes one [`backend::Step`] per session.
+type StepFactory = Arc<dyn Fn() -> Box<dyn backend::Step> + Send + Sync>;
+
+/// What an engine's sessions run on.
+enum Backend {
+    Cpu(Kernels),
+    Steps(StepFactory),
+}
+
 /// A loaded model on a device; opens sessions (one per stream).
 pub struct Engine {
     model: Arc<Model>,
-    device: Device,
+    backend: Backend,
     store: store::StoreConfig,
 }
 
 impl Engine {
     /// An engine running `model` on `device`.
     pub fn new(model: Model, device: Device) -> Self {
-        Engine { model: Arc::new(model), device, store: store::StoreConfig::default() }
+        let kernels = match device {
+            Device::Cpu => Kernels::Fast,
+            Device::CpuReference => Kernels::Reference,
+        };
+        Engine { model: Arc::new(model), backend: Backend::Cpu(kernels), store: store::StoreConfig::default() }
+    }
+
+    /// An engine on the first CUDA GPU, with weights and activations stored in `precision` (bf16 is the fast
+    /// mode, f32 the checking one). A machine without a driver or GPU gets an [`Error::Device`] saying why.
+    pub fn cuda(model: Model, precision: backend::cuda::Precision) -> Result<Self> {
+        let model = Arc::new(model);
+        let gpu = backend::cuda::Gpu::new(0, precision)?;
+        let uploaded = backend::cuda::CudaModel::new(gpu, Arc::clone(&model))?;
+        Ok(Self::with_steps(model, move || Box::new(backend::cuda::CudaStep::new(Arc::clone(&uploaded)))))
+    }
+
+    /// An engine whose sessions run on steps made by `steps`: a backend of your own (another device, an
+    /// instrumented or emulated one) behind the [`backend::Step`] seam.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use rmt_fast::{backend::cpu::{CpuStep, Kernels}, store::StoreConfig, Config, Engine, Model};
+    /// # let cfg = Config::from_json(r#"{"n_layer": 1, "n_head": 2, "n_embd": 16, "vocab_size": 64,
+    /// #   "n_positions": 40, "eos_token_id": 63, "gen_token_id": 62,
+    /// #   "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 8}}"#).unwrap();
+    /// let model = Arc::new(Model::random(cfg, 0)?);
+    /// let m = Arc::clone(&model);
+    /// let engine = Engine::with_steps(model, move || {
+    ///     Box::new(CpuStep::new(Arc::clone(&m), Kernels::Reference, &StoreConfig::default()))
+    /// });
+    /// engine.session().read(&[1, 2, 3, 4, 5, 6, 7, 8, 9])?;
+    /// # Ok::<(), rmt_fast::Error>(())
+    /// ```
+    pub fn with_steps(model: Arc<Model>, steps: impl Fn() -> Box<dyn backend::Step> + Send + Sync + 'static) -> Self {
+        Engine { model, backend: Backend::Steps(Arc::new(steps)), store: store::StoreConfig::default() }
     }
 
     /// An engine on the CPU backend (fast kernels).
@@ -94,9 +137,9 @@ impl Engine {
     }
 
     fn step(&self) -> Box<dyn backend::Step> {
-        match self.device {
-            Device::Cpu => Box::new(CpuStep::new(Arc::clone(&self.model), Kernels::Fast, &self.store)),
-            Device::CpuReference => Box::new(CpuStep::new(Arc::clone(&self.model), Kernels::Reference, &self.store)),
+        match &self.backend {
+            Backend::Cpu(kernels) => Box::new(CpuStep::new(Arc::clone(&self.model), *kernels, &self.store)),
+            Backend::Steps(make) => make(),
         }
     }
 

@@ -219,7 +219,7 @@ impl Session {
         let answer = prompt[..last_start]
             .chunks_exact(cfg.memory.segment_size)
             .try_for_each(|chunk| self.write_segment(chunk))
-            .map(|()| self.generate(&prompt[last_start..], max_new_tokens));
+            .and_then(|()| self.generate(&prompt[last_start..], max_new_tokens));
         // back to the state before the question, whether or not answering succeeded
         self.state.memory = memory;
         self.state.segments = segments;
@@ -229,49 +229,49 @@ impl Session {
     }
 
     /// The final segment `[read | tokens]` without write memory, then greedy decoding with the KV cache.
-    fn generate(&mut self, tokens: &[u32], max_new_tokens: usize) -> Answer {
+    fn generate(&mut self, tokens: &[u32], max_new_tokens: usize) -> Result<Answer> {
         let mut answer = Answer { tokens: Vec::new(), stopped_at_eos: false, logits: Vec::new() };
         if max_new_tokens == 0 {
-            return answer;
+            return Ok(answer);
         }
-        let (read, _) = self.blocks();
+        let (read, _) = self.blocks()?;
         let mut logits = vec![0.0; self.model.config.vocab_size];
-        self.step.prefill(&read, tokens, &mut logits);
+        self.step.prefill(&read, tokens, &mut logits)?;
         loop {
             let next = argmax(&logits);
             answer.logits.push(logits.clone());
             if next == self.model.config.eos_token_id {
                 answer.stopped_at_eos = true;
-                return answer;
+                return Ok(answer);
             }
             answer.tokens.push(next);
             if answer.tokens.len() == max_new_tokens {
-                return answer;
+                return Ok(answer);
             }
-            self.step.decode(next, &mut logits);
+            self.step.decode(next, &mut logits)?;
         }
     }
 
     /// The (read, write) memory blocks of the next segment. First segment: the learned memory is read whole and
     /// its first `m` rows are the write placeholder. Later: RMT reads and writes `M_t`; RMT-R reads
     /// `[M_t ; retrieve(store, M_t)]` and writes `M_t` (RMT-SPEC §2.2).
-    pub(crate) fn blocks(&mut self) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn blocks(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
         let cfg = &self.model.config;
         let md = cfg.memory.num_mem_tokens * cfg.n_embd;
         let mem = &self.state.memory;
         if self.state.segments == 0 || cfg.memory.kind == MemoryKind::Rmt {
-            return (mem.clone(), mem[..md].to_vec());
+            return Ok((mem.clone(), mem[..md].to_vec()));
         }
         let mut read = mem.clone();
         read.resize(2 * md, 0.0);
-        self.step.retrieve(&self.state.store, mem, &mut read[md..]);
-        (read, mem.clone())
+        self.step.retrieve(&self.state.store, mem, &mut read[md..])?;
+        Ok((read, mem.clone()))
     }
 
     fn write_segment(&mut self, tokens: &[u32]) -> Result<()> {
-        let (read, write) = self.blocks();
+        let (read, write) = self.blocks()?;
         let mut next = vec![0.0; write.len()];
-        self.step.write_segment(&read, tokens, &write, &mut next);
+        self.step.write_segment(&read, tokens, &write, &mut next)?;
         self.finish_segment(next)
     }
 

@@ -160,7 +160,7 @@ fn infer_answers_saves_and_ask_answers_the_same_from_the_state() {
     // without --model: the bundled default reads the stream and answers
     let default = ok(rmt_fast(&["infer", s(&tokens), "--ask", "Where is Emma?", "--json"]));
     assert!(default.contains("\"answers\"") && default.contains("Where is Emma?"), "{default}");
-    fails_with(rmt_fast(&["infer", s(&tokens), "--model", s(&model), "--device", "cuda"]), "no CUDA backend");
+    fails_with(rmt_fast(&["infer", s(&tokens), "--model", s(&model), "--device", "cuda"]), "no CUDA driver");
     fails_with(rmt_fast(&["ask", s(&tokens), "--model", s(&model), "Where?"]), "not an rmt-fast state file");
     fails_with(rmt_fast(&["info", s(&dir.join("nothing"))]), "nothing");
 }

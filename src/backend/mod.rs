@@ -2,6 +2,7 @@
 //! branches on the device. Data flows one way: session → step (embeddings, tokens) → new memory / logits.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::Result;
 use crate::store::RowStore;
@@ -21,28 +22,30 @@ pub struct SegmentInput<'a> {
 }
 
 /// One stream's segment step on a device, with the device-side state it needs (KV cache, RMT-R store cache).
+/// Every call can fail on a device (a driver error, out of memory); the CPU's never do.
 ///
 /// Positions restart at 0 in every call to [`Step::write_segment`] and [`Step::prefill`]; the session checks that
 /// inputs fit the model's positions before calling.
 pub trait Step: Send {
     /// Runs `[read | tokens | write]` and writes `ln_f` of the last `write.len() / d` rows (the new memory) to `out`.
-    fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]);
+    fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()>;
     /// Several independent streams' write segments of the same shape in one step (throughput mode): `out` gets
     /// each stream's new memory, in order. The default runs them one after the other.
-    fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) {
+    fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
         let per = out.len() / segments.len().max(1);
         for (s, o) in segments.iter().zip(out.chunks_exact_mut(per)) {
-            self.write_segment(s.read, s.tokens, s.write, o);
+            self.write_segment(s.read, s.tokens, s.write, o)?;
         }
+        Ok(())
     }
     /// Runs the final segment `[read | tokens]` into a fresh KV cache and writes the last row's logits.
-    fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]);
+    fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()>;
     /// Appends one token after the prefilled rows (next position) and writes its logits.
-    fn decode(&mut self, token: u32, logits: &mut [f32]);
+    fn decode(&mut self, token: u32, logits: &mut [f32]) -> Result<()>;
     /// RMT-R: a memory state (`m × d`) was appended to the session's store; derive what retrieval caches.
     fn push_state(&mut self, state: &[f32]) -> Result<()>;
     /// RMT-R: the session's store was cut back to its first `n` states.
     fn truncate_states(&mut self, n: usize);
     /// RMT-R: the retrieved rows (`m × d`) for the current memory `cur`, over every state in `store`.
-    fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]);
+    fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) -> Result<()>;
 }

@@ -11,7 +11,6 @@ use rmt_fast::babilong::haystack::Haystack;
 use rmt_fast::babilong::sample::{build, parse_length};
 use rmt_fast::rng::Rng;
 use rmt_fast::stream::tokenizer::Tokenizer;
-use rmt_fast::Engine;
 
 use super::DeviceArg;
 
@@ -42,7 +41,7 @@ pub struct DemoArgs {
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let model = super::load_model(a.model.as_deref())?;
-    let engine = Engine::new(model, super::device(a.device, quiet)?);
+    let engine = super::engine(a.device, model, quiet)?;
     let task = rmt_fast::babilong::babi::task_number(&a.task)?;
     let length = parse_length(&a.length)?;
     let haystack = if a.haystack.is_empty() { Haystack::Synthetic } else { Haystack::books(&a.haystack)? };

@@ -118,14 +118,13 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
     super::set_threads(a.threads)?;
     ensure!(a.checkpoint_every.is_none() || a.state_out.is_some(), "--checkpoint-every needs --state-out");
     ensure!(a.checkpoint_every != Some(0), "--checkpoint-every must be at least 1 segment");
-    let device = super::device(a.device, a.json)?;
     let model = super::load_model(a.model.as_deref())?;
     let stream = TokenStream::open(&a.tokens, a.dtype)?;
     stream.check_vocab(model.config.vocab_size)?;
     let fingerprint = model.fingerprint();
     let (seg, d) = (model.config.memory.segment_size, model.config.n_embd);
     let store = a.store.config();
-    let engine = Engine::new(model, device).with_store(store.clone());
+    let engine = super::engine(a.device, model, a.json)?.with_store(store.clone());
     let mut session = match &a.resume {
         Some(path) => {
             let (state, meta) = load_state(path, &store)?;

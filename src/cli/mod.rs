@@ -38,30 +38,37 @@ pub fn load_model(model: Option<&Path>) -> anyhow::Result<Model> {
 /// Where to run segment steps.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum DeviceArg {
-    /// CUDA when a GPU and the CUDA backend are available, else the CPU.
+    /// CUDA (bf16) when a GPU, its driver and NVRTC are present, else the CPU.
     Auto,
     /// The CPU backend (fast kernels).
     Cpu,
     /// The exact f32 CPU reference (the oracle; slower).
     CpuReference,
-    /// The CUDA backend.
+    /// The CUDA backend, bf16 storage (tensor cores).
     Cuda,
+    /// The CUDA backend in its f32 checking mode.
+    CudaF32,
 }
 
-/// The engine device for `--device`, with a note on stderr when `auto` falls back.
-pub fn device(arg: DeviceArg, quiet: bool) -> anyhow::Result<rmt_fast::Device> {
+/// An engine for `model` on `--device`; `auto` says on stderr (unless `quiet`) when it falls back to the CPU.
+pub fn engine(arg: DeviceArg, model: rmt_fast::Model, quiet: bool) -> anyhow::Result<rmt_fast::Engine> {
+    use rmt_fast::backend::cuda::{unavailable, Precision};
+    use rmt_fast::{Device, Engine};
+    let cuda = |model, precision| Engine::cuda(model, precision).context("--device cuda");
     match arg {
-        DeviceArg::Cpu => Ok(rmt_fast::Device::Cpu),
-        DeviceArg::CpuReference => Ok(rmt_fast::Device::CpuReference),
-        DeviceArg::Auto => {
-            if !quiet {
-                eprintln!("note: --device auto runs on the CPU (this build has no CUDA backend)");
+        DeviceArg::Cpu => Ok(Engine::new(model, Device::Cpu)),
+        DeviceArg::CpuReference => Ok(Engine::new(model, Device::CpuReference)),
+        DeviceArg::Cuda => cuda(model, Precision::Bf16),
+        DeviceArg::CudaF32 => cuda(model, Precision::F32),
+        DeviceArg::Auto => match unavailable() {
+            None => cuda(model, Precision::Bf16),
+            Some(why) => {
+                if !quiet {
+                    eprintln!("note: running on the CPU: {why}");
+                }
+                Ok(Engine::new(model, Device::Cpu))
             }
-            Ok(rmt_fast::Device::Cpu)
-        }
-        DeviceArg::Cuda => {
-            bail!("--device cuda: this build has no CUDA backend yet; use --device cpu or auto")
-        }
+        },
     }
 }
 

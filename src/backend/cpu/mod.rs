@@ -62,12 +62,13 @@ impl CpuStep {
 }
 
 impl Step for CpuStep {
-    fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) {
+    fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()> {
         let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]]);
         out.copy_from_slice(&self.final_norm(&h[h.len() - write.len()..]));
+        Ok(())
     }
 
-    fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) {
+    fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
         let pieces: Vec<[Piece<'_>; 3]> =
             segments.iter().map(|s| [Piece::Rows(s.read), Piece::Tokens(s.tokens), Piece::Rows(s.write)]).collect();
         let streams: Vec<&[Piece<'_>]> = pieces.iter().map(|p| p.as_slice()).collect();
@@ -77,19 +78,22 @@ impl Step for CpuStep {
         for ((s, rows), o) in streams {
             o.copy_from_slice(&self.final_norm(&rows[rows.len() - s.write.len()..]));
         }
+        Ok(())
     }
 
-    fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) {
+    fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
         let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens)]]);
         let d = self.model.config.n_embd;
         let last = self.final_norm(&h[h.len() - d..]);
         forward::lm_head(&self.model, &last, logits);
+        Ok(())
     }
 
-    fn decode(&mut self, token: u32, logits: &mut [f32]) {
+    fn decode(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
         let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.caches[0].len);
         let h = forward::blocks(&self.model, x, &mut self.caches[..1], self.kernels, &mut self.work);
         forward::lm_head(&self.model, &self.final_norm(&h), logits);
+        Ok(())
     }
 
     fn push_state(&mut self, state: &[f32]) -> Result<()> {
@@ -100,7 +104,8 @@ impl Step for CpuStep {
         self.store.truncate_rows(n * self.model.config.memory.num_mem_tokens);
     }
 
-    fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) {
+    fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) -> Result<()> {
         self.store.retrieve(retrieval(&self.model), store, cur, self.model.config.layer_norm_epsilon, out);
+        Ok(())
     }
 }

@@ -1,0 +1,77 @@
+// Shared by every kernel: the storage type, bf16 conversion, warp reductions and the few wrapped intrinsics.
+//
+// Kernels are plain CUDA C++ so that the same source also compiles as C++ against cuda/emu/emu.h (the CPU
+// emulation the tests run them under). Everything that is not plain C++ is wrapped here: inline PTX only appears
+// behind `#ifdef __CUDACC__`, with the emulator's version of the same operation in emu.h.
+// NVRTC has no <cstdint> and no INFINITY, hence the own typedefs and the bit-pattern constant.
+#pragma once
+
+#ifdef __CUDACC__
+#define KERNEL extern "C" __global__
+#define DEVICE __device__ __forceinline__
+#else
+#define KERNEL inline
+#define DEVICE inline
+#endif
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+
+// bf16 storage without cuda_bf16.h (NVRTC then needs no include path): the high half of an f32.
+struct bf16 { u16 bits; };
+
+DEVICE float to_float(float x) { return x; }
+DEVICE float to_float(bf16 x) { return __uint_as_float(((u32)x.bits) << 16); }
+
+// Round to nearest even, as __float2bfloat16 does; NaN stays NaN.
+DEVICE void store(float* p, float x) { *p = x; }
+DEVICE void store(bf16* p, float x) {
+    u32 u = __float_as_uint(x);
+    u32 rounded = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x00400000u) : u + 0x7fffu + ((u >> 16) & 1u);
+    p->bits = (u16)(rounded >> 16);
+}
+
+// The storage type of weights and activations: bf16, or f32 for checking (RMT_F32 defined).
+#ifdef RMT_F32
+typedef float floatX;
+#else
+typedef bf16 floatX;
+#endif
+
+#define NEG_INF __int_as_float(0xff800000)
+#define WARP 32
+#define FULL_MASK 0xffffffffu
+
+DEVICE float warp_sum(float v) {
+    for (int o = WARP / 2; o > 0; o /= 2) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+DEVICE float warp_max(float v) {
+    for (int o = WARP / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// GPT-2's gelu_new (tanh approximation), in f32.
+DEVICE float gelu(float x) {
+    const float s = 0.7978845608028654f;  // sqrt(2/pi)
+    return 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
+}
+
+// Two bf16 packed in one 32-bit register, the lower index in the low half (the mma operand format).
+DEVICE u32 pack_bf16(bf16 lo, bf16 hi) { return (u32)lo.bits | ((u32)hi.bits << 16); }
+
+// D = A·B + C for one warp: A 16×16 bf16 (row), B 16×8 bf16 (col), C/D 16×8 f32, in the PTX ISA's fragment
+// layout for mma.m16n8k16 (g = lane / 4, t = lane % 4):
+//   a[0]: A[g][2t..2t+1]   a[1]: A[g+8][2t..2t+1]   a[2]: A[g][2t+8..2t+9]   a[3]: A[g+8][2t+8..2t+9]
+//   b[0]: B[2t..2t+1][g]   b[1]: B[2t+8..2t+9][g]
+//   d[0..1]: D[g][2t..2t+1]   d[2..3]: D[g+8][2t..2t+1]
+#ifdef __CUDACC__
+DEVICE void mma_16x8x16(float d[4], const u32 a[4], const u32 b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif

@@ -1,0 +1,21 @@
+// Segment input: token rows get wte[token] + wpe[pos], memory rows their given embedding + wpe[pos]; and f32
+// rows from the host converted to the storage type for a matmul.
+#include "common.cuh"
+
+// x[r] for r < rows, one thread per element. ids[r] >= 0 is a token; ids[r] < 0 takes row -ids[r]-1 of `mem`.
+// Positions restart in every stream of `per_stream` rows: pos = pos0 + r % per_stream.
+KERNEL void embed(float* x, const int* ids, const float* mem, const floatX* wte, const floatX* wpe, int rows,
+                  int per_stream, int pos0, int C) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * C) return;
+    int r = (int)(i / C), c = (int)(i % C);
+    int id = ids[r];
+    float e = id >= 0 ? to_float(wte[(long)id * C + c]) : mem[(long)(-id - 1) * C + c];
+    x[i] = e + to_float(wpe[(long)(pos0 + r % per_stream) * C + c]);
+}
+
+// out = in in the storage type (RMT-R v1 projects stored states and queries that arrive as f32).
+KERNEL void to_storage(floatX* out, const float* in, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) store(&out[i], in[i]);
+}

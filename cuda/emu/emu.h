@@ -1,0 +1,246 @@
+// A CPU emulation of the CUDA execution model, enough to run cuda/*.cu unchanged as C++ (ENGINEERING §4).
+//
+// Each thread of a block is a fiber (ucontext) on one OS thread; blocks run one after another, so `__shared__`
+// can simply be a function-local static. A fiber runs until it reaches a barrier, then the scheduler runs the
+// others. A barrier is released only when every thread it concerns waits at the same call site:
+//   __syncthreads: every thread of the block;  __syncwarp, shuffles, mma: the 32 lanes of the warp.
+// Anything else — a thread that returns while others wait, lanes at different sites, a deadlock — is reported
+// as divergence and the launch fails, where a GPU would hang or silently compute garbage.
+// Warp-collective operations exchange values through per-lane slots; mma_16x8x16 gathers the fragments of the
+// whole warp and computes each lane's outputs in the PTX ISA's layout for mma.m16n8k16 (see common.cuh).
+#pragma once
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+#include <ucontext.h>
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+namespace emu {
+
+enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
+
+struct Lane {  // what a lane offers to a warp-collective operation
+    float value;
+    unsigned a[4], b[2];
+};
+
+struct Thread {
+    ucontext_t ctx;
+    dim3 idx;
+    State state = RUNNABLE;
+    int site = 0;  // the barrier's source line
+    Lane lane;
+};
+
+struct Run {
+    ucontext_t scheduler;
+    std::vector<Thread> threads;
+    std::vector<std::vector<char>> stacks;
+    Thread* cur = nullptr;
+    dim3 block_idx, block_dim, grid_dim;
+    std::function<void()> body;
+    std::string error;
+};
+
+inline Run run;
+
+inline Thread& self() { return *run.cur; }
+inline unsigned flat(const dim3& i) { return i.x + run.block_dim.x * (i.y + run.block_dim.y * i.z); }
+inline unsigned lane_id() { return flat(self().idx) % 32; }
+inline Thread& lane_thread(unsigned warp, unsigned lane) { return run.threads[warp * 32 + lane]; }
+
+inline void wait(State s, int site) {
+    self().state = s;
+    self().site = site;
+    swapcontext(&self().ctx, &run.scheduler);
+}
+
+inline void syncthreads(int site) { wait(AT_BLOCK_BARRIER, site); }
+inline void syncwarp(int site) { wait(AT_WARP_BARRIER, site); }
+
+inline void check_mask(unsigned mask) {
+    if (mask != 0xffffffffu && run.error.empty()) run.error = "only full-warp masks are emulated";
+}
+
+inline float shfl(unsigned mask, float v, unsigned src, int site) {
+    check_mask(mask);
+    self().lane.value = v;
+    syncwarp(site);
+    unsigned warp = flat(self().idx) / 32;
+    float r = lane_thread(warp, src % 32).lane.value;
+    syncwarp(site);  // nobody overwrites a slot before every lane has read it
+    return r;
+}
+
+inline float bf16_bits(unsigned reg, int high) { unsigned u = (high ? reg >> 16 : reg & 0xffffu) << 16; float f; memcpy(&f, &u, 4); return f; }
+
+// One lane's share of D += A·B for mma.m16n8k16.row.col.f32.bf16.bf16.f32 (layouts in common.cuh).
+inline void mma(float d[4], const unsigned a[4], const unsigned b[2], int site) {
+    memcpy(self().lane.a, a, sizeof self().lane.a);
+    memcpy(self().lane.b, b, sizeof self().lane.b);
+    syncwarp(site);
+    unsigned warp = flat(self().idx) / 32;
+    auto A = [&](int row, int col) {  // A[row][col] from the lane that holds it
+        int g = row % 8, t = (col % 8) / 2, reg = (row >= 8) + 2 * (col >= 8);
+        return bf16_bits(lane_thread(warp, 4 * g + t).lane.a[reg], col % 2);
+    };
+    auto B = [&](int k, int col) {
+        int t = (k % 8) / 2, reg = k >= 8;
+        return bf16_bits(lane_thread(warp, 4 * col + t).lane.b[reg], k % 2);
+    };
+    int g = lane_id() / 4, t = lane_id() % 4;
+    for (int e = 0; e < 4; e++) {
+        int row = g + 8 * (e / 2), col = 2 * t + e % 2;
+        float acc = d[e];
+        for (int k = 0; k < 16; k++) acc += A(row, k) * B(k, col);
+        d[e] = acc;
+    }
+    syncwarp(site);
+}
+
+inline void fiber_main() {
+    run.body();
+    self().state = DONE;
+    swapcontext(&self().ctx, &run.scheduler);
+}
+
+// Releases the barriers whose threads have all arrived; false when nothing can move (divergence or deadlock).
+inline bool release() {
+    unsigned n = run.threads.size();
+    bool released = false;
+    for (unsigned w = 0; w * 32 < n; w++) {
+        unsigned lanes = n - w * 32 < 32 ? n - w * 32 : 32;
+        Thread& first = lane_thread(w, 0);
+        bool all = true;
+        for (unsigned l = 0; l < lanes; l++) {
+            Thread& t = lane_thread(w, l);
+            all = all && t.state == AT_WARP_BARRIER && t.site == first.site;
+        }
+        if (all) {
+            for (unsigned l = 0; l < lanes; l++) lane_thread(w, l).state = RUNNABLE;
+            released = true;
+        }
+    }
+    if (released) return true;
+    bool all_block = true;
+    for (auto& t : run.threads) all_block = all_block && t.state == AT_BLOCK_BARRIER && t.site == run.threads[0].site;
+    if (all_block) {
+        for (auto& t : run.threads) t.state = RUNNABLE;
+        return true;
+    }
+    return false;
+}
+
+inline std::string describe() {
+    std::string s;
+    for (auto& t : run.threads) {
+        const char* what[] = {"runnable", "__syncthreads", "warp-sync", "returned"};
+        s += "\n  thread " + std::to_string(flat(t.idx)) + ": " + what[t.state];
+        if (t.state == AT_BLOCK_BARRIER || t.state == AT_WARP_BARRIER) s += " at line " + std::to_string(t.site);
+    }
+    return s;
+}
+
+inline bool run_block() {
+    unsigned n = run.block_dim.x * run.block_dim.y * run.block_dim.z;
+    run.threads.assign(n, Thread());
+    if (run.stacks.size() < n) run.stacks.resize(n, std::vector<char>(64 * 1024));
+    for (unsigned i = 0; i < n; i++) {
+        Thread& t = run.threads[i];
+        t.idx = dim3(i % run.block_dim.x, (i / run.block_dim.x) % run.block_dim.y,
+                     i / (run.block_dim.x * run.block_dim.y));
+        getcontext(&t.ctx);
+        t.ctx.uc_stack.ss_sp = run.stacks[i].data();
+        t.ctx.uc_stack.ss_size = run.stacks[i].size();
+        t.ctx.uc_link = nullptr;
+        makecontext(&t.ctx, fiber_main, 0);
+    }
+    for (;;) {
+        bool ran = false;
+        for (auto& t : run.threads) {
+            if (t.state != RUNNABLE) continue;
+            run.cur = &t;
+            swapcontext(&run.scheduler, &t.ctx);
+            ran = true;
+        }
+        if (!run.error.empty()) return false;
+        bool done = true;
+        for (auto& t : run.threads) done = done && t.state == DONE;
+        if (done) return true;
+        if (!ran && !release()) {
+            run.error = "divergent barrier or deadlock in block (" + std::to_string(run.block_idx.x) + "," +
+                        std::to_string(run.block_idx.y) + "," + std::to_string(run.block_idx.z) + "):" + describe();
+            return false;
+        }
+    }
+}
+
+// Runs `body` for every thread of every block; returns the error, empty when the launch was clean.
+inline std::string launch(dim3 grid, dim3 block, std::function<void()> body) {
+    run.body = std::move(body);
+    run.error.clear();
+    run.grid_dim = grid;
+    run.block_dim = block;
+    if (block.x * block.y * block.z > 1024) return "more than 1024 threads per block";
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                run.block_idx = dim3(x, y, z);
+                if (!run_block()) return run.error;
+            }
+    return "";
+}
+
+// Kernel registry: a kernel's parameter signature ('p' pointer, 'i' int, 'f' float) and a thunk that calls it
+// with cuLaunchKernel-style arguments (an array of pointers to each argument's value).
+template <class T> constexpr char code() {
+    if constexpr (std::is_pointer_v<T>) return 'p';
+    else if constexpr (std::is_same_v<T, int>) return 'i';
+    else if constexpr (std::is_same_v<T, float>) return 'f';
+    else return '?';
+}
+
+template <class... A> std::string signature(void (*)(A...)) { return std::string{code<A>()...}; }
+
+template <class... A, size_t... I> void call(void (*f)(A...), void** p, std::index_sequence<I...>) {
+    f(*static_cast<std::remove_reference_t<A>*>(p[I])...);
+}
+template <class... A> void call(void (*f)(A...), void** p) { call(f, p, std::index_sequence_for<A...>{}); }
+
+struct Kernel {
+    const char* name;
+    std::string signature;
+    std::function<void(void**)> run;
+};
+
+}  // namespace emu
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define threadIdx (emu::self().idx)
+#define blockIdx (emu::run.block_idx)
+#define blockDim (emu::run.block_dim)
+#define gridDim (emu::run.grid_dim)
+#define __syncthreads() emu::syncthreads(__LINE__)
+#define __syncwarp() emu::syncwarp(__LINE__)
+#define __shfl_xor_sync(mask, v, m) emu::shfl(mask, v, emu::lane_id() ^ (m), __LINE__)
+#define __shfl_sync(mask, v, src) emu::shfl(mask, v, src, __LINE__)
+#define mma_16x8x16(d, a, b) emu::mma(d, a, b, __LINE__)
+
+inline float __expf(float x) { return expf(x); }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }

@@ -1,0 +1,125 @@
+// out = in · Wᵀ + bias, optionally GELU, with f32 accumulation: every linear layer of the step. Bias and GELU
+// are fused in the epilogue. W is [N, K] (each output's weights contiguous), the "col" operand of mma.
+// bf16 builds run a tensor-core kernel (mma.sync m16n8k16); the f32 checking build a SIMT kernel.
+#include "common.cuh"
+
+#define BM 64
+#define BN 64
+
+// Output row of input row r: row (r / per) * stride + r % per, so a batch of streams can land in a
+// cache laid out with a fixed stride per stream (per = rows, stride = 0 for a plain matrix).
+DEVICE long out_row(int r, int per, int stride) { return (long)(r / per) * stride + r % per; }
+
+template <class TOut>
+DEVICE void epilogue(TOut* out, const floatX* bias, int gelu_act, int M, int N, int r, int n, float acc, int per,
+                     int stride) {
+    if (r >= M || n >= N) return;
+    if (bias) acc += to_float(bias[n]);
+    if (gelu_act) acc = gelu(acc);
+    store(&out[out_row(r, per, stride) * N + n], acc);
+}
+
+#ifdef RMT_F32
+// SIMT: 256 threads, each 4×4 outputs strided by 16 so that shared-memory reads broadcast or hit distinct banks.
+#define BK 16
+template <class TOut>
+DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                        int gelu_act, int per, int stride) {
+    __shared__ float as[BK][BM + 1];
+    __shared__ float ws[BK][BN + 1];
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int i = threadIdx.x; i < BM * BK; i += blockDim.x) {
+            int r = i / BK, k = i % BK;
+            as[k][r] = (m0 + r < M && k0 + k < K) ? to_float(in[(long)(m0 + r) * K + k0 + k]) : 0.0f;
+            ws[k][r] = (n0 + r < N && k0 + k < K) ? to_float(w[(long)(n0 + r) * K + k0 + k]) : 0.0f;
+        }
+        __syncthreads();
+        #pragma unroll
+        for (int k = 0; k < BK; k++)
+            #pragma unroll
+            #pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] += as[k][ty + 16 * i] * ws[k][tx + 16 * j];
+        __syncthreads();
+    }
+    #pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            epilogue(out, bias, gelu_act, M, N, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j], per, stride);
+}
+#else
+// Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 32.
+// Rows of the shared tiles are padded by 8 bf16 so the fragment loads of a warp fall in distinct banks.
+#define BK 32
+template <class TOut>
+DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                        int gelu_act, int per, int stride) {
+    __shared__ bf16 as[BM][BK + 8];
+    __shared__ bf16 ws[BN][BK + 8];
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    int g = lane / 4, t = lane % 4;
+    int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const bf16 zero = {0};
+    float acc[2][4][4] = {};
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int i = threadIdx.x; i < BM * BK; i += blockDim.x) {
+            int r = i / BK, k = i % BK;
+            as[r][k] = (m0 + r < M && k0 + k < K) ? in[(long)(m0 + r) * K + k0 + k] : zero;
+            ws[r][k] = (n0 + r < N && k0 + k < K) ? w[(long)(n0 + r) * K + k0 + k] : zero;
+        }
+        __syncthreads();
+        #pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            u32 a[2][4], b[4][2];
+            #pragma unroll
+            for (int mi = 0; mi < 2; mi++) {
+                const bf16* r0 = as[wm + 16 * mi + g] + kk + 2 * t;
+                const bf16* r8 = as[wm + 16 * mi + g + 8] + kk + 2 * t;
+                a[mi][0] = pack_bf16(r0[0], r0[1]);
+                a[mi][1] = pack_bf16(r8[0], r8[1]);
+                a[mi][2] = pack_bf16(r0[8], r0[9]);
+                a[mi][3] = pack_bf16(r8[8], r8[9]);
+            }
+            #pragma unroll
+            for (int ni = 0; ni < 4; ni++) {
+                const bf16* c = ws[wn + 8 * ni + g] + kk + 2 * t;
+                b[ni][0] = pack_bf16(c[0], c[1]);
+                b[ni][1] = pack_bf16(c[8], c[9]);
+            }
+            #pragma unroll
+            #pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++) mma_16x8x16(acc[mi][ni], a[mi], b[ni]);
+        }
+        __syncthreads();
+    }
+    #pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = m0 + wm + 16 * mi + g + 8 * (e / 2), n = n0 + wn + 8 * ni + 2 * t + e % 2;
+                epilogue(out, bias, gelu_act, M, N, r, n, acc[mi][ni][e], per, stride);
+            }
+}
+#endif
+
+// Activations out: grid (ceil(N / 64), ceil(M / 64)).
+KERNEL void matmul(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                   int gelu_act, int per, int stride) {
+    matmul_tile(out, in, w, bias, M, N, K, gelu_act, per, stride);
+}
+
+// f32 out: the logits of answer rows, and RMT-R v1's retrieved rows.
+KERNEL void matmul_f32(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                       int gelu_act) {
+    matmul_tile(out, in, w, bias, M, N, K, gelu_act, M, 0);
+}

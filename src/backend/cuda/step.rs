@@ -1,0 +1,456 @@
+//! The segment step on a CUDA [`Device`]: the same [`Step`] the CPU backend implements, as a sequence of kernel
+//! launches over device-resident weights, activations, KV cache (the per-layer QKV rows) and RMT-R state cache.
+//!
+//! Per segment the host uploads the token ids and memory rows, launches 1 + 6·layers + 1 kernels and downloads
+//! the new memory (`m × d` f32): everything in between stays on the device.
+
+use std::sync::Arc;
+
+use super::device::{Device, KernelArg};
+use super::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
+use crate::backend::{SegmentInput, Step};
+use crate::error::Result;
+use crate::model::Model;
+use crate::store::RowStore;
+
+/// Rows per LayerNorm block (one warp each).
+const LN_ROWS: u32 = 4;
+/// Stored RMT-R rows are split into at most this many chunks, one block each (flash-decoding).
+const MAX_CHUNKS: usize = 512;
+
+fn blocks_for(n: usize, per: usize) -> u32 {
+    n.div_ceil(per) as u32
+}
+
+/// A model uploaded to a device: shared by every step (session) of an engine.
+pub struct CudaModel<D: Device> {
+    dev: D,
+    weights: DeviceWeights<D::Buffer>,
+    model: Arc<Model>,
+}
+
+impl<D: Device> CudaModel<D> {
+    /// Uploads `model`'s weights to `dev`.
+    pub fn new(dev: D, model: Arc<Model>) -> Result<Arc<Self>> {
+        let weights = DeviceWeights::new(&dev, &model)?;
+        Ok(Arc::new(CudaModel { dev, weights, model }))
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+}
+
+/// Activations for `streams` streams of up to `n_positions` rows each.
+struct Activations<B> {
+    streams: usize,
+    /// The residual stream, f32.
+    x: B,
+    /// LayerNorm output: the input of the next matmul.
+    ln: B,
+    att: B,
+    /// A sublayer's projection before the residual add.
+    proj: B,
+    hidden: B,
+    /// Per layer `[streams][n_positions][3d]`: this step's Q|K|V rows, and the KV cache for decoding.
+    qkv: Vec<B>,
+    ids: B,
+    /// Memory rows fed as embeddings, f32.
+    mem: B,
+    /// New memory rows (f32), or one row's logits.
+    out: B,
+}
+
+/// RMT-R: what retrieval keeps on the device for every stored state (v2: `ln_kv(state)` only; v1: its gelu keys
+/// and values), and its scratch buffers.
+struct StateCache<B> {
+    keys: B,
+    values: Option<B>,
+    rows: usize,
+    capacity: usize,
+    /// The stored state or current memory (f32), then the residual of v2's block.
+    rx: B,
+    /// m rows in the storage type, four of them: normalised input, query, folded query / attended, projections.
+    h: B,
+    q: B,
+    attended: B,
+    proj: B,
+    hidden: B,
+    partial: B,
+}
+
+/// One stream's segment step on a CUDA device (or its emulation, in the tests).
+pub struct CudaStep<D: Device> {
+    m: Arc<CudaModel<D>>,
+    act: Option<Activations<D::Buffer>>,
+    /// Rows in stream 0's KV cache (prefill + decoded tokens).
+    cache_len: usize,
+    states: Option<StateCache<D::Buffer>>,
+}
+
+impl<D: Device> CudaStep<D> {
+    /// A step with nothing allocated yet: buffers come with the first segment.
+    pub fn new(model: Arc<CudaModel<D>>) -> Self {
+        CudaStep { m: model, act: None, cache_len: 0, states: None }
+    }
+
+    fn dev(&self) -> &D {
+        &self.m.dev
+    }
+
+    fn d(&self) -> usize {
+        self.m.model.config.n_embd
+    }
+
+    /// Bytes per stored element.
+    fn sz(&self) -> usize {
+        self.dev().precision().bytes()
+    }
+
+    fn at(&self, buf: &D::Buffer, byte_offset: usize) -> KernelArg {
+        KernelArg::Ptr(self.dev().address(buf) + byte_offset as u64)
+    }
+
+    fn ptr(&self, buf: &D::Buffer) -> KernelArg {
+        self.at(buf, 0)
+    }
+
+    fn activations(&mut self, streams: usize) -> Result<()> {
+        if self.act.as_ref().is_some_and(|a| a.streams >= streams) {
+            return Ok(());
+        }
+        let cfg = &self.m.model.config;
+        let (d, rows, sz) = (cfg.n_embd, streams * cfg.n_positions, self.sz());
+        let dev = &self.m.dev;
+        self.act = Some(Activations {
+            streams,
+            x: dev.alloc(rows * d * 4)?,
+            ln: dev.alloc(rows * d * sz)?,
+            att: dev.alloc(rows * d * sz)?,
+            proj: dev.alloc(rows * d * sz)?,
+            hidden: dev.alloc(rows * 4 * d * sz)?,
+            qkv: (0..cfg.n_layer).map(|_| dev.alloc(rows * 3 * d * sz)).collect::<Result<_>>()?,
+            ids: dev.alloc(rows * 4)?,
+            mem: dev.alloc(rows * d * 4)?,
+            out: dev.alloc((rows * d).max(cfg.vocab_size) * 4)?,
+        });
+        Ok(())
+    }
+
+    /// out = in · Wᵀ + b (+ GELU) over `rows` rows; output row r lands at row `(r / per) · stride + r % per`.
+    fn matmul(&self, out: KernelArg, input: KernelArg, l: &DeviceLinear<D::Buffer>, rows: usize, gelu: bool, per: usize, stride: usize) -> Result<()> {
+        let bias = l.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
+        let args = [
+            out,
+            input,
+            self.ptr(&l.w),
+            bias,
+            KernelArg::I32(rows as i32),
+            KernelArg::I32(l.n_out as i32),
+            KernelArg::I32(l.n_in as i32),
+            KernelArg::I32(gelu as i32),
+            KernelArg::I32(per as i32),
+            KernelArg::I32(stride as i32),
+        ];
+        self.dev().launch("matmul", self.matmul_grid(rows, l.n_out), self.matmul_block(), &args)
+    }
+
+    /// `matmul` into f32 rows (logits, RMT-R v1's output).
+    fn matmul_f32(&self, out: KernelArg, input: KernelArg, w: KernelArg, bias: KernelArg, rows: usize, n: usize, k: usize, gelu: bool) -> Result<()> {
+        let args = [out, input, w, bias, KernelArg::I32(rows as i32), KernelArg::I32(n as i32), KernelArg::I32(k as i32), KernelArg::I32(gelu as i32)];
+        self.dev().launch("matmul_f32", self.matmul_grid(rows, n), self.matmul_block(), &args)
+    }
+
+    fn matmul_grid(&self, rows: usize, n: usize) -> [u32; 3] {
+        [blocks_for(n, 64), blocks_for(rows, 64), 1]
+    }
+
+    fn matmul_block(&self) -> [u32; 3] {
+        [self.dev().precision().matmul_threads(), 1, 1]
+    }
+
+    fn eps(&self) -> KernelArg {
+        KernelArg::F32(self.m.model.config.layer_norm_epsilon)
+    }
+
+    fn layernorm(&self, out: KernelArg, x: KernelArg, n: &DeviceNorm<D::Buffer>, rows: usize) -> Result<()> {
+        let args = [out, x, self.ptr(&n.w), self.ptr(&n.b), KernelArg::I32(rows as i32), KernelArg::I32(self.d() as i32), self.eps()];
+        self.dev().launch("layernorm", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
+    }
+
+    /// x += delta, then out = LN(x) (`out` null: the add alone).
+    fn residual_layernorm(&self, x: KernelArg, delta: KernelArg, out: KernelArg, n: &DeviceNorm<D::Buffer>, rows: usize) -> Result<()> {
+        let args = [x, delta, out, self.ptr(&n.w), self.ptr(&n.b), KernelArg::I32(rows as i32), KernelArg::I32(self.d() as i32), self.eps()];
+        self.dev().launch("residual_layernorm", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
+    }
+
+    /// Embeds `ids` (token ids, or −(k+1) for row k of `mem`) for `streams` streams of `ids.len() / streams`
+    /// rows each from position `pos0`, then runs every block. Leaves the final residual (before `ln_f`) in `x`.
+    fn forward(&mut self, ids: &[i32], mem: &[f32], streams: usize, pos0: usize) -> Result<()> {
+        self.activations(streams)?;
+        let a = self.act.as_mut().expect("allocated above");
+        let ids_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+        self.m.dev.upload(&mut a.ids, 0, &ids_bytes)?;
+        let mem_bytes: Vec<u8> = mem.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.m.dev.upload(&mut a.mem, 0, &mem_bytes)?;
+
+        let a = self.act.as_ref().expect("allocated above");
+        let cfg = &self.m.model.config;
+        let (d, rows, sz, w) = (cfg.n_embd, ids.len(), self.sz(), &self.m.weights);
+        let (per, cap, hs) = (rows / streams, cfg.n_positions, d / cfg.n_head);
+        let i32_arg = |v: usize| KernelArg::I32(v as i32);
+        let embed = [self.ptr(&a.x), self.ptr(&a.ids), self.ptr(&a.mem), self.ptr(&w.wte), self.ptr(&w.wpe), i32_arg(rows), i32_arg(per), i32_arg(pos0), i32_arg(d)];
+        self.dev().launch("embed", [blocks_for(rows * d, 256), 1, 1], [256, 1, 1], &embed)?;
+        self.layernorm(self.ptr(&a.ln), self.ptr(&a.x), &w.blocks[0].ln_1, rows)?;
+        for (l, b) in w.blocks.iter().enumerate() {
+            let qkv = &a.qkv[l];
+            self.matmul(self.at(qkv, pos0 * 3 * d * sz), self.ptr(&a.ln), &b.c_attn, rows, false, per, cap)?;
+            let att = [self.ptr(&a.att), self.ptr(qkv), i32_arg(per), i32_arg(pos0), i32_arg(cap), i32_arg(d), i32_arg(hs)];
+            self.dev().launch("attention", [blocks_for(per, 32), cfg.n_head as u32, streams as u32], [128, 1, 1], &att)?;
+            self.matmul(self.ptr(&a.proj), self.ptr(&a.att), &b.attn_proj, rows, false, rows, 0)?;
+            self.residual_layernorm(self.ptr(&a.x), self.ptr(&a.proj), self.ptr(&a.ln), &b.ln_2, rows)?;
+            self.matmul(self.ptr(&a.hidden), self.ptr(&a.ln), &b.c_fc, rows, true, rows, 0)?;
+            self.matmul(self.ptr(&a.proj), self.ptr(&a.hidden), &b.mlp_proj, rows, false, rows, 0)?;
+            // fused across blocks: the residual add of this MLP and the next block's ln_1 (llm.c)
+            let (next, out) = match w.blocks.get(l + 1) {
+                Some(nb) => (&nb.ln_1, self.ptr(&a.ln)),
+                None => (&w.ln_f, KernelArg::Ptr(0)),
+            };
+            self.residual_layernorm(self.ptr(&a.x), self.ptr(&a.proj), out, next, rows)?;
+        }
+        Ok(())
+    }
+
+    /// The logits of residual row `row` (ln_f, then the LM head) into `logits`.
+    fn logits(&self, row: usize, logits: &mut [f32]) -> Result<()> {
+        let a = self.act.as_ref().expect("a forward ran first");
+        let (d, w, cfg) = (self.d(), &self.m.weights, &self.m.model.config);
+        self.layernorm(self.ptr(&a.ln), self.at(&a.x, row * d * 4), &w.ln_f, 1)?;
+        let head = self.ptr(w.lm_head.as_ref().unwrap_or(&w.wte));
+        self.matmul_f32(self.ptr(&a.out), self.ptr(&a.ln), head, KernelArg::Ptr(0), 1, cfg.vocab_size, d, false)?;
+        download_f32(self.dev(), &a.out, logits)
+    }
+
+    fn state_cache(&mut self, needed_rows: usize) -> Result<()> {
+        let (d, m) = (self.d(), self.m.model.config.memory.num_mem_tokens);
+        let (dev, sz) = (&self.m.dev, self.m.dev.precision().bytes());
+        let v1 = self.m.weights.retrieval.as_ref().is_some_and(|r| r.v2.is_none());
+        match &mut self.states {
+            Some(s) if s.capacity >= needed_rows => {}
+            Some(s) => {
+                // grow by doubling; the rows so far move over
+                let capacity = needed_rows.max(2 * s.capacity);
+                let mut keys = dev.alloc(capacity * d * sz)?;
+                dev.copy(&s.keys, &mut keys, s.rows * d * sz)?;
+                s.keys = keys;
+                if let Some(values) = &mut s.values {
+                    let mut grown = dev.alloc(capacity * d * sz)?;
+                    dev.copy(values, &mut grown, s.rows * d * sz)?;
+                    *values = grown;
+                }
+                s.capacity = capacity;
+            }
+            None => {
+                let capacity = needed_rows.max(64 * m);
+                self.states = Some(StateCache {
+                    keys: dev.alloc(capacity * d * sz)?,
+                    values: if v1 { Some(dev.alloc(capacity * d * sz)?) } else { None },
+                    rows: 0,
+                    capacity,
+                    rx: dev.alloc(m * d * 4)?,
+                    h: dev.alloc(m * d * sz)?,
+                    q: dev.alloc(m * d * sz)?,
+                    attended: dev.alloc(m * d * sz)?,
+                    proj: dev.alloc(m * d * sz)?,
+                    hidden: dev.alloc(m * 4 * d * sz)?,
+                    partial: dev.alloc(m * MAX_CHUNKS * (d + 2) * 4)?,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads `rows` (f32) into the state cache's `rx`.
+    fn upload_rx(&mut self, rows: &[f32]) -> Result<()> {
+        let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let s = self.states.as_mut().expect("state cache allocated");
+        self.m.dev.upload(&mut s.rx, 0, &bytes)
+    }
+}
+
+/// `out.len()` f32 values from the start of `buf`.
+fn download_f32<D: Device>(dev: &D, buf: &D::Buffer, out: &mut [f32]) -> Result<()> {
+    let mut bytes = vec![0u8; out.len() * 4];
+    dev.download(buf, 0, &mut bytes)?;
+    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *o = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+    }
+    Ok(())
+}
+
+impl<D: Device> CudaStep<D> {
+    fn write_all(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
+        let d = self.d();
+        let (mut ids, mut mem) = (Vec::new(), Vec::new());
+        let rows_per = segments[0].read.len() / d + segments[0].tokens.len() + segments[0].write.len() / d;
+        let mem_row = |ids: &mut Vec<i32>, mem: &mut Vec<f32>, rows: &[f32]| {
+            for r in rows.chunks_exact(d) {
+                ids.push(-((mem.len() / d) as i32) - 1);
+                mem.extend_from_slice(r);
+            }
+        };
+        for s in segments {
+            assert_eq!(s.read.len() / d + s.tokens.len() + s.write.len() / d, rows_per, "batched segments share a shape");
+            mem_row(&mut ids, &mut mem, s.read);
+            ids.extend(s.tokens.iter().map(|&t| t as i32));
+            mem_row(&mut ids, &mut mem, s.write);
+        }
+        self.forward(&ids, &mem, segments.len(), 0)?;
+        let a = self.act.as_ref().expect("forward allocated");
+        let w = segments[0].write.len() / d;
+        let ln_f = &self.m.weights.ln_f;
+        let rows = segments.len() * w;
+        let args = [
+            self.ptr(&a.out),
+            self.ptr(&a.x),
+            self.ptr(&ln_f.w),
+            self.ptr(&ln_f.b),
+            KernelArg::I32(rows as i32),
+            KernelArg::I32(w as i32),
+            KernelArg::I32(rows_per as i32),
+            KernelArg::I32(d as i32),
+            self.eps(),
+        ];
+        self.dev().launch("layernorm_tail", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)?;
+        download_f32(self.dev(), &a.out, out)
+    }
+
+    fn prefill_rows(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        let d = self.d();
+        let mut ids: Vec<i32> = (0..read.len() / d).map(|k| -(k as i32) - 1).collect();
+        ids.extend(tokens.iter().map(|&t| t as i32));
+        self.forward(&ids, read, 1, 0)?;
+        self.cache_len = ids.len();
+        self.logits(ids.len() - 1, logits)
+    }
+
+    fn decode_token(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
+        let pos = self.cache_len;
+        self.forward(&[token as i32], &[], 1, pos)?;
+        self.cache_len += 1;
+        self.logits(0, logits)
+    }
+
+    fn push(&mut self, state: &[f32]) -> Result<()> {
+        let (d, sz) = (self.d(), self.sz());
+        let m = state.len() / d;
+        let rows = self.states.as_ref().map_or(0, |s| s.rows);
+        self.state_cache(rows + m)?;
+        self.upload_rx(state)?;
+        let s = self.states.as_ref().expect("allocated above");
+        let r = self.m.weights.retrieval.as_ref().expect("RMT-R model");
+        let row0 = rows * d * sz;
+        match (&r.v2, &s.values) {
+            (Some(v2), _) => self.layernorm(self.at(&s.keys, row0), self.ptr(&s.rx), &v2.ln_kv, m)?,
+            (None, Some(values)) => {
+                let n = (m * d) as i32;
+                self.dev().launch("to_storage", [blocks_for(m * d, 256), 1, 1], [256, 1, 1], &[self.ptr(&s.h), self.ptr(&s.rx), KernelArg::I32(n)])?;
+                self.matmul(self.at(&s.keys, row0), self.ptr(&s.h), &r.k, m, true, m, 0)?;
+                self.matmul(self.at(values, row0), self.ptr(&s.h), &r.v, m, true, m, 0)?;
+            }
+            (None, None) => unreachable!("v1 caches values"),
+        }
+        self.states.as_mut().expect("allocated above").rows += m;
+        Ok(())
+    }
+
+    fn retrieve_rows(&mut self, n: usize, cur: &[f32], out: &mut [f32]) -> Result<()> {
+        let d = self.d();
+        let m = cur.len() / d;
+        self.state_cache(n)?;
+        self.upload_rx(cur)?;
+        let s = self.states.as_ref().expect("allocated above");
+        assert_eq!(s.rows, n, "the device's state cache follows the session's store");
+        let r = self.m.weights.retrieval.as_ref().expect("RMT-R model");
+        // the query: v2 ln_q → q_proj → W_kᵀ (keys are never formed); v1 gelu(q_proj(cur))
+        match &r.v2 {
+            Some(v2) => {
+                self.layernorm(self.ptr(&s.h), self.ptr(&s.rx), &v2.ln_q, m)?;
+                self.matmul(self.ptr(&s.q), self.ptr(&s.h), &r.q, m, false, m, 0)?;
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &v2.k_t, m, false, m, 0)?;
+            }
+            None => {
+                let n = (m * d) as i32;
+                self.dev().launch("to_storage", [blocks_for(m * d, 256), 1, 1], [256, 1, 1], &[self.ptr(&s.h), self.ptr(&s.rx), KernelArg::I32(n)])?;
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.h), &r.q, m, true, m, 0)?;
+            }
+        }
+        let chunk = n.div_ceil(MAX_CHUNKS).max(64);
+        let chunks = n.div_ceil(chunk);
+        let values = s.values.as_ref().unwrap_or(&s.keys);
+        let partial = [
+            self.ptr(&s.partial),
+            self.ptr(&s.attended),
+            self.ptr(&s.keys),
+            self.ptr(values),
+            KernelArg::I32(n as i32),
+            KernelArg::I32(m as i32),
+            KernelArg::I32(d as i32),
+            KernelArg::I32(chunk as i32),
+            KernelArg::F32(1.0 / (d as f32).sqrt()),
+        ];
+        self.dev().launch("retrieval_partial", [chunks as u32, 1, 1], [128, 1, 1], &partial)?;
+        let merge = [self.ptr(&s.q), self.ptr(&s.partial), KernelArg::I32(chunks as i32), KernelArg::I32(d as i32)];
+        self.dev().launch("retrieval_merge", [m as u32, 1, 1], [128, 1, 1], &merge)?;
+        // s.q now holds Σ p_j v_j
+        match &r.v2 {
+            Some(v2) => {
+                // v = W_v(Σ p_j h̃_j) + b_v; out = cur + o(v); out += fc_2(gelu(fc_1(ln_mlp(out))))
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &r.v, m, false, m, 0)?;
+                self.matmul(self.ptr(&s.proj), self.ptr(&s.attended), &r.o, m, false, m, 0)?;
+                self.residual_layernorm(self.ptr(&s.rx), self.ptr(&s.proj), self.ptr(&s.h), &v2.ln_mlp, m)?;
+                self.matmul(self.ptr(&s.hidden), self.ptr(&s.h), &v2.fc_1, m, true, m, 0)?;
+                self.matmul(self.ptr(&s.proj), self.ptr(&s.hidden), &v2.fc_2, m, false, m, 0)?;
+                self.residual_layernorm(self.ptr(&s.rx), self.ptr(&s.proj), KernelArg::Ptr(0), &v2.ln_mlp, m)?;
+            }
+            None => {
+                let bias = r.o.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
+                self.matmul_f32(self.ptr(&s.rx), self.ptr(&s.q), self.ptr(&r.o.w), bias, m, d, d, true)?;
+            }
+        }
+        download_f32(self.dev(), &s.rx, &mut out[..m * d])
+    }
+}
+
+impl<D: Device> Step for CudaStep<D> {
+    fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()> {
+        self.write_all(&[SegmentInput { read, tokens, write }], out)
+    }
+
+    fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
+        self.write_all(segments, out)
+    }
+
+    fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        self.prefill_rows(read, tokens, logits)
+    }
+
+    fn decode(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
+        self.decode_token(token, logits)
+    }
+
+    fn push_state(&mut self, state: &[f32]) -> Result<()> {
+        self.push(state)
+    }
+
+    fn truncate_states(&mut self, n: usize) {
+        if let Some(s) = &mut self.states {
+            s.rows = s.rows.min(n * self.m.model.config.memory.num_mem_tokens);
+        }
+    }
+
+    fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) -> Result<()> {
+        self.retrieve_rows(store.rows(), cur, out)
+    }
+}
