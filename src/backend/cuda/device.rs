@@ -55,6 +55,8 @@ pub enum KernelArg {
 pub trait Device: Send + Sync {
     /// Device memory (freed on drop).
     type Buffer: Send + Sync;
+    /// A recorded sequence of launches, replayed as one (a CUDA graph).
+    type Graph: Send;
     /// The storage precision the kernels were built for.
     fn precision(&self) -> Precision;
     /// `bytes` of zeroed device memory.
@@ -69,4 +71,9 @@ pub trait Device: Send + Sync {
     fn copy(&self, src: &Self::Buffer, dst: &mut Self::Buffer, bytes: usize) -> Result<()>;
     /// Launches kernel `name` over `grid` blocks of `block` threads.
     fn launch(&self, name: &str, grid: [u32; 3], block: [u32; 3], args: &[KernelArg]) -> Result<()>;
+    /// Records the launches `launches` makes into a graph instead of running them. Arguments are captured by
+    /// value, so whatever changes between replays must live in device memory.
+    fn capture(&self, launches: &mut dyn FnMut() -> Result<()>) -> Result<Self::Graph>;
+    /// Runs a captured graph, in order after everything launched before.
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
 }

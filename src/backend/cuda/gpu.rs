@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
 
 use super::device::{Device, KernelArg, Precision};
 use super::nvrtc;
@@ -64,7 +67,9 @@ impl Gpu {
             .map(|n| Ok((n, module.load_function(n).map_err(|e| driver_error(n, e))?)))
             .collect::<Result<_>>()?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        Ok(Gpu { stream: ctx.default_stream(), functions, precision, name, arch })
+        // a stream of its own: the legacy default stream cannot be captured into a graph
+        let stream = ctx.new_stream().map_err(|e| driver_error("creating a stream", e))?;
+        Ok(Gpu { stream, functions, precision, name, arch })
     }
 
     /// The GPU's name and the architecture the kernels were built for.
@@ -73,8 +78,16 @@ impl Gpu {
     }
 }
 
+/// A captured segment step.
+pub struct GpuGraph(CudaGraph);
+
+// SAFETY: a graph is launched only by the step that owns it (`&mut self`), never from two threads at once; CUDA
+// allows an executable graph to be launched from any thread.
+unsafe impl Send for GpuGraph {}
+
 impl Device for Gpu {
     type Buffer = CudaSlice<u8>;
+    type Graph = GpuGraph;
 
     fn precision(&self) -> Precision {
         self.precision
@@ -124,5 +137,22 @@ impl Device for Gpu {
         let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (block[0], block[1], block[2]), shared_mem_bytes: 0 };
         // SAFETY: the step passes each kernel the arguments of its signature, checked under emulation
         unsafe { launch.launch(cfg) }.map(drop).map_err(|e| driver_error(name, e))
+    }
+
+    fn capture(&self, launches: &mut dyn FnMut() -> Result<()>) -> Result<GpuGraph> {
+        let mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        self.stream.begin_capture(mode).map_err(|e| driver_error("starting a graph capture", e))?;
+        let recorded = launches();
+        // the capture is ended whether or not recording failed, so the stream is usable again
+        let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        recorded?;
+        match graph.map_err(|e| driver_error("instantiating the graph", e))? {
+            Some(g) => Ok(GpuGraph(g)),
+            None => Err(Error::Device("the graph capture recorded nothing".into())),
+        }
+    }
+
+    fn replay(&self, graph: &GpuGraph) -> Result<()> {
+        graph.0.launch().map_err(|e| driver_error("graph launch", e))
     }
 }

@@ -1,8 +1,9 @@
 //! The segment step on a CUDA [`Device`]: the same [`Step`] the CPU backend implements, as a sequence of kernel
 //! launches over device-resident weights, activations, KV cache (the per-layer QKV rows) and RMT-R state cache.
 //!
-//! Per segment the host uploads the token ids and memory rows, launches 1 + 6·layers + 1 kernels and downloads
-//! the new memory (`m × d` f32): everything in between stays on the device.
+//! Per segment the host uploads the token ids and memory rows, replays the write step's graph (1 + 6·layers + 1
+//! kernels, captured once per shape) and downloads the new memory (`m × d` f32): everything in between stays on
+//! the device. RMT-R's retrieval runs before it as plain launches (its grid grows with the store).
 
 use std::sync::Arc;
 
@@ -84,6 +85,8 @@ struct StateCache<B> {
 pub struct CudaStep<D: Device> {
     m: Arc<CudaModel<D>>,
     act: Option<Activations<D::Buffer>>,
+    /// The write step captured once per shape (streams, rows per stream) and replayed for every segment.
+    graphs: Vec<((usize, usize), D::Graph)>,
     /// Rows in stream 0's KV cache (prefill + decoded tokens).
     cache_len: usize,
     states: Option<StateCache<D::Buffer>>,
@@ -92,7 +95,7 @@ pub struct CudaStep<D: Device> {
 impl<D: Device> CudaStep<D> {
     /// A step with nothing allocated yet: buffers come with the first segment.
     pub fn new(model: Arc<CudaModel<D>>) -> Self {
-        CudaStep { m: model, act: None, cache_len: 0, states: None }
+        CudaStep { m: model, act: None, graphs: Vec::new(), cache_len: 0, states: None }
     }
 
     fn dev(&self) -> &D {
@@ -123,6 +126,7 @@ impl<D: Device> CudaStep<D> {
         let cfg = &self.m.model.config;
         let (d, rows, sz) = (cfg.n_embd, streams * cfg.n_positions, self.sz());
         let dev = &self.m.dev;
+        self.graphs.clear(); // they point at the buffers being replaced
         self.act = Some(Activations {
             streams,
             x: dev.alloc(rows * d * 4)?,
@@ -185,19 +189,22 @@ impl<D: Device> CudaStep<D> {
         self.dev().launch("residual_layernorm", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
     }
 
-    /// Embeds `ids` (token ids, or −(k+1) for row k of `mem`) for `streams` streams of `ids.len() / streams`
-    /// rows each from position `pos0`, then runs every block. Leaves the final residual (before `ln_f`) in `x`.
-    fn forward(&mut self, ids: &[i32], mem: &[f32], streams: usize, pos0: usize) -> Result<()> {
+    /// Uploads a step's input: `ids` (token ids, or −(k+1) for row k of `mem`) for `streams` streams.
+    fn upload_inputs(&mut self, ids: &[i32], mem: &[f32], streams: usize) -> Result<()> {
         self.activations(streams)?;
         let a = self.act.as_mut().expect("allocated above");
         let ids_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
         self.m.dev.upload(&mut a.ids, 0, &ids_bytes)?;
         let mem_bytes: Vec<u8> = mem.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.m.dev.upload(&mut a.mem, 0, &mem_bytes)?;
+        self.m.dev.upload(&mut a.mem, 0, &mem_bytes)
+    }
 
-        let a = self.act.as_ref().expect("allocated above");
+    /// Embeds the uploaded `rows` input rows of `streams` streams from position `pos0`, then runs every block.
+    /// Leaves the final residual (before `ln_f`) in `x`.
+    fn forward(&self, rows: usize, streams: usize, pos0: usize) -> Result<()> {
+        let a = self.act.as_ref().expect("inputs uploaded first");
         let cfg = &self.m.model.config;
-        let (d, rows, sz, w) = (cfg.n_embd, ids.len(), self.sz(), &self.m.weights);
+        let (d, sz, w) = (cfg.n_embd, self.sz(), &self.m.weights);
         let (per, cap, hs) = (rows / streams, cfg.n_positions, d / cfg.n_head);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
         let embed = [self.ptr(&a.x), self.ptr(&a.ids), self.ptr(&a.mem), self.ptr(&w.wte), self.ptr(&w.wpe), i32_arg(rows), i32_arg(per), i32_arg(pos0), i32_arg(d)];
@@ -306,11 +313,27 @@ impl<D: Device> CudaStep<D> {
             ids.extend(s.tokens.iter().map(|&t| t as i32));
             mem_row(&mut ids, &mut mem, s.write);
         }
-        self.forward(&ids, &mem, segments.len(), 0)?;
-        let a = self.act.as_ref().expect("forward allocated");
-        let w = segments[0].write.len() / d;
+        let streams = segments.len();
+        self.upload_inputs(&ids, &mem, streams)?;
+        let shape = (streams, rows_per);
+        if !self.graphs.iter().any(|(s, _)| *s == shape) {
+            let write_rows = segments[0].write.len() / d;
+            let graph = self.m.dev.capture(&mut || self.write_launches(streams, rows_per, write_rows))?;
+            self.graphs.push((shape, graph));
+        }
+        let (_, graph) = self.graphs.iter().find(|(s, _)| *s == shape).expect("captured above");
+        self.dev().replay(graph)?;
+        download_f32(self.dev(), &self.act.as_ref().expect("uploaded").out, out)
+    }
+
+    /// Every launch of a write step: the blocks over `streams × rows_per` rows, then `ln_f` of each stream's last
+    /// `write_rows` rows into `out` (the new memory).
+    fn write_launches(&self, streams: usize, rows_per: usize, write_rows: usize) -> Result<()> {
+        self.forward(streams * rows_per, streams, 0)?;
+        let a = self.act.as_ref().expect("inputs uploaded first");
+        let (d, w) = (self.d(), write_rows);
         let ln_f = &self.m.weights.ln_f;
-        let rows = segments.len() * w;
+        let rows = streams * w;
         let args = [
             self.ptr(&a.out),
             self.ptr(&a.x),
@@ -322,22 +345,23 @@ impl<D: Device> CudaStep<D> {
             KernelArg::I32(d as i32),
             self.eps(),
         ];
-        self.dev().launch("layernorm_tail", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)?;
-        download_f32(self.dev(), &a.out, out)
+        self.dev().launch("layernorm_tail", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
     }
 
     fn prefill_rows(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
         let d = self.d();
         let mut ids: Vec<i32> = (0..read.len() / d).map(|k| -(k as i32) - 1).collect();
         ids.extend(tokens.iter().map(|&t| t as i32));
-        self.forward(&ids, read, 1, 0)?;
+        self.upload_inputs(&ids, read, 1)?;
+        self.forward(ids.len(), 1, 0)?;
         self.cache_len = ids.len();
         self.logits(ids.len() - 1, logits)
     }
 
     fn decode_token(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
         let pos = self.cache_len;
-        self.forward(&[token as i32], &[], 1, pos)?;
+        self.upload_inputs(&[token as i32], &[], 1)?;
+        self.forward(1, 1, pos)?;
         self.cache_len += 1;
         self.logits(0, logits)
     }

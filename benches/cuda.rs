@@ -1,0 +1,119 @@
+//! Segment-step throughput of the CUDA backend (bf16) on GPU 0: GPT-2-small RMT (16 + 512 + 16 positions) with
+//! 1, 8 and 16 streams in one step, and RMT-R v2 retrieval over the store of a 1M-token stream (1,954 stored
+//! states). Without a GPU it prints why and exits 0 (nothing is measured, nothing is claimed).
+//!
+//!     cargo bench --bench cuda        (scripts/gpu-check.sh runs the prebuilt binary)
+//!
+//! First it prints (GPU or not) the FLOP and byte floors of each kernel of the step and of the whole step, on the
+//! H100 SXM's 989 TFLOP/s (bf16 dense) and 3.35 TB/s (ENGINE-NOTES §5): a kernel cannot beat
+//! max(FLOPs / peak, bytes / bandwidth).
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput};
+use rmt_fast::backend::cuda::{unavailable, CudaModel, CudaStep, Gpu, Precision};
+use rmt_fast::backend::{SegmentInput, Step};
+use rmt_fast::store::{RowStore, StoreConfig};
+use rmt_fast::{Config, Model};
+
+const PEAK_FLOPS: f64 = 989e12;
+const PEAK_BYTES: f64 = 3.35e12;
+
+fn gpt2_small(kind: &str) -> Config {
+    let retrieval = if kind == "rmt-r" { r#", "retrieval": "v2""# } else { "" };
+    Config::from_json(&format!(
+        r#"{{"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024,
+            "memory": {{"kind": "{kind}", "num_mem_tokens": 16, "segment_size": 512{retrieval}}}}}"#
+    ))
+    .unwrap()
+}
+
+/// (kernel, launches per step, FLOPs, bytes) of one write step over `streams` streams of `t` rows (bf16).
+fn kernel_costs(cfg: &Config, streams: usize, t: usize) -> Vec<(&'static str, usize, f64, f64)> {
+    let (d, l, rows) = (cfg.n_embd as f64, cfg.n_layer, (streams * t) as f64);
+    let mm = |n: f64, k: f64| (2.0 * rows * n * k, 2.0 * (rows * k + n * k + rows * n));
+    let (qkv, proj, fc, fc_proj) = (mm(3.0 * d, d), mm(d, d), mm(4.0 * d, d), mm(d, 4.0 * d));
+    let att_flops = streams as f64 * 2.0 * (t * t) as f64 * d; // causal: half of 4·T²·d
+    vec![
+        ("embed", 1, 0.0, rows * d * 6.0),
+        ("layernorm (ln_1 of block 0)", 1, 0.0, rows * d * 6.0),
+        ("matmul qkv", l, qkv.0, qkv.1),
+        ("attention", l, att_flops, rows * 3.0 * d * 2.0 + rows * d * 2.0),
+        ("matmul attn proj", l, proj.0, proj.1),
+        ("residual_layernorm", 2 * l, 0.0, rows * d * (4.0 * 2.0 + 2.0 * 2.0)),
+        ("matmul fc + gelu", l, fc.0, fc.1),
+        ("matmul fc proj", l, fc_proj.0, fc_proj.1),
+        ("layernorm_tail (memory out)", 1, 0.0, (streams * 16) as f64 * d * 8.0),
+    ]
+}
+
+fn print_floors(cfg: &Config, streams: usize, t: usize) {
+    let floor = |f: f64, b: f64| (f / PEAK_FLOPS).max(b / PEAK_BYTES) * 1e6;
+    println!("floors, GPT-2 small, {streams} stream(s) × {t} rows, bf16, H100 SXM:");
+    let (mut flops, mut bytes, mut us) = (0.0, 0.0, 0.0);
+    for (name, n, f, b) in kernel_costs(cfg, streams, t) {
+        println!("  {name:<30} ×{n:<3} {:>8.2} GFLOP {:>8.2} MB  floor {:>7.2} µs each", f / 1e9, b / 1e6, floor(f, b));
+        flops += n as f64 * f;
+        bytes += n as f64 * b;
+        us += n as f64 * floor(f, b);
+    }
+    let tokens = (streams * 512) as f64;
+    println!(
+        "  step: {:.1} GFLOP, {:.0} MB, floor {us:.0} µs (sum of kernels) = {:.2}M tokens/s",
+        flops / 1e9,
+        bytes / 1e6,
+        tokens / us
+    );
+}
+
+fn main() {
+    for streams in [1, 8, 16] {
+        print_floors(&gpt2_small("rmt"), streams, 544);
+    }
+    if let Some(why) = unavailable() {
+        println!("cuda bench skipped: {why}");
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    let d = 768;
+    let mem: Vec<f32> = (0..32 * d).map(|i| ((i % 97) as f32 - 48.0) / 100.0).collect();
+    let tokens: Vec<u32> = (0..512).map(|i| (i * 37 % 50000) as u32).collect();
+
+    let model = Arc::new(Model::random(gpt2_small("rmt"), 1).unwrap());
+    let gpu = Gpu::new(0, Precision::Bf16).unwrap();
+    println!("{}", gpu.describe());
+    let uploaded = CudaModel::new(gpu, Arc::clone(&model)).unwrap();
+    let mut group = c.benchmark_group("cuda gpt2-small rmt");
+    for streams in [1usize, 8, 16] {
+        let mut step = CudaStep::new(Arc::clone(&uploaded));
+        let inputs: Vec<SegmentInput<'_>> =
+            (0..streams).map(|_| SegmentInput { read: &mem[..16 * d], tokens: &tokens, write: &mem[16 * d..] }).collect();
+        let mut out = vec![0.0; streams * 16 * d];
+        step.write_segments(&inputs, &mut out).unwrap(); // allocate and capture the graph
+        group.throughput(Throughput::Elements(512 * streams as u64));
+        group.bench_function(format!("{streams} stream(s)"), |b| b.iter(|| step.write_segments(&inputs, &mut out).unwrap()));
+    }
+    group.finish();
+
+    // RMT-R v2: one retrieval over the states a 1M-token stream stores (1,954 segments × 16 rows)
+    let cfg = gpt2_small("rmt-r");
+    let model = Arc::new(Model::random(cfg, 2).unwrap());
+    let uploaded = CudaModel::new(Gpu::new(0, Precision::Bf16).unwrap(), Arc::clone(&model)).unwrap();
+    let mut step = CudaStep::new(uploaded);
+    let mut store = RowStore::new(d, StoreConfig::default());
+    for _ in 0..1954 {
+        store.push(&mem[..16 * d]).unwrap();
+        step.push_state(&mem[..16 * d]).unwrap();
+    }
+    let rows = (1954 * 16) as f64;
+    println!(
+        "retrieval floor over {rows} stored rows: {:.1} MB read, {:.1} µs",
+        rows * d as f64 * 2.0 / 1e6,
+        rows * d as f64 * 2.0 / PEAK_BYTES * 1e6
+    );
+    let mut out = vec![0.0; 16 * d];
+    c.bench_function("cuda gpt2-small rmt-r v2 retrieve at 1M tokens", |b| {
+        b.iter(|| step.retrieve(&store, &mem[..16 * d], &mut out).unwrap())
+    });
+    c.final_summary();
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The CUDA backend on a GPU machine, in one command with no network and no Rust toolchain (ENGINEERING §6, rung 4).
+# Build the binaries first on the development machine (scripts/gpu-pack.sh) and carry target/gpu-pack over.
+#
+#   scripts/gpu-check.sh              # everything; writes bench/results/<date>-gpu-check-<gpu>.md
+#   scripts/gpu-check.sh --dry-run    # on a machine without a GPU: runs every step that does not need one
+#   SEGMENTS=21485 scripts/gpu-check.sh   # the end-to-end runs at 11M tokens instead of 1M (1954 segments)
+#
+# Steps: 1. the device; 2. parity on the GPU (tests/cuda_gpu.rs: every kernel, tiny and GPT-2-small streams, bf16
+# and f32, against the CPU backend); 3. compute-sanitizer memcheck on a short stream (RMT and RMT-R); 4. the
+# benchmarks: benches/cuda.rs (single and batched steps, retrieval at 1M tokens, with their floors), end-to-end
+# `rmt-fast infer` over SEGMENTS × 512 tokens (RMT and RMT-R), and the PyTorch loop of the same model on the same
+# GPU (HF GPT-2, bf16, eager and torch.compile; scripts/rmt_reference.py). Every step's output goes into the
+# report; a failed step is reported and the run goes on, and the exit status says whether all passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+[[ "${1:-}" == "--dry-run" ]] && DRY=1
+PACK=${PACK:-target/gpu-pack}
+SEGMENTS=${SEGMENTS:-1954}
+PYTHON=${PYTHON:-python3}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+failed=0
+
+for f in rmt-fast cuda_gpu cuda_bench; do
+  [[ -x "$PACK/$f" ]] || { echo "missing $PACK/$f: run scripts/gpu-pack.sh on the build machine first" >&2; exit 2; }
+done
+
+if [[ $DRY == 1 ]]; then
+  gpu="dry-run (no GPU)"
+else
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) || { echo "nvidia-smi failed: no GPU?" >&2; exit 2; }
+fi
+slug=$(echo "$gpu" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
+if [[ $DRY == 1 ]]; then REPORT=$WORK/report.md; else REPORT=bench/results/$(date +%F)-gpu-check-$slug.md; fi
+mkdir -p "$(dirname "$REPORT")"
+
+section() { printf '\n## %s\n\n' "$1" >> "$REPORT"; echo "== $1" >&2; }
+# run NAME CMD…: runs it, keeps the last 60 lines of its output in the report, records pass/fail
+run() {
+  local name=$1; shift
+  local log="$WORK/$(echo "$name" | tr -cs 'a-zA-Z0-9' '_').log"
+  local t0=$SECONDS
+  "$@" > "$log" 2>&1
+  local rc=$?
+  if [[ $rc == 0 ]]; then echo "- $name: passed ($((SECONDS - t0)) s)" >> "$REPORT"; else
+    echo "- $name: **FAILED** (exit $rc, $((SECONDS - t0)) s)" >> "$REPORT"; failed=1; fi
+  { echo; echo '```'; echo "\$ $*"; tail -60 "$log"; echo '```'; } >> "$REPORT"
+  return $rc
+}
+
+{
+  echo "# GPU check: $gpu, $(date +%F)"
+  echo
+  echo "Produced by \`scripts/gpu-check.sh\` from the binaries of \`scripts/gpu-pack.sh\` (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))."
+} > "$REPORT"
+
+section "1. Device"
+if [[ $DRY == 1 ]]; then echo "dry run: no GPU queried" >> "$REPORT"; else
+  run "nvidia-smi" nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; fi
+run "CPU" bash -c "grep -m1 'model name' /proc/cpuinfo; nproc"
+
+section "2. Parity with the CPU backend"
+if [[ $DRY == 1 ]]; then run "GPU tests (listed only)" "$PACK/cuda_gpu" --ignored --list
+else run "GPU tests" "$PACK/cuda_gpu" --ignored --test-threads=1 --nocapture; fi
+
+# models and token files for the end-to-end runs: GPT-2 small, random weights (speed does not depend on them)
+for kind in rmt rmt-r; do
+  retrieval=""; [[ $kind == rmt-r ]] && retrieval=', "retrieval": "v2"'
+  cat > "$WORK/$kind.json" <<JSON
+{"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024,
+ "memory": {"kind": "$kind", "num_mem_tokens": 16, "segment_size": 512$retrieval}}
+JSON
+  "$PACK/rmt-fast" init --config "$WORK/$kind.json" -o "$WORK/$kind.safetensors" > /dev/null
+done
+tokens() {  # $1: count → a .u16 file of random tokens
+  "$PYTHON" -c "import random,struct,sys; random.seed(0); n=int(sys.argv[1]); open(sys.argv[2],'wb').write(struct.pack(f'<{n}H', *[random.randrange(50000) for _ in range(n)]))" "$1" "$WORK/tokens-$1.u16"
+  echo "$WORK/tokens-$1.u16"
+}
+short=$(tokens 4096)
+
+section "3. compute-sanitizer (memcheck) on a short stream"
+if [[ $DRY == 1 ]]; then
+  run "rmt-fast --device auto (falls back to the CPU here)" "$PACK/rmt-fast" infer "$short" --model "$WORK/rmt.safetensors" --device auto
+elif command -v compute-sanitizer > /dev/null; then
+  for kind in rmt rmt-r; do
+    run "memcheck $kind" compute-sanitizer --tool memcheck --error-exitcode 1 \
+      "$PACK/rmt-fast" infer "$short" --model "$WORK/$kind.safetensors" --device cuda
+  done
+else
+  echo "compute-sanitizer is not installed on this machine: not run" >> "$REPORT"
+fi
+
+section "4. Benchmarks"
+echo "Kernel and step benchmarks (Criterion; tokens/s = 512 × streams / time per step), with the floors:" >> "$REPORT"
+run "benches/cuda.rs" "$PACK/cuda_bench" --bench
+long=$(tokens $((SEGMENTS * 512)))
+for kind in rmt rmt-r; do
+  for device in cuda; do
+    if [[ $DRY == 1 ]]; then device=cpu; [[ $SEGMENTS -gt 2 ]] && long=$(tokens 1024); fi
+    run "rmt-fast infer, $kind, $device, $(( $(stat -c %s "$long") / 2 )) tokens" \
+      "$PACK/rmt-fast" infer "$long" --model "$WORK/$kind.safetensors" --device "$device" --json
+  done
+done
+if [[ $DRY == 1 ]]; then
+  run "PyTorch reference script compiles" "$PYTHON" -m py_compile scripts/rmt_reference.py
+elif "$PYTHON" -c "import torch, transformers" 2>/dev/null; then
+  run "PyTorch RMT loop (HF GPT-2, bf16, same GPU)" "$PYTHON" scripts/rmt_reference.py bench --device cuda \
+    --dtype bf16 --kinds rmt,rmt-r --batch 1,16 --modes eager,compile --segments "$SEGMENTS" --json "$WORK/pytorch.json"
+else
+  echo "PyTorch with transformers is not installed: the PyTorch baseline was not run" >> "$REPORT"; failed=1
+fi
+
+section "Summary"
+if [[ $failed == 0 ]]; then echo "All steps passed." >> "$REPORT"; else echo "Some steps FAILED: see above." >> "$REPORT"; fi
+echo "report: $REPORT" >&2
+exit $failed

@@ -1,0 +1,331 @@
+//! Checks shared by the emulated (`tests/cuda_emu.rs`) and the real GPU (`tests/cuda_gpu.rs`) CUDA tests: every
+//! kernel and whole streams against the CPU backend, for any [`Device`]. Tolerances, as normalised error
+//! ‖gpu − cpu‖ / ‖cpu‖: 1e-5 in the f32 checking build, 1e-2 in the bf16 build.
+
+use crate::common::rel_err;
+use rmt_fast::backend::cpu::ops::{gelu_new, layer_norm, matmul, MatRef};
+use rmt_fast::backend::cuda::{Device, KernelArg, Precision};
+use rmt_fast::model::weights::{LayerNorm, Layout};
+use rmt_fast::{Config, Engine, Model};
+
+pub fn tolerance(p: Precision) -> f64 {
+    match p {
+        Precision::F32 => 1e-5,
+        Precision::Bf16 => 1e-2,
+    }
+}
+
+/// Logits come out of every layer plus the LM head, each adding bf16 rounding (2⁻⁹ relative per stored value)
+/// to activations that the test model's enlarged weights make large: twice the per-kernel bound in bf16.
+pub fn logits_tolerance(p: Precision) -> f64 {
+    match p {
+        Precision::F32 => 1e-5,
+        Precision::Bf16 => 2e-2,
+    }
+}
+
+pub const PRECISIONS: [Precision; 2] = [Precision::F32, Precision::Bf16];
+
+pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Kernel-level helpers: buffers in f32 or the storage type, and reading them back.
+pub struct Lab<D: Device> {
+    pub dev: D,
+}
+
+impl<D: Device> Lab<D> {
+    pub fn f32(&self, v: &[f32]) -> D::Buffer {
+        self.bytes(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    pub fn stored(&self, v: &[f32]) -> D::Buffer {
+        self.bytes(&self.dev.precision().encode(v))
+    }
+    pub fn bytes(&self, b: &[u8]) -> D::Buffer {
+        let mut buf = self.dev.alloc(b.len()).unwrap();
+        self.dev.upload(&mut buf, 0, b).unwrap();
+        buf
+    }
+    pub fn zeros(&self, n: usize) -> D::Buffer {
+        self.dev.alloc(n * 4).unwrap()
+    }
+    pub fn read_f32(&self, buf: &D::Buffer, n: usize) -> Vec<f32> {
+        let mut b = vec![0u8; n * 4];
+        self.dev.download(buf, 0, &mut b).unwrap();
+        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+    pub fn read_stored(&self, buf: &D::Buffer, n: usize) -> Vec<f32> {
+        match self.dev.precision() {
+            Precision::F32 => self.read_f32(buf, n),
+            Precision::Bf16 => {
+                let mut b = vec![0u8; n * 2];
+                self.dev.download(buf, 0, &mut b).unwrap();
+                b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+        }
+    }
+    pub fn p(&self, b: &D::Buffer) -> KernelArg {
+        KernelArg::Ptr(self.dev.address(b))
+    }
+    pub fn run(&self, name: &str, grid: [u32; 3], block: [u32; 3], args: &[KernelArg]) {
+        self.dev.launch(name, grid, block, args).unwrap_or_else(|e| panic!("{e}"));
+    }
+    pub fn check(&self, what: &str, got: &[f32], want: &[f32]) {
+        let e = rel_err(got, want);
+        eprintln!("{:?} {what}: {e:.2e}", self.dev.precision());
+        assert!(e <= tolerance(self.dev.precision()), "{:?} {what}: normalised error {e:.3e}", self.dev.precision());
+    }
+}
+
+pub fn i(v: usize) -> KernelArg {
+    KernelArg::I32(v as i32)
+}
+
+/// LayerNorm, residual + LayerNorm, and the memory write-out against `ops::layer_norm`.
+pub fn layernorm<D: Device>(dev: D) {
+    let lab = Lab { dev };
+    let (rows, c, eps) = (7, 96, 1e-5f32);
+    let x = random(rows * c, 1, 2.0);
+    let delta = random(rows * c, 2, 1.0);
+    let ln = LayerNorm { w: random(c, 3, 1.0), b: random(c, 4, 0.5) };
+    let (w, b) = (lab.stored(&ln.w), lab.stored(&ln.b));
+    // reference on the inputs as the device holds them
+    let delta_dev = lab.read_stored(&lab.stored(&delta), delta.len());
+    let mut want = vec![0.0; rows * c];
+    layer_norm(&x, &ln, eps, &mut want);
+
+    let (xb, out) = (lab.f32(&x), lab.stored(&vec![0.0; rows * c]));
+    let args = [lab.p(&out), lab.p(&xb), lab.p(&w), lab.p(&b), i(rows), i(c), KernelArg::F32(eps)];
+    lab.run("layernorm", [2, 1, 1], [128, 1, 1], &args);
+    lab.check("layernorm", &lab.read_stored(&out, rows * c), &want);
+
+    let db = lab.stored(&delta);
+    let args = [lab.p(&xb), lab.p(&db), lab.p(&out), lab.p(&w), lab.p(&b), i(rows), i(c), KernelArg::F32(eps)];
+    lab.run("residual_layernorm", [2, 1, 1], [128, 1, 1], &args);
+    let summed: Vec<f32> = x.iter().zip(&delta_dev).map(|(a, b)| a + b).collect();
+    layer_norm(&summed, &ln, eps, &mut want);
+    lab.check("residual_layernorm (sum)", &lab.read_f32(&xb, rows * c), &summed);
+    lab.check("residual_layernorm (norm)", &lab.read_stored(&out, rows * c), &want);
+
+    // the last 2 rows of each of 2 streams of 3 rows, in f32
+    let tail = lab.zeros(4 * c);
+    let args = [lab.p(&tail), lab.p(&xb), lab.p(&w), lab.p(&b), i(4), i(2), i(3), i(c), KernelArg::F32(eps)];
+    lab.run("layernorm_tail", [1, 1, 1], [128, 1, 1], &args);
+    let picked: Vec<f32> = [1, 2, 4, 5].iter().flat_map(|&r| want[r * c..][..c].to_vec()).collect();
+    lab.check("layernorm_tail", &lab.read_f32(&tail, 4 * c), &picked);
+}
+
+/// Both matmul entry points on shapes with partial tiles, with bias and GELU, and rows scattered to a
+/// strided cache, against `ops::matmul`.
+pub fn matmul_kernels<D: Device>(dev: D) {
+    let lab = Lab { dev };
+    let p = lab.dev.precision();
+    // shapes that leave partial tiles in every dimension
+    for (m, n, k, gelu) in [(37, 70, 40, false), (5, 130, 96, true), (64, 64, 64, false)] {
+        let x = random(m * k, 10 + m as u64, 1.0);
+        let w = random(n * k, 20 + n as u64, 0.5);
+        let bias = random(n, 30, 0.5);
+        let (xd, wd) = (lab.read_stored(&lab.stored(&x), x.len()), lab.read_stored(&lab.stored(&w), w.len()));
+        let mut want = vec![0.0; m * n];
+        let mat = MatRef { w: &wd, n_in: k, n_out: n, layout: Layout::OutIn };
+        matmul(&xd, m, mat, Some(&bias), &mut want, false);
+        if gelu {
+            gelu_new(&mut want);
+        }
+        let (xb, wb, bb) = (lab.stored(&x), lab.stored(&w), lab.stored(&bias));
+        let out = lab.stored(&vec![0.0; m * n]);
+        let grid = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
+        let block = [p.matmul_threads(), 1, 1];
+        let args =
+            [lab.p(&out), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize), i(m), i(0)];
+        lab.run("matmul", grid, block, &args);
+        lab.check(&format!("matmul {m}×{n}×{k}"), &lab.read_stored(&out, m * n), &want);
+
+        let out32 = lab.zeros(m * n);
+        let args = [lab.p(&out32), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize)];
+        lab.run("matmul_f32", grid, block, &args);
+        lab.check(&format!("matmul_f32 {m}×{n}×{k}"), &lab.read_f32(&out32, m * n), &want);
+    }
+    // rows scattered to a strided cache: 2 streams of 3 rows into slots of 5
+    let (m, n, k) = (6, 8, 16);
+    let (x, w) = (random(m * k, 40, 1.0), random(n * k, 41, 1.0));
+    let (xb, wb) = (lab.stored(&x), lab.stored(&w));
+    let out = lab.stored(&vec![0.0; 10 * n]);
+    let args = [lab.p(&out), lab.p(&xb), lab.p(&wb), KernelArg::Ptr(0), i(m), i(n), i(k), i(0), i(3), i(5)];
+    lab.run("matmul", [1, 1, 1], [p.matmul_threads(), 1, 1], &args);
+    let got = lab.read_stored(&out, 10 * n);
+    let (xd, wd) = (lab.read_stored(&xb, m * k), lab.read_stored(&wb, n * k));
+    let mut want = vec![0.0; m * n];
+    matmul(&xd, m, MatRef { w: &wd, n_in: k, n_out: n, layout: Layout::OutIn }, None, &mut want, false);
+    let placed: Vec<f32> = [0, 1, 2, 5, 6, 7].iter().flat_map(|&r| got[r * n..][..n].to_vec()).collect();
+    lab.check("matmul (strided rows)", &placed, &want);
+    assert!(got[3 * n..5 * n].iter().all(|&v| v == 0.0), "rows between streams are left alone");
+}
+
+/// Causal attention by the book: softmax(q·kᵀ/√hs) v over keys 0..=pos, per stream and head.
+pub fn attention_reference(qkv: &[f32], streams: usize, cap: usize, q0: usize, nq: usize, c: usize, hs: usize) -> Vec<f32> {
+    let mut out = vec![0.0; streams * nq * c];
+    for s in 0..streams {
+        for qi in 0..nq {
+            let pos = q0 + qi;
+            for h in 0..c / hs {
+                let row = |p: usize, part: usize| &qkv[((s * cap + p) * 3 + part) * c + h * hs..][..hs];
+                let q = row(pos, 0);
+                let scores: Vec<f32> = (0..=pos)
+                    .map(|j| q.iter().zip(row(j, 1)).map(|(a, b)| a * b).sum::<f32>() / (hs as f32).sqrt())
+                    .collect();
+                let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let z: f32 = e.iter().sum();
+                for d in 0..hs {
+                    out[(s * nq + qi) * c + h * hs + d] = (0..=pos).map(|j| e[j] / z * row(j, 2)[d]).sum();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Flash attention against [`attention_reference`]: multi-stream segments, a decode row, head sizes 32 and 64.
+pub fn attention<D: Device>(dev: D) {
+    let lab = Lab { dev };
+    // (streams, cache rows, first query position, queries, width, head size): a segment of 2 streams that
+    // spans two query blocks and several key tiles, a decode step at position 40, head size 64
+    for (streams, cap, q0, nq, c, hs) in [(2, 80, 0, 70, 64, 32), (1, 48, 40, 1, 64, 32), (1, 40, 0, 37, 128, 64)] {
+        let qkv = random(streams * cap * 3 * c, 50 + nq as u64, 1.5);
+        let qkvb = lab.stored(&qkv);
+        let want = attention_reference(&lab.read_stored(&qkvb, qkv.len()), streams, cap, q0, nq, c, hs);
+        let out = lab.stored(&vec![0.0; streams * nq * c]);
+        let grid = [nq.div_ceil(32) as u32, (c / hs) as u32, streams as u32];
+        let args = [lab.p(&out), lab.p(&qkvb), i(nq), i(q0), i(cap), i(c), i(hs)];
+        lab.run("attention", grid, [128, 1, 1], &args);
+        lab.check(&format!("attention {streams}×{nq} at {q0}, hs {hs}"), &lab.read_stored(&out, want.len()), &want);
+    }
+}
+
+/// RMT-R's two-pass retrieval over several chunks against a direct softmax.
+pub fn retrieval<D: Device>(dev: D) {
+    let lab = Lab { dev };
+    let (m, d, n, chunk) = (5usize, 64usize, 300usize, 64usize); // 5 chunks, the last one partial
+    let chunks = n.div_ceil(chunk);
+    let scale = 1.0 / (d as f32).sqrt();
+    let (q, keys, values) = (random(m * d, 60, 2.0), random(n * d, 61, 2.0), random(n * d, 62, 1.0));
+    let (qb, kb, vb) = (lab.stored(&q), lab.stored(&keys), lab.stored(&values));
+    let (q, keys, values) =
+        (lab.read_stored(&qb, q.len()), lab.read_stored(&kb, keys.len()), lab.read_stored(&vb, values.len()));
+    let mut want = vec![0.0; m * d];
+    for qi in 0..m {
+        let s: Vec<f32> =
+            (0..n).map(|j| (0..d).map(|e| q[qi * d + e] * keys[j * d + e]).sum::<f32>() * scale).collect();
+        let mx = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let z: f32 = s.iter().map(|v| (v - mx).exp()).sum();
+        for e in 0..d {
+            want[qi * d + e] = (0..n).map(|j| (s[j] - mx).exp() / z * values[j * d + e]).sum();
+        }
+    }
+    let partial = lab.zeros(m * chunks * (d + 2));
+    let args =
+        [lab.p(&partial), lab.p(&qb), lab.p(&kb), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
+    lab.run("retrieval_partial", [chunks as u32, 1, 1], [128, 1, 1], &args);
+    let out = lab.stored(&vec![0.0; m * d]);
+    lab.run("retrieval_merge", [m as u32, 1, 1], [128, 1, 1], &[lab.p(&out), lab.p(&partial), i(chunks), i(d)]);
+    lab.check("retrieval", &lab.read_stored(&out, m * d), &want);
+}
+
+/// Token and memory rows with restarting positions, and the f32 → storage conversion.
+pub fn embed<D: Device>(dev: D) {
+    let lab = Lab { dev };
+    let (c, vocab, positions) = (32, 50, 20);
+    let (wte, wpe, mem) = (random(vocab * c, 70, 1.0), random(positions * c, 71, 1.0), random(3 * c, 72, 1.0));
+    let (wteb, wpeb) = (lab.stored(&wte), lab.stored(&wpe));
+    let (wte, wpe) = (lab.read_stored(&wteb, wte.len()), lab.read_stored(&wpeb, wpe.len()));
+    // 2 streams of 4 rows from position 3: [mem0, tok 7, tok 49, mem1] and [mem2, tok 0, tok 1, tok 2]
+    let ids: [i32; 8] = [-1, 7, 49, -2, -3, 0, 1, 2];
+    let idb = lab.bytes(&ids.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let (memb, x) = (lab.f32(&mem), lab.zeros(8 * c));
+    let args = [lab.p(&x), lab.p(&idb), lab.p(&memb), lab.p(&wteb), lab.p(&wpeb), i(8), i(4), i(3), i(c)];
+    lab.run("embed", [1, 1, 1], [256, 1, 1], &args);
+    let want: Vec<f32> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(r, &id)| {
+            let e = if id >= 0 { &wte[id as usize * c..][..c] } else { &mem[(-id - 1) as usize * c..][..c] };
+            let pos = 3 + r % 4;
+            e.iter().zip(&wpe[pos * c..][..c]).map(|(a, b)| a + b).collect::<Vec<_>>()
+        })
+        .collect();
+    lab.check("embed", &lab.read_f32(&x, 8 * c), &want);
+
+    let stored = lab.stored(&vec![0.0; 3 * c]);
+    lab.run("to_storage", [1, 1, 1], [256, 1, 1], &[lab.p(&stored), lab.p(&memb), i(3 * c)]);
+    lab.check("to_storage", &lab.read_stored(&stored, 3 * c), &mem);
+}
+
+pub fn tiny_model(memory: &str, seed: u64) -> Model {
+    // head size 32 (the kernels take multiples of 32 up to 64), 2 layers, n_positions room for decoding
+    let cfg = Config::from_json(&format!(
+        r#"{{"n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 120, "n_positions": 48,
+            "eos_token_id": 119, "gen_token_id": 118, "memory": {memory}}}"#
+    ))
+    .unwrap();
+    let mut m = Model::random(cfg, seed).unwrap();
+    // larger than GPT-2's 0.02 init, so activations reach GELU's curve and LayerNorm has work to do
+    m.weights.tensors_mut().into_iter().for_each(|t| t.iter_mut().for_each(|v| *v *= 3.0));
+    m
+}
+
+pub fn stream(n: usize, seed: u64) -> Vec<u32> {
+    random(n, seed, 1.0).iter().map(|v| ((v + 1.0) * 55.0) as u32).collect()
+}
+
+/// Reads `segments` segments and asks on the CPU reference and on `gpu` (a CUDA engine in precision `p`); the
+/// memory after every segment agrees within the precision's tolerance, the logits of every answer step within
+/// [`logits_tolerance`], and in f32 the greedy answer is the same.
+pub fn compare_streams(model: &Model, segments: usize, seed: u64, p: Precision, gpu: Engine) {
+    let seg = model.config.memory.segment_size;
+    let tokens = stream(seg * segments + 5, seed);
+    let cpu = Engine::cpu_reference(model.clone());
+    let (mut a, mut b) = (cpu.session(), gpu.session());
+    for (k, chunk) in tokens[..seg * segments].chunks(seg).enumerate() {
+        a.read(chunk).unwrap();
+        b.read(chunk).unwrap();
+        let e = rel_err(&b.state().memory, &a.state().memory);
+        eprintln!("{:?} {:?} memory after segment {k}: {e:.2e}", model.config.memory.kind, p);
+        assert!(e <= tolerance(p), "{p:?}: memory after segment {k}: {e:.3e}");
+    }
+    let question = &tokens[seg * segments..];
+    let (x, y) = (a.ask(question, 3).unwrap(), b.ask(question, 3).unwrap());
+    if p == Precision::F32 {
+        assert_eq!(y.tokens, x.tokens, "greedy answer");
+    }
+    // a step's logits are comparable while the tokens fed so far are the same (bf16 may pick another)
+    let same_prefix = x.tokens.iter().zip(&y.tokens).take_while(|(a, b)| a == b).count();
+    for (step, (g, c)) in y.logits.iter().zip(&x.logits).enumerate().take(same_prefix + 1) {
+        let e = rel_err(g, c);
+        eprintln!("{:?} {p:?} logits of answer step {step}: {e:.2e}", model.config.memory.kind);
+        assert!(e <= logits_tolerance(p), "{p:?}: logits of answer step {step}: {e:.3e}");
+    }
+}
+
+/// Two streams read in one batched step on `gpu` (f32) agree with separate CPU sessions within 1e-5.
+pub fn batched_streams(model: &Model, gpu: Engine) {
+    let (a, b) = (stream(32, 4), stream(32, 5));
+    let mut batch = gpu.batch(2);
+    batch.read(&[&a, &b]).unwrap();
+    let cpu = Engine::cpu_reference(model.clone());
+    for (session, tokens) in batch.sessions().iter().zip([&a, &b]) {
+        let mut alone = cpu.session();
+        alone.read(tokens).unwrap();
+        let e = rel_err(&session.state().memory, &alone.state().memory);
+        assert!(e <= 1e-5, "batched stream vs alone: {e:.3e}");
+    }
+}
