@@ -3,13 +3,14 @@
 #include "common.cuh"
 
 // x[r] for r < rows, one thread per element. ids[r] >= 0 is a token; ids[r] < 0 takes row -ids[r]-1 of `mem`.
-// Positions restart in every stream of `per_stream` rows: pos = pos0 + r % per_stream.
-KERNEL void embed(float* x, const int* ids, const float* mem, const floatX* wte, const floatX* wpe, int rows,
-                  int per_stream, int pos0, int C) {
+// Positions restart in every stream of `per_stream` rows: pos = pos0 + r % per_stream. With `step` (a device
+// counter, may be null) the ids are those of segment *step of a chunk uploaded at once: ids + *step · rows.
+KERNEL void embed(float* x, const int* ids, const int* step, const float* mem, const floatX* wte,
+                  const floatX* wpe, int rows, int per_stream, int pos0, int C) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)rows * C) return;
     int r = (int)(i / C), c = (int)(i % C);
-    int id = ids[r];
+    int id = ids[(step ? (long)*step * rows : 0) + r];
     float e = id >= 0 ? to_float(wte[(long)id * C + c]) : mem[(long)(-id - 1) * C + c];
     x[i] = e + to_float(wpe[(long)(pos0 + r % per_stream) * C + c]);
 }

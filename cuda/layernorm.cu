@@ -35,10 +35,12 @@ KERNEL void residual_layernorm(float* x, const floatX* delta, floatX* out, const
     if (out) layernorm_row(out + (long)r * C, xr, w, b, C, eps);
 }
 
-// The memory write-out: out (f32) = ln_f of the last `per` rows of each stream of `stride` rows in x.
-KERNEL void layernorm_tail(float* out, const float* x, const floatX* w, const floatX* b, int rows, int per,
-                           int stride, int C, float eps) {
+// The memory write-out: out (f32) = ln_f of the last `per` rows of each stream of `stride` rows in x. With
+// `step` (may be null), the segment counter of a device-side chain of segments advances: embed reads it next.
+KERNEL void layernorm_tail(float* out, const float* x, const floatX* w, const floatX* b, int* step, int rows,
+                           int per, int stride, int C, float eps) {
     int r = warp_row();
+    if (step && r == 0 && threadIdx.x == 0) *step += 1;  // no other block reads it in this launch
     if (r >= rows) return;
     long src = (long)(r / per) * stride + (stride - per) + r % per;
     layernorm_row(out + (long)r * C, x + src * C, w, b, C, eps);

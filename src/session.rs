@@ -157,11 +157,15 @@ impl Session {
             self.write_segment(&full)?;
         }
         // segments straight from the caller's slice: reading a long slice copies nothing
-        let mut chunks = rest.chunks_exact(seg);
-        for c in chunks.by_ref() {
-            self.write_segment(c)?;
+        let full = rest.len() / seg * seg;
+        if self.model.config.memory.kind == MemoryKind::Rmt {
+            // plain RMT: every segment reads and writes M_t, so the whole run can stay on the device
+            self.step.write_chain(&mut self.state.memory, &rest[..full], seg)?;
+            self.state.segments += (full / seg) as u64;
+        } else {
+            rest[..full].chunks_exact(seg).try_for_each(|c| self.write_segment(c))?;
         }
-        self.state.tail = chunks.remainder().to_vec();
+        self.state.tail = rest[full..].to_vec();
         Ok(())
     }
 

@@ -206,6 +206,20 @@ fn emulated_rmt_r_streams_match_the_cpu() {
     }
 }
 
+/// Plain RMT read in one call runs as a device-side chain: 70 segments span two uploads of token ids (64
+/// segments each); the memory after them agrees with the CPU reference.
+#[test]
+fn emulated_rmt_chain_matches_the_cpu() {
+    let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 4);
+    let tokens = cuda_checks::stream(70 * 16 + 3, 6);
+    let (mut gpu, mut cpu) = (emulated_engine(&model, Precision::F32).session(), Engine::cpu_reference(model).session());
+    gpu.read(&tokens).unwrap();
+    cpu.read(&tokens).unwrap();
+    assert_eq!((gpu.state().segments, &gpu.state().tail), (70, &cpu.state().tail));
+    let e = common::rel_err(&gpu.state().memory, &cpu.state().memory);
+    assert!(e <= 1e-5, "memory after 70 chained segments: {e:.3e}");
+}
+
 #[test]
 fn emulated_batched_streams_match_separate_sessions() {
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 3);

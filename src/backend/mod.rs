@@ -38,6 +38,17 @@ pub trait Step: Send {
         }
         Ok(())
     }
+    /// RMT: runs the full segments of `tokens` (a multiple of `seg`) back to back, each reading and writing the
+    /// memory the one before wrote, starting from `memory`, which is left holding the last. The default is the
+    /// segment-by-segment loop; a device keeps the recurrence on the device instead.
+    fn write_chain(&mut self, memory: &mut [f32], tokens: &[u32], seg: usize) -> Result<()> {
+        let mut next = vec![0.0; memory.len()];
+        for s in tokens.chunks_exact(seg) {
+            self.write_segment(memory, s, memory, &mut next)?;
+            memory.copy_from_slice(&next);
+        }
+        Ok(())
+    }
     /// Runs the final segment `[read | tokens]` into a fresh KV cache and writes the last row's logits.
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()>;
     /// Appends one token after the prefilled rows (next position) and writes its logits.

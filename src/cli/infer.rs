@@ -152,23 +152,25 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
     pb.set_position(start_pos as u64);
     pb.reset_eta();
     let t0 = Instant::now();
+    let per_read = engine.segments_per_read() as u64;
     let (mut pos, mut since_checkpoint, mut buf) = (start_pos, 0u64, Vec::with_capacity(seg));
     while pos < total {
-        let end = ((pos / seg + 1) * seg).min(total); // segment boundaries of the whole stream
+        // the engine's segments per read (a GPU runs them as one chain without the host in between), ending on
+        // segment boundaries of the whole stream and on checkpoints; progress and Ctrl-C are checked between reads
+        let room = a.checkpoint_every.map_or(per_read, |n| per_read.min(n - since_checkpoint));
+        let end = ((pos / seg + room as usize) * seg).min(total);
         buf.clear();
         stream.read_into(pos..end, &mut buf);
         session.read(&buf)?;
-        pos = end;
-        if pos % (1 << 20) < seg {
-            stream.release_before(pos); // about every million tokens: keeps resident memory flat
+        if end >> 20 != pos >> 20 {
+            stream.release_before(end); // about every million tokens: keeps resident memory flat
         }
+        since_checkpoint += (end / seg - pos / seg) as u64; // segment boundaries crossed
+        pos = end;
         pb.set_position(pos as u64);
-        if pos % seg == 0 {
-            since_checkpoint += 1;
-            if a.checkpoint_every.is_some_and(|n| since_checkpoint >= n) {
-                save(&session)?;
-                since_checkpoint = 0;
-            }
+        if a.checkpoint_every.is_some_and(|n| since_checkpoint >= n) {
+            save(&session)?;
+            since_checkpoint = 0;
         }
         if interrupted.load(Ordering::Relaxed) {
             pb.finish_and_clear();

@@ -116,12 +116,14 @@ pub fn layernorm<D: Device>(dev: D) {
     lab.check("residual_layernorm (sum)", &lab.read_f32(&xb, rows * c), &summed);
     lab.check("residual_layernorm (norm)", &lab.read_stored(&out, rows * c), &want);
 
-    // the last 2 rows of each of 2 streams of 3 rows, in f32
-    let tail = lab.zeros(4 * c);
-    let args = [lab.p(&tail), lab.p(&xb), lab.p(&w), lab.p(&b), i(4), i(2), i(3), i(c), KernelArg::F32(eps)];
+    // the last 2 rows of each of 2 streams of 3 rows, in f32, advancing a chain's segment counter from 5
+    let (tail, step) = (lab.zeros(4 * c), lab.bytes(&5i32.to_le_bytes()));
+    let args =
+        [lab.p(&tail), lab.p(&xb), lab.p(&w), lab.p(&b), lab.p(&step), i(4), i(2), i(3), i(c), KernelArg::F32(eps)];
     lab.run("layernorm_tail", [1, 1, 1], [128, 1, 1], &args);
     let picked: Vec<f32> = [1, 2, 4, 5].iter().flat_map(|&r| want[r * c..][..c].to_vec()).collect();
     lab.check("layernorm_tail", &lab.read_f32(&tail, 4 * c), &picked);
+    assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
 }
 
 /// Both matmul entry points on shapes with partial tiles, with bias and GELU, and rows scattered to a
@@ -250,10 +252,19 @@ pub fn embed<D: Device>(dev: D) {
     let (wte, wpe) = (lab.read_stored(&wteb, wte.len()), lab.read_stored(&wpeb, wpe.len()));
     // 2 streams of 4 rows from position 3: [mem0, tok 7, tok 49, mem1] and [mem2, tok 0, tok 1, tok 2]
     let ids: [i32; 8] = [-1, 7, 49, -2, -3, 0, 1, 2];
-    let idb = lab.bytes(&ids.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let id_bytes = |ids: &[i32]| ids.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>();
+    let idb = lab.bytes(&id_bytes(&ids));
     let (memb, x) = (lab.f32(&mem), lab.zeros(8 * c));
-    let args = [lab.p(&x), lab.p(&idb), lab.p(&memb), lab.p(&wteb), lab.p(&wpeb), i(8), i(4), i(3), i(c)];
+    let null = KernelArg::Ptr(0);
+    let args = [lab.p(&x), lab.p(&idb), null, lab.p(&memb), lab.p(&wteb), lab.p(&wpeb), i(8), i(4), i(3), i(c)];
     lab.run("embed", [1, 1, 1], [256, 1, 1], &args);
+    // the same rows as segment 1 of a chain's ids (segment 0: other ids), picked by the device counter
+    let chained = lab.bytes(&id_bytes(&[[5; 8], ids].concat()));
+    let (step, x2) = (lab.bytes(&1i32.to_le_bytes()), lab.zeros(8 * c));
+    let args =
+        [lab.p(&x2), lab.p(&chained), lab.p(&step), lab.p(&memb), lab.p(&wteb), lab.p(&wpeb), i(8), i(4), i(3), i(c)];
+    lab.run("embed", [1, 1, 1], [256, 1, 1], &args);
+    assert_eq!(lab.read_f32(&x2, 8 * c), lab.read_f32(&x, 8 * c), "the chain counter selects the segment's ids");
     let want: Vec<f32> = ids
         .iter()
         .enumerate()

@@ -18,6 +18,8 @@ use crate::store::RowStore;
 const LN_ROWS: u32 = 4;
 /// Stored RMT-R rows are split into at most this many chunks, one block each (flash-decoding).
 const MAX_CHUNKS: usize = 512;
+/// Segments whose token ids are uploaded at once when an RMT stream runs as a device-side chain.
+const CHAIN_SEGMENTS: usize = 64;
 
 fn blocks_for(n: usize, per: usize) -> u32 {
     n.div_ceil(per) as u32
@@ -57,7 +59,10 @@ struct Activations<B> {
     /// Per layer `[streams][n_positions][3d]`: this step's Q|K|V rows, and the KV cache for decoding.
     qkv: Vec<B>,
     ids: B,
-    /// Memory rows fed as embeddings, f32.
+    /// The ids of up to [`CHAIN_SEGMENTS`] segments of a chain, and the chain's segment counter (an int).
+    chain_ids: B,
+    chain_step: B,
+    /// Memory rows fed as embeddings, f32; in a chain, also where each segment writes its new memory.
     mem: B,
     /// New memory rows (f32), or one row's logits.
     out: B,
@@ -81,12 +86,16 @@ struct StateCache<B> {
     partial: B,
 }
 
+/// What a captured write step was recorded for: streams, rows per stream, and whether it is a link of a
+/// device-side chain (ids from the chain's buffer at its counter, new memory written back into `mem`).
+type GraphKey = (usize, usize, bool);
+
 /// One stream's segment step on a CUDA device (or its emulation, in the tests).
 pub struct CudaStep<D: Device> {
     m: Arc<CudaModel<D>>,
     act: Option<Activations<D::Buffer>>,
-    /// The write step captured once per shape (streams, rows per stream) and replayed for every segment.
-    graphs: Vec<((usize, usize), D::Graph)>,
+    /// The write step captured once per shape and replayed for every segment.
+    graphs: Vec<(GraphKey, D::Graph)>,
     /// Rows in stream 0's KV cache (prefill + decoded tokens).
     cache_len: usize,
     states: Option<StateCache<D::Buffer>>,
@@ -136,6 +145,8 @@ impl<D: Device> CudaStep<D> {
             hidden: dev.alloc(rows * 4 * d * sz)?,
             qkv: (0..cfg.n_layer).map(|_| dev.alloc(rows * 3 * d * sz)).collect::<Result<_>>()?,
             ids: dev.alloc(rows * 4)?,
+            chain_ids: dev.alloc(CHAIN_SEGMENTS * cfg.n_positions * 4)?,
+            chain_step: dev.alloc(4)?,
             mem: dev.alloc(rows * d * 4)?,
             out: dev.alloc((rows * d).max(cfg.vocab_size) * 4)?,
         });
@@ -199,15 +210,16 @@ impl<D: Device> CudaStep<D> {
         self.m.dev.upload(&mut a.mem, 0, &mem_bytes)
     }
 
-    /// Embeds the uploaded `rows` input rows of `streams` streams from position `pos0`, then runs every block.
-    /// Leaves the final residual (before `ln_f`) in `x`.
-    fn forward(&self, rows: usize, streams: usize, pos0: usize) -> Result<()> {
+    /// Embeds the uploaded `rows` input rows of `streams` streams from position `pos0` (a chain link: the ids
+    /// of the chain's current segment), then runs every block. Leaves the final residual (before `ln_f`) in `x`.
+    fn forward(&self, rows: usize, streams: usize, pos0: usize, chain: bool) -> Result<()> {
         let a = self.act.as_ref().expect("inputs uploaded first");
         let cfg = &self.m.model.config;
         let (d, sz, w) = (cfg.n_embd, self.sz(), &self.m.weights);
         let (per, cap, hs) = (rows / streams, cfg.n_positions, d / cfg.n_head);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
-        let embed = [self.ptr(&a.x), self.ptr(&a.ids), self.ptr(&a.mem), self.ptr(&w.wte), self.ptr(&w.wpe), i32_arg(rows), i32_arg(per), i32_arg(pos0), i32_arg(d)];
+        let (ids, step) = if chain { (self.ptr(&a.chain_ids), self.ptr(&a.chain_step)) } else { (self.ptr(&a.ids), KernelArg::Ptr(0)) };
+        let embed = [self.ptr(&a.x), ids, step, self.ptr(&a.mem), self.ptr(&w.wte), self.ptr(&w.wpe), i32_arg(rows), i32_arg(per), i32_arg(pos0), i32_arg(d)];
         self.dev().launch("embed", [blocks_for(rows * d, 256), 1, 1], [256, 1, 1], &embed)?;
         self.layernorm(self.ptr(&a.ln), self.ptr(&a.x), &w.blocks[0].ln_1, rows)?;
         for (l, b) in w.blocks.iter().enumerate() {
@@ -315,30 +327,35 @@ impl<D: Device> CudaStep<D> {
         }
         let streams = segments.len();
         self.upload_inputs(&ids, &mem, streams)?;
-        let shape = (streams, rows_per);
-        if !self.graphs.iter().any(|(s, _)| *s == shape) {
-            let write_rows = segments[0].write.len() / d;
-            let graph = self.m.dev.capture(&mut || self.write_launches(streams, rows_per, write_rows))?;
-            self.graphs.push((shape, graph));
-        }
-        let (_, graph) = self.graphs.iter().find(|(s, _)| *s == shape).expect("captured above");
-        self.dev().replay(graph)?;
+        self.replay_write((streams, rows_per, false), segments[0].write.len() / d)?;
         download_f32(self.dev(), &self.act.as_ref().expect("uploaded").out, out)
     }
 
+    /// Replays the write step for `key` (capturing it the first time).
+    fn replay_write(&mut self, key: GraphKey, write_rows: usize) -> Result<()> {
+        if !self.graphs.iter().any(|(k, _)| *k == key) {
+            let graph = self.m.dev.capture(&mut || self.write_launches(key, write_rows))?;
+            self.graphs.push((key, graph));
+        }
+        let (_, graph) = self.graphs.iter().find(|(k, _)| *k == key).expect("captured above");
+        self.dev().replay(graph)
+    }
+
     /// Every launch of a write step: the blocks over `streams × rows_per` rows, then `ln_f` of each stream's last
-    /// `write_rows` rows into `out` (the new memory).
-    fn write_launches(&self, streams: usize, rows_per: usize, write_rows: usize) -> Result<()> {
-        self.forward(streams * rows_per, streams, 0)?;
+    /// `write_rows` rows (the new memory) into `out`, or for a chain link back into `mem`.
+    fn write_launches(&self, (streams, rows_per, chain): GraphKey, write_rows: usize) -> Result<()> {
+        self.forward(streams * rows_per, streams, 0, chain)?;
         let a = self.act.as_ref().expect("inputs uploaded first");
         let (d, w) = (self.d(), write_rows);
         let ln_f = &self.m.weights.ln_f;
         let rows = streams * w;
+        let (out, step) = if chain { (&a.mem, self.ptr(&a.chain_step)) } else { (&a.out, KernelArg::Ptr(0)) };
         let args = [
-            self.ptr(&a.out),
+            self.ptr(out),
             self.ptr(&a.x),
             self.ptr(&ln_f.w),
             self.ptr(&ln_f.b),
+            step,
             KernelArg::I32(rows as i32),
             KernelArg::I32(w as i32),
             KernelArg::I32(rows_per as i32),
@@ -348,12 +365,39 @@ impl<D: Device> CudaStep<D> {
         self.dev().launch("layernorm_tail", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
     }
 
+    /// RMT segments back to back on the device: the memory is uploaded once and each segment's new memory is
+    /// written where the next one reads it; token ids go up [`CHAIN_SEGMENTS`] segments at a time, and the host
+    /// only enqueues graph replays until the final memory comes back.
+    fn chain(&mut self, memory: &mut [f32], tokens: &[u32], seg: usize) -> Result<()> {
+        let (d, m) = (self.d(), memory.len() / self.d());
+        let rows = m + seg + m;
+        // every row of a link: [M | tokens | M], the memory rows read from `mem`
+        let mem_ids = (0..m).map(|k| -(k as i32) - 1);
+        self.upload_inputs(&[], memory, 1)?;
+        for chunk in tokens.chunks(CHAIN_SEGMENTS * seg) {
+            let ids: Vec<u8> = chunk
+                .chunks_exact(seg)
+                .flat_map(|s| mem_ids.clone().chain(s.iter().map(|&t| t as i32)).chain(mem_ids.clone()))
+                .flat_map(i32::to_le_bytes)
+                .collect();
+            let a = self.act.as_mut().expect("allocated by upload_inputs");
+            self.m.dev.upload(&mut a.chain_ids, 0, &ids)?;
+            self.m.dev.upload(&mut a.chain_step, 0, &0i32.to_le_bytes())?;
+            for _ in 0..chunk.len() / seg {
+                self.replay_write((1, rows, true), m)?;
+            }
+        }
+        download_f32(self.dev(), &self.act.as_ref().expect("allocated").mem, memory)?;
+        debug_assert_eq!(memory.len(), m * d);
+        Ok(())
+    }
+
     fn prefill_rows(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
         let d = self.d();
         let mut ids: Vec<i32> = (0..read.len() / d).map(|k| -(k as i32) - 1).collect();
         ids.extend(tokens.iter().map(|&t| t as i32));
         self.upload_inputs(&ids, read, 1)?;
-        self.forward(ids.len(), 1, 0)?;
+        self.forward(ids.len(), 1, 0, false)?;
         self.cache_len = ids.len();
         self.logits(ids.len() - 1, logits)
     }
@@ -361,7 +405,7 @@ impl<D: Device> CudaStep<D> {
     fn decode_token(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
         let pos = self.cache_len;
         self.upload_inputs(&[token as i32], &[], 1)?;
-        self.forward(1, 1, pos)?;
+        self.forward(1, 1, pos, false)?;
         self.cache_len += 1;
         self.logits(0, logits)
     }
@@ -454,6 +498,10 @@ impl<D: Device> Step for CudaStep<D> {
 
     fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
         self.write_all(segments, out)
+    }
+
+    fn write_chain(&mut self, memory: &mut [f32], tokens: &[u32], seg: usize) -> Result<()> {
+        self.chain(memory, tokens, seg)
     }
 
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
