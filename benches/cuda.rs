@@ -86,12 +86,15 @@ fn main() {
     let mut group = c.benchmark_group("cuda gpt2-small rmt");
     for streams in [1usize, 8, 16] {
         let mut step = CudaStep::new(Arc::clone(&uploaded));
-        let inputs: Vec<SegmentInput<'_>> =
-            (0..streams).map(|_| SegmentInput { read: &mem[..16 * d], tokens: &tokens, write: &mem[16 * d..] }).collect();
+        let inputs: Vec<SegmentInput<'_>> = (0..streams)
+            .map(|_| SegmentInput { read: &mem[..16 * d], tokens: &tokens, write: &mem[16 * d..] })
+            .collect();
         let mut out = vec![0.0; streams * 16 * d];
         step.write_segments(&inputs, &mut out).unwrap(); // allocate and capture the graph
         group.throughput(Throughput::Elements(512 * streams as u64));
-        group.bench_function(format!("{streams} stream(s)"), |b| b.iter(|| step.write_segments(&inputs, &mut out).unwrap()));
+        group.bench_function(format!("{streams} stream(s)"), |b| {
+            b.iter(|| step.write_segments(&inputs, &mut out).unwrap())
+        });
     }
     group.finish();
 

@@ -6,10 +6,7 @@ use rmt_fast::backend::cuda::{nvrtc, Precision};
 
 #[test]
 fn every_kernel_compiles_for_ampere_and_hopper_without_spills() {
-    assert!(
-        nvrtc::available(),
-        "NVRTC not found: run scripts/install-nvrtc.sh (see README)"
-    );
+    assert!(nvrtc::available(), "NVRTC not found: run scripts/install-nvrtc.sh (see README)");
     let kernels = nvrtc::kernel_names();
     for arch in ["sm_80", "sm_90a"] {
         for precision in [Precision::Bf16, Precision::F32] {
@@ -43,5 +40,8 @@ fn the_ptxas_report_parser_reads_spills() {
                ptxas info    : Used 255 registers, used 1 barriers, 4096 bytes smem, 400 bytes cmem[0]\n";
     let usage = nvrtc::Compiled { cubin: vec![], log: log.into() }.usage();
     let k = &usage[0];
-    assert_eq!((k.name.as_str(), k.registers, k.stack_bytes, k.spill_store_bytes, k.spill_load_bytes), ("k", 255, 16, 8, 12));
+    assert_eq!(
+        (k.name.as_str(), k.registers, k.stack_bytes, k.spill_store_bytes, k.spill_load_bytes),
+        ("k", 255, 16, 8, 12)
+    );
 }

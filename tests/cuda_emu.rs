@@ -198,7 +198,8 @@ fn emulated_rmt_stream_matches_the_cpu() {
 #[test]
 fn emulated_rmt_r_streams_match_the_cpu() {
     for retrieval in ["v1", "v2"] {
-        let mem = format!(r#"{{"kind": "rmt-r", "num_mem_tokens": 4, "segment_size": 12, "retrieval": "{retrieval}"}}"#);
+        let mem =
+            format!(r#"{{"kind": "rmt-r", "num_mem_tokens": 4, "segment_size": 12, "retrieval": "{retrieval}"}}"#);
         let model = tiny_model(&mem, 2);
         for p in PRECISIONS {
             compare_streams(&model, 4, 2, p, emulated_engine(&model, p));
@@ -212,7 +213,8 @@ fn emulated_rmt_r_streams_match_the_cpu() {
 fn emulated_rmt_chain_matches_the_cpu() {
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 4);
     let tokens = cuda_checks::stream(70 * 16 + 3, 6);
-    let (mut gpu, mut cpu) = (emulated_engine(&model, Precision::F32).session(), Engine::cpu_reference(model).session());
+    let (mut gpu, mut cpu) =
+        (emulated_engine(&model, Precision::F32).session(), Engine::cpu_reference(model).session());
     gpu.read(&tokens).unwrap();
     cpu.read(&tokens).unwrap();
     assert_eq!((gpu.state().segments, &gpu.state().tail), (70, &cpu.state().tail));

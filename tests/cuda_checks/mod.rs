@@ -147,8 +147,7 @@ pub fn matmul_kernels<D: Device>(dev: D) {
         let out = lab.stored(&vec![0.0; m * n]);
         let grid = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
         let block = [p.matmul_threads(), 1, 1];
-        let args =
-            [lab.p(&out), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize), i(m), i(0)];
+        let args = [lab.p(&out), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize), i(m), i(0)];
         lab.run("matmul", grid, block, &args);
         lab.check(&format!("matmul {m}×{n}×{k}"), &lab.read_stored(&out, m * n), &want);
 
@@ -174,7 +173,15 @@ pub fn matmul_kernels<D: Device>(dev: D) {
 }
 
 /// Causal attention by the book: softmax(q·kᵀ/√hs) v over keys 0..=pos, per stream and head.
-pub fn attention_reference(qkv: &[f32], streams: usize, cap: usize, q0: usize, nq: usize, c: usize, hs: usize) -> Vec<f32> {
+pub fn attention_reference(
+    qkv: &[f32],
+    streams: usize,
+    cap: usize,
+    q0: usize,
+    nq: usize,
+    c: usize,
+    hs: usize,
+) -> Vec<f32> {
     let mut out = vec![0.0; streams * nq * c];
     for s in 0..streams {
         for qi in 0..nq {
@@ -235,8 +242,7 @@ pub fn retrieval<D: Device>(dev: D) {
         }
     }
     let partial = lab.zeros(m * chunks * (d + 2));
-    let args =
-        [lab.p(&partial), lab.p(&qb), lab.p(&kb), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
+    let args = [lab.p(&partial), lab.p(&qb), lab.p(&kb), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
     lab.run("retrieval_partial", [chunks as u32, 1, 1], [128, 1, 1], &args);
     let out = lab.stored(&vec![0.0; m * d]);
     lab.run("retrieval_merge", [m as u32, 1, 1], [128, 1, 1], &[lab.p(&out), lab.p(&partial), i(chunks), i(d)]);

@@ -23,36 +23,23 @@ pub enum Arg {
     F32(f32),
 }
 
-type Entry = unsafe extern "C" fn(
-    *const c_char,
-    *const c_char,
-    *const u32,
-    *const u32,
-    *mut *mut c_void,
-    *mut c_char,
-    usize,
-) -> i32;
-
-extern "C" {
-    fn emu_launch_f32(
-        name: *const c_char,
-        signature: *const c_char,
-        grid: *const u32,
-        block: *const u32,
-        params: *mut *mut c_void,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> i32;
-    fn emu_launch_bf16(
-        name: *const c_char,
-        signature: *const c_char,
-        grid: *const u32,
-        block: *const u32,
-        params: *mut *mut c_void,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> i32;
+/// The two builds' launch entry points (cuda/emu/module.cpp), one signature.
+macro_rules! entries {
+    ($($name:ident),*) => {
+        extern "C" {
+            $(fn $name(
+                name: *const c_char,
+                signature: *const c_char,
+                grid: *const u32,
+                block: *const u32,
+                params: *mut *mut c_void,
+                err: *mut c_char,
+                err_len: usize,
+            ) -> i32;)*
+        }
+    };
 }
+entries!(emu_launch_f32, emu_launch_bf16);
 
 /// The emulator is one global machine: launches take turns.
 static MACHINE: Mutex<()> = Mutex::new(());
@@ -79,11 +66,11 @@ pub unsafe fn launch(precision: Precision, name: &str, grid: [u32; 3], block: [u
         args.iter().map(|a| match a { Arg::Ptr(_) => 'p', Arg::I32(_) => 'i', Arg::F32(_) => 'f' }).collect();
     let (name_c, sig_c) = (CString::new(name).unwrap(), CString::new(signature).unwrap());
     let mut err = vec![0 as c_char; 4096];
-    let entry: Entry = match precision {
+    let _turn = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = match precision {
         Precision::F32 => emu_launch_f32,
         Precision::Bf16 => emu_launch_bf16,
     };
-    let _turn = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let rc = entry(
         name_c.as_ptr(),
         sig_c.as_ptr(),

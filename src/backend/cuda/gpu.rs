@@ -55,7 +55,9 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let (major, minor) = ctx.compute_capability().map_err(|e| driver_error("compute capability", e))?;
         if major < 8 {
-            return Err(Error::Device(format!("compute capability {major}.{minor}: the kernels need 8.0 (Ampere) or newer")));
+            return Err(Error::Device(format!(
+                "compute capability {major}.{minor}: the kernels need 8.0 (Ampere) or newer"
+            )));
         }
         let arch = if (major, minor) == (9, 0) { "sm_90a".to_string() } else { format!("sm_{major}{minor}") };
         let cubin = nvrtc::cubin(&arch, precision)?;
@@ -134,7 +136,11 @@ impl Device for Gpu {
                 KernelArg::F32(x) => launch.arg(x),
             };
         }
-        let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (block[0], block[1], block[2]), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (block[0], block[1], block[2]),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: the step passes each kernel the arguments of its signature, checked under emulation
         unsafe { launch.launch(cfg) }.map(drop).map_err(|e| driver_error(name, e))
     }

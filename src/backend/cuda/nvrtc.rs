@@ -190,7 +190,11 @@ pub fn cubin(arch: &str, precision: Precision) -> Result<Vec<u8>> {
             let _ = sys::nvrtcVersion(&mut major, &mut minor);
         }
     }
-    let key = fnv1a(&[program_source().as_bytes(), options(arch, precision).join(" ").as_bytes(), &[major as u8, minor as u8]]);
+    let key = fnv1a(&[
+        program_source().as_bytes(),
+        options(arch, precision).join(" ").as_bytes(),
+        &[major as u8, minor as u8],
+    ]);
     let path = cache_dir().map(|d| d.join(format!("{key:016x}-{arch}.cubin")));
     if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
         return Ok(bytes);

@@ -77,12 +77,14 @@ struct StateCache<B> {
     capacity: usize,
     /// The stored state or current memory (f32), then the residual of v2's block.
     rx: B,
-    /// m rows in the storage type, four of them: normalised input, query, folded query / attended, projections.
+    /// m rows each in the storage type: a LayerNorm's output (or v1's converted input), the query and later the
+    /// weighted sum, the folded query and later W_v of the sum, a projection; `hidden` is m × 4d.
     h: B,
     q: B,
     attended: B,
     proj: B,
     hidden: B,
+    /// Each chunk's (max, sum, weighted values) per query: `m × MAX_CHUNKS × (d + 2)` f32.
     partial: B,
 }
 
@@ -153,8 +155,18 @@ impl<D: Device> CudaStep<D> {
         Ok(())
     }
 
-    /// out = in · Wᵀ + b (+ GELU) over `rows` rows; output row r lands at row `(r / per) · stride + r % per`.
-    fn matmul(&self, out: KernelArg, input: KernelArg, l: &DeviceLinear<D::Buffer>, rows: usize, gelu: bool, per: usize, stride: usize) -> Result<()> {
+    /// out = in · Wᵀ + b (+ GELU) over `rows` rows; with `scatter = Some((per, stride))` output row r lands at
+    /// row `(r / per) · stride + r % per` (each stream's rows in its slot of the KV cache).
+    fn matmul(
+        &self,
+        out: KernelArg,
+        input: KernelArg,
+        l: &DeviceLinear<D::Buffer>,
+        rows: usize,
+        gelu: bool,
+        scatter: Option<(usize, usize)>,
+    ) -> Result<()> {
+        let (per, stride) = scatter.unwrap_or((rows, 0));
         let bias = l.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
         let args = [
             out,
@@ -172,8 +184,25 @@ impl<D: Device> CudaStep<D> {
     }
 
     /// `matmul` into f32 rows (logits, RMT-R v1's output).
-    fn matmul_f32(&self, out: KernelArg, input: KernelArg, w: KernelArg, bias: KernelArg, rows: usize, n: usize, k: usize, gelu: bool) -> Result<()> {
-        let args = [out, input, w, bias, KernelArg::I32(rows as i32), KernelArg::I32(n as i32), KernelArg::I32(k as i32), KernelArg::I32(gelu as i32)];
+    fn matmul_f32(
+        &self,
+        out: KernelArg,
+        input: KernelArg,
+        w: KernelArg,
+        bias: KernelArg,
+        (rows, n, k): (usize, usize, usize),
+        gelu: bool,
+    ) -> Result<()> {
+        let args = [
+            out,
+            input,
+            w,
+            bias,
+            KernelArg::I32(rows as i32),
+            KernelArg::I32(n as i32),
+            KernelArg::I32(k as i32),
+            KernelArg::I32(gelu as i32),
+        ];
         self.dev().launch("matmul_f32", self.matmul_grid(rows, n), self.matmul_block(), &args)
     }
 
@@ -189,15 +218,34 @@ impl<D: Device> CudaStep<D> {
         KernelArg::F32(self.m.model.config.layer_norm_epsilon)
     }
 
+    /// Launches a LayerNorm-family kernel over `rows` rows (a warp each): its arguments are `lead`, then the
+    /// norm's weight and bias, the rows, d and epsilon.
+    fn launch_norm(&self, name: &str, lead: &[KernelArg], n: &DeviceNorm<D::Buffer>, rows: usize) -> Result<()> {
+        let mut args = lead.to_vec();
+        args.extend([
+            self.ptr(&n.w),
+            self.ptr(&n.b),
+            KernelArg::I32(rows as i32),
+            KernelArg::I32(self.d() as i32),
+            self.eps(),
+        ]);
+        self.dev().launch(name, [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
+    }
+
     fn layernorm(&self, out: KernelArg, x: KernelArg, n: &DeviceNorm<D::Buffer>, rows: usize) -> Result<()> {
-        let args = [out, x, self.ptr(&n.w), self.ptr(&n.b), KernelArg::I32(rows as i32), KernelArg::I32(self.d() as i32), self.eps()];
-        self.dev().launch("layernorm", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
+        self.launch_norm("layernorm", &[out, x], n, rows)
     }
 
     /// x += delta, then out = LN(x) (`out` null: the add alone).
-    fn residual_layernorm(&self, x: KernelArg, delta: KernelArg, out: KernelArg, n: &DeviceNorm<D::Buffer>, rows: usize) -> Result<()> {
-        let args = [x, delta, out, self.ptr(&n.w), self.ptr(&n.b), KernelArg::I32(rows as i32), KernelArg::I32(self.d() as i32), self.eps()];
-        self.dev().launch("residual_layernorm", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
+    fn residual_layernorm(
+        &self,
+        x: KernelArg,
+        delta: KernelArg,
+        out: KernelArg,
+        n: &DeviceNorm<D::Buffer>,
+        rows: usize,
+    ) -> Result<()> {
+        self.launch_norm("residual_layernorm", &[x, delta, out], n, rows)
     }
 
     /// Uploads a step's input: `ids` (token ids, or −(k+1) for row k of `mem`) for `streams` streams.
@@ -218,19 +266,40 @@ impl<D: Device> CudaStep<D> {
         let (d, sz, w) = (cfg.n_embd, self.sz(), &self.m.weights);
         let (per, cap, hs) = (rows / streams, cfg.n_positions, d / cfg.n_head);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
-        let (ids, step) = if chain { (self.ptr(&a.chain_ids), self.ptr(&a.chain_step)) } else { (self.ptr(&a.ids), KernelArg::Ptr(0)) };
-        let embed = [self.ptr(&a.x), ids, step, self.ptr(&a.mem), self.ptr(&w.wte), self.ptr(&w.wpe), i32_arg(rows), i32_arg(per), i32_arg(pos0), i32_arg(d)];
+        let (ids, step) = if chain {
+            (self.ptr(&a.chain_ids), self.ptr(&a.chain_step))
+        } else {
+            (self.ptr(&a.ids), KernelArg::Ptr(0))
+        };
+        let embed = [
+            self.ptr(&a.x),
+            ids,
+            step,
+            self.ptr(&a.mem),
+            self.ptr(&w.wte),
+            self.ptr(&w.wpe),
+            i32_arg(rows),
+            i32_arg(per),
+            i32_arg(pos0),
+            i32_arg(d),
+        ];
         self.dev().launch("embed", [blocks_for(rows * d, 256), 1, 1], [256, 1, 1], &embed)?;
         self.layernorm(self.ptr(&a.ln), self.ptr(&a.x), &w.blocks[0].ln_1, rows)?;
         for (l, b) in w.blocks.iter().enumerate() {
             let qkv = &a.qkv[l];
-            self.matmul(self.at(qkv, pos0 * 3 * d * sz), self.ptr(&a.ln), &b.c_attn, rows, false, per, cap)?;
-            let att = [self.ptr(&a.att), self.ptr(qkv), i32_arg(per), i32_arg(pos0), i32_arg(cap), i32_arg(d), i32_arg(hs)];
-            self.dev().launch("attention", [blocks_for(per, 32), cfg.n_head as u32, streams as u32], [128, 1, 1], &att)?;
-            self.matmul(self.ptr(&a.proj), self.ptr(&a.att), &b.attn_proj, rows, false, rows, 0)?;
+            self.matmul(self.at(qkv, pos0 * 3 * d * sz), self.ptr(&a.ln), &b.c_attn, rows, false, Some((per, cap)))?;
+            let att =
+                [self.ptr(&a.att), self.ptr(qkv), i32_arg(per), i32_arg(pos0), i32_arg(cap), i32_arg(d), i32_arg(hs)];
+            self.dev().launch(
+                "attention",
+                [blocks_for(per, 32), cfg.n_head as u32, streams as u32],
+                [128, 1, 1],
+                &att,
+            )?;
+            self.matmul(self.ptr(&a.proj), self.ptr(&a.att), &b.attn_proj, rows, false, None)?;
             self.residual_layernorm(self.ptr(&a.x), self.ptr(&a.proj), self.ptr(&a.ln), &b.ln_2, rows)?;
-            self.matmul(self.ptr(&a.hidden), self.ptr(&a.ln), &b.c_fc, rows, true, rows, 0)?;
-            self.matmul(self.ptr(&a.proj), self.ptr(&a.hidden), &b.mlp_proj, rows, false, rows, 0)?;
+            self.matmul(self.ptr(&a.hidden), self.ptr(&a.ln), &b.c_fc, rows, true, None)?;
+            self.matmul(self.ptr(&a.proj), self.ptr(&a.hidden), &b.mlp_proj, rows, false, None)?;
             // fused across blocks: the residual add of this MLP and the next block's ln_1 (llm.c)
             let (next, out) = match w.blocks.get(l + 1) {
                 Some(nb) => (&nb.ln_1, self.ptr(&a.ln)),
@@ -247,7 +316,7 @@ impl<D: Device> CudaStep<D> {
         let (d, w, cfg) = (self.d(), &self.m.weights, &self.m.model.config);
         self.layernorm(self.ptr(&a.ln), self.at(&a.x, row * d * 4), &w.ln_f, 1)?;
         let head = self.ptr(w.lm_head.as_ref().unwrap_or(&w.wte));
-        self.matmul_f32(self.ptr(&a.out), self.ptr(&a.ln), head, KernelArg::Ptr(0), 1, cfg.vocab_size, d, false)?;
+        self.matmul_f32(self.ptr(&a.out), self.ptr(&a.ln), head, KernelArg::Ptr(0), (1, cfg.vocab_size, d), false)?;
         download_f32(self.dev(), &a.out, logits)
     }
 
@@ -290,6 +359,13 @@ impl<D: Device> CudaStep<D> {
         Ok(())
     }
 
+    /// v1: `h` = the `m` rows of `rx` in the storage type (its projections take them as matmul input).
+    fn rx_to_storage(&self, s: &StateCache<D::Buffer>, m: usize) -> Result<()> {
+        let n = m * self.d();
+        let args = [self.ptr(&s.h), self.ptr(&s.rx), KernelArg::I32(n as i32)];
+        self.dev().launch("to_storage", [blocks_for(n, 256), 1, 1], [256, 1, 1], &args)
+    }
+
     /// Uploads `rows` (f32) into the state cache's `rx`.
     fn upload_rx(&mut self, rows: &[f32]) -> Result<()> {
         let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -320,7 +396,11 @@ impl<D: Device> CudaStep<D> {
             }
         };
         for s in segments {
-            assert_eq!(s.read.len() / d + s.tokens.len() + s.write.len() / d, rows_per, "batched segments share a shape");
+            assert_eq!(
+                s.read.len() / d + s.tokens.len() + s.write.len() / d,
+                rows_per,
+                "batched segments share a shape"
+            );
             mem_row(&mut ids, &mut mem, s.read);
             ids.extend(s.tokens.iter().map(|&t| t as i32));
             mem_row(&mut ids, &mut mem, s.write);
@@ -369,7 +449,7 @@ impl<D: Device> CudaStep<D> {
     /// written where the next one reads it; token ids go up [`CHAIN_SEGMENTS`] segments at a time, and the host
     /// only enqueues graph replays until the final memory comes back.
     fn chain(&mut self, memory: &mut [f32], tokens: &[u32], seg: usize) -> Result<()> {
-        let (d, m) = (self.d(), memory.len() / self.d());
+        let m = memory.len() / self.d();
         let rows = m + seg + m;
         // every row of a link: [M | tokens | M], the memory rows read from `mem`
         let mem_ids = (0..m).map(|k| -(k as i32) - 1);
@@ -388,7 +468,6 @@ impl<D: Device> CudaStep<D> {
             }
         }
         download_f32(self.dev(), &self.act.as_ref().expect("allocated").mem, memory)?;
-        debug_assert_eq!(memory.len(), m * d);
         Ok(())
     }
 
@@ -422,10 +501,9 @@ impl<D: Device> CudaStep<D> {
         match (&r.v2, &s.values) {
             (Some(v2), _) => self.layernorm(self.at(&s.keys, row0), self.ptr(&s.rx), &v2.ln_kv, m)?,
             (None, Some(values)) => {
-                let n = (m * d) as i32;
-                self.dev().launch("to_storage", [blocks_for(m * d, 256), 1, 1], [256, 1, 1], &[self.ptr(&s.h), self.ptr(&s.rx), KernelArg::I32(n)])?;
-                self.matmul(self.at(&s.keys, row0), self.ptr(&s.h), &r.k, m, true, m, 0)?;
-                self.matmul(self.at(values, row0), self.ptr(&s.h), &r.v, m, true, m, 0)?;
+                self.rx_to_storage(s, m)?;
+                self.matmul(self.at(&s.keys, row0), self.ptr(&s.h), &r.k, m, true, None)?;
+                self.matmul(self.at(values, row0), self.ptr(&s.h), &r.v, m, true, None)?;
             }
             (None, None) => unreachable!("v1 caches values"),
         }
@@ -445,13 +523,12 @@ impl<D: Device> CudaStep<D> {
         match &r.v2 {
             Some(v2) => {
                 self.layernorm(self.ptr(&s.h), self.ptr(&s.rx), &v2.ln_q, m)?;
-                self.matmul(self.ptr(&s.q), self.ptr(&s.h), &r.q, m, false, m, 0)?;
-                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &v2.k_t, m, false, m, 0)?;
+                self.matmul(self.ptr(&s.q), self.ptr(&s.h), &r.q, m, false, None)?;
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &v2.k_t, m, false, None)?;
             }
             None => {
-                let n = (m * d) as i32;
-                self.dev().launch("to_storage", [blocks_for(m * d, 256), 1, 1], [256, 1, 1], &[self.ptr(&s.h), self.ptr(&s.rx), KernelArg::I32(n)])?;
-                self.matmul(self.ptr(&s.attended), self.ptr(&s.h), &r.q, m, true, m, 0)?;
+                self.rx_to_storage(s, m)?;
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.h), &r.q, m, true, None)?;
             }
         }
         let chunk = n.div_ceil(MAX_CHUNKS).max(64);
@@ -475,16 +552,16 @@ impl<D: Device> CudaStep<D> {
         match &r.v2 {
             Some(v2) => {
                 // v = W_v(Σ p_j h̃_j) + b_v; out = cur + o(v); out += fc_2(gelu(fc_1(ln_mlp(out))))
-                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &r.v, m, false, m, 0)?;
-                self.matmul(self.ptr(&s.proj), self.ptr(&s.attended), &r.o, m, false, m, 0)?;
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &r.v, m, false, None)?;
+                self.matmul(self.ptr(&s.proj), self.ptr(&s.attended), &r.o, m, false, None)?;
                 self.residual_layernorm(self.ptr(&s.rx), self.ptr(&s.proj), self.ptr(&s.h), &v2.ln_mlp, m)?;
-                self.matmul(self.ptr(&s.hidden), self.ptr(&s.h), &v2.fc_1, m, true, m, 0)?;
-                self.matmul(self.ptr(&s.proj), self.ptr(&s.hidden), &v2.fc_2, m, false, m, 0)?;
+                self.matmul(self.ptr(&s.hidden), self.ptr(&s.h), &v2.fc_1, m, true, None)?;
+                self.matmul(self.ptr(&s.proj), self.ptr(&s.hidden), &v2.fc_2, m, false, None)?;
                 self.residual_layernorm(self.ptr(&s.rx), self.ptr(&s.proj), KernelArg::Ptr(0), &v2.ln_mlp, m)?;
             }
             None => {
                 let bias = r.o.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
-                self.matmul_f32(self.ptr(&s.rx), self.ptr(&s.q), self.ptr(&r.o.w), bias, m, d, d, true)?;
+                self.matmul_f32(self.ptr(&s.rx), self.ptr(&s.q), self.ptr(&r.o.w), bias, (m, d, d), true)?;
             }
         }
         download_f32(self.dev(), &s.rx, &mut out[..m * d])

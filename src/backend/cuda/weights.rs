@@ -112,28 +112,27 @@ impl<B> DeviceWeights<B> {
             .retrieval
             .as_ref()
             .map(|r| {
-                let v2 = r
-                    .v2
-                    .as_ref()
-                    .map(|v2| {
-                        // W_kᵀ: the same values read in the other layout, in and out swapped
-                        let k_t = Linear {
-                            w: r.k.w.clone(),
-                            b: None,
-                            n_in: r.k.n_out,
-                            n_out: r.k.n_in,
-                            layout: flip(r.k.layout),
-                        };
-                        Ok(DeviceRetrievalV2 {
-                            ln_q: norm(dev, &v2.ln_q)?,
-                            ln_kv: norm(dev, &v2.ln_kv)?,
-                            ln_mlp: norm(dev, &v2.ln_mlp)?,
-                            fc_1: linear(dev, &v2.fc_1)?,
-                            fc_2: linear(dev, &v2.fc_2)?,
-                            k_t: linear(dev, &k_t)?,
+                let v2 =
+                    r.v2.as_ref()
+                        .map(|v2| {
+                            // W_kᵀ: the same values read in the other layout, in and out swapped
+                            let k_t = Linear {
+                                w: r.k.w.clone(),
+                                b: None,
+                                n_in: r.k.n_out,
+                                n_out: r.k.n_in,
+                                layout: flip(r.k.layout),
+                            };
+                            Ok(DeviceRetrievalV2 {
+                                ln_q: norm(dev, &v2.ln_q)?,
+                                ln_kv: norm(dev, &v2.ln_kv)?,
+                                ln_mlp: norm(dev, &v2.ln_mlp)?,
+                                fc_1: linear(dev, &v2.fc_1)?,
+                                fc_2: linear(dev, &v2.fc_2)?,
+                                k_t: linear(dev, &k_t)?,
+                            })
                         })
-                    })
-                    .transpose()?;
+                        .transpose()?;
                 Ok(DeviceRetrieval {
                     q: linear(dev, &r.q)?,
                     k: linear(dev, &r.k)?,
