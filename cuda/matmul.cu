@@ -56,23 +56,51 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
 // Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 32.
 // Rows of the shared tiles are padded by 8 bf16 so the fragment loads of a warp fall in distinct banks.
 #define BK 32
+
+// 8 bf16: one 128-bit load or store.
+struct alignas(16) bf16x8 {
+    u32 w[4];
+};
+
+// A shared tile, 16-byte aligned for those stores (the struct carries the alignment to both compilers).
+struct alignas(16) Tile {
+    bf16 v[BM][BK + 8];
+};
+
+// Rows [r0, r0 + 64) × columns [k0, k0 + 32) of a row-major [rows, K] matrix into a shared tile, zero outside it:
+// 16-byte loads when every row start is 16-byte aligned (`vec`), else element by element.
+DEVICE void load_tile(bf16 (*tile)[BK + 8], const bf16* src, int r0, int rows, int k0, int K, bool vec) {
+    if (vec) {
+        for (int i = threadIdx.x; i < BM * BK / 8; i += blockDim.x) {
+            int r = i / (BK / 8), k = (i % (BK / 8)) * 8;
+            bf16x8 v = {};
+            if (r0 + r < rows && k0 + k < K) v = *(const bf16x8*)(src + (long)(r0 + r) * K + k0 + k);
+            *(bf16x8*)&tile[r][k] = v;
+        }
+    } else {
+        const bf16 zero = {0};
+        for (int i = threadIdx.x; i < BM * BK; i += blockDim.x) {
+            int r = i / BK, k = i % BK;
+            tile[r][k] = (r0 + r < rows && k0 + k < K) ? src[(long)(r0 + r) * K + k0 + k] : zero;
+        }
+    }
+}
+
 template <class TOut>
 DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                         int gelu_act, int per, int stride) {
-    __shared__ bf16 as[BM][BK + 8];
-    __shared__ bf16 ws[BN][BK + 8];
+    __shared__ Tile a_tile, w_tile;
+    bf16(*as)[BK + 8] = a_tile.v;
+    bf16(*ws)[BK + 8] = w_tile.v;
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int g = lane / 4, t = lane % 4;
     int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    const bf16 zero = {0};
+    bool vec = K % 8 == 0 && ((unsigned long long)in & 15) == 0 && ((unsigned long long)w & 15) == 0;
     float acc[2][4][4] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int i = threadIdx.x; i < BM * BK; i += blockDim.x) {
-            int r = i / BK, k = i % BK;
-            as[r][k] = (m0 + r < M && k0 + k < K) ? in[(long)(m0 + r) * K + k0 + k] : zero;
-            ws[r][k] = (n0 + r < N && k0 + k < K) ? w[(long)(n0 + r) * K + k0 + k] : zero;
-        }
+        load_tile(as, in, m0, M, k0, K, vec);
+        load_tile(ws, w, n0, N, k0, K, vec);
         __syncthreads();
         #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {

@@ -20,9 +20,10 @@ use rmt_fast::{Engine, Error, Model, Result};
 const GUARD: usize = 64;
 const GUARD_BYTE: u8 = 0xa5;
 
-/// Host memory standing in for device memory, with guard bytes before and after.
+/// Host memory standing in for device memory, with guard bytes before and after; 16-byte aligned like
+/// `cudaMalloc`'s (the kernels take 16-byte loads when they can).
 struct EmuBuffer {
-    data: Vec<u8>,
+    words: Vec<u128>,
     registry: Arc<Mutex<HashMap<usize, usize>>>,
 }
 
@@ -30,8 +31,22 @@ struct EmuBuffer {
 unsafe impl Sync for EmuBuffer {}
 
 impl EmuBuffer {
+    fn new(bytes: usize, registry: Arc<Mutex<HashMap<usize, usize>>>) -> Self {
+        let fill = u128::from_ne_bytes([GUARD_BYTE; 16]);
+        let mut buf = EmuBuffer { words: vec![fill; (bytes + 2 * GUARD).div_ceil(16)], registry };
+        buf.data()[GUARD..GUARD + bytes].fill(0);
+        buf
+    }
+    fn data(&mut self) -> &mut [u8] {
+        // SAFETY: u128 words viewed as their bytes
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), self.words.len() * 16) }
+    }
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as above
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.words.len() * 16) }
+    }
     fn base(&self) -> usize {
-        self.data.as_ptr() as usize + GUARD
+        self.words.as_ptr() as usize + GUARD
     }
 }
 
@@ -106,9 +121,7 @@ impl Device for Emu {
     }
 
     fn alloc(&self, bytes: usize) -> Result<EmuBuffer> {
-        let mut data = vec![GUARD_BYTE; bytes + 2 * GUARD];
-        data[GUARD..GUARD + bytes].fill(0);
-        let buf = EmuBuffer { data, registry: Arc::clone(&self.live) };
+        let buf = EmuBuffer::new(bytes, Arc::clone(&self.live));
         self.live.lock().unwrap().insert(buf.base(), bytes);
         Ok(buf)
     }
@@ -118,17 +131,17 @@ impl Device for Emu {
     }
 
     fn upload(&self, buf: &mut EmuBuffer, offset: usize, bytes: &[u8]) -> Result<()> {
-        buf.data[GUARD + offset..][..bytes.len()].copy_from_slice(bytes);
+        buf.data()[GUARD + offset..][..bytes.len()].copy_from_slice(bytes);
         Ok(())
     }
 
     fn download(&self, buf: &EmuBuffer, offset: usize, out: &mut [u8]) -> Result<()> {
-        out.copy_from_slice(&buf.data[GUARD + offset..][..out.len()]);
+        out.copy_from_slice(&buf.bytes()[GUARD + offset..][..out.len()]);
         Ok(())
     }
 
     fn copy(&self, src: &EmuBuffer, dst: &mut EmuBuffer, bytes: usize) -> Result<()> {
-        dst.data[GUARD..GUARD + bytes].copy_from_slice(&src.data[GUARD..GUARD + bytes]);
+        dst.data()[GUARD..GUARD + bytes].copy_from_slice(&src.bytes()[GUARD..GUARD + bytes]);
         Ok(())
     }
 
