@@ -21,6 +21,11 @@ SEGMENTS=${SEGMENTS:-1954}
 PYTHON=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 failed=0
+# the CUBINs gpu-pack.sh compiled (another architecture is compiled here, if NVRTC is on the loader path)
+export RMT_KERNEL_CACHE=${RMT_KERNEL_CACHE:-$PWD/$PACK/kernels}
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [[ -e $d/libnvrtc.so.13 ]] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
 
 for f in rmt-fast cuda_gpu cuda_bench; do
   [[ -x "$PACK/$f" ]] || { echo "missing $PACK/$f: run scripts/gpu-pack.sh on the build machine first" >&2; exit 2; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds what scripts/gpu-check.sh runs on a GPU machine that has no Rust toolchain and no network, into
-# target/gpu-pack (stripped, a few tens of MB): the rmt-fast binary, the GPU test binary (tests/cuda_gpu.rs) and
-# the CUDA benchmark (benches/cuda.rs). Same architecture (x86-64 Linux) as the build machine.
+# target/gpu-pack (stripped, a few tens of MB): the rmt-fast binary, the GPU test binary (tests/cuda_gpu.rs), the
+# CUDA benchmark (benches/cuda.rs) and the kernels compiled for sm_80 and sm_90a (so NVRTC is not needed there). Same architecture (x86-64 Linux) as the build machine.
 #
 #   scripts/gpu-pack.sh && <copy the repository with target/gpu-pack> && scripts/gpu-check.sh   # on the GPU box
 set -euo pipefail
@@ -21,4 +21,7 @@ cp target/release/rmt-fast "$PACK/rmt-fast"
 cp "$(executable test --release --test cuda_gpu cuda_gpu | tail -1)" "$PACK/cuda_gpu"
 cp "$(executable bench --bench cuda cuda | tail -1)" "$PACK/cuda_bench"
 strip "$PACK"/*
+# the kernels compiled here for A100 and H100, so the GPU machine needs no NVRTC (gpu-check.sh points the cache here)
+mkdir -p "$PACK/kernels"
+target/release/rmt-fast kernels --arch sm_80,sm_90a -o "$PACK/kernels" > "$PACK/kernels/ptxas.md"
 du -sh "$PACK"/* >&2

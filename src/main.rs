@@ -131,6 +131,16 @@ enum Command {
         #[arg(long, default_value = "Training")]
         title: String,
     },
+    /// Compile the CUDA kernels with NVRTC (no GPU needed) into the kernel cache or a folder, and print ptxas's
+    /// registers and spills per kernel: fills the cache ahead of time for a GPU machine without NVRTC.
+    Kernels {
+        /// GPU architectures (sm_80 = A100, sm_90a = H100).
+        #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90a")]
+        arch: Vec<String>,
+        /// Folder to write the CUBINs to [default: the kernel cache, $RMT_KERNEL_CACHE or ~/.cache/rmt-fast/kernels].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Write a randomly initialised model of any shape (GPT-2 init), for tests and benchmarks.
     Init {
         /// Model config JSON: n_layer, n_head, n_embd, vocab_size, n_positions, memory {kind, num_mem_tokens,
@@ -220,6 +230,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         }
         Command::Info { file, dtype } => done(cli::info::run(&file, dtype)),
         Command::Init { config, seed, output, dtype } => done(cli::init::run(&config, seed, &output, dtype)),
+        Command::Kernels { arch, output } => done(cli::kernels::run(&arch, output)),
     }
 }
 

@@ -45,3 +45,24 @@ fn the_ptxas_report_parser_reads_spills() {
         ("k", 255, 16, 8, 12)
     );
 }
+
+/// `rmt-fast kernels` writes the CUBINs where the GPU backend looks them up (so a GPU machine needs no NVRTC),
+/// and reports every kernel.
+#[test]
+fn the_kernels_command_fills_a_cache() {
+    let dir = std::env::temp_dir().join(format!("rmt-fast-kernels-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rmt-fast"))
+        .args(["kernels", "--arch", "sm_80", "-o", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    for name in nvrtc::kernel_names() {
+        assert_eq!(table.matches(&format!("| {name} |")).count(), 2, "{name} in both precisions");
+    }
+    for precision in [Precision::Bf16, Precision::F32] {
+        let file = nvrtc::cubin_file(&dir, "sm_80", precision);
+        assert!(std::fs::metadata(&file).is_ok_and(|m| m.len() > 0), "{} written", file.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

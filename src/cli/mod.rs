@@ -6,6 +6,7 @@ pub mod demo;
 pub mod infer;
 pub mod info;
 pub mod init;
+pub mod kernels;
 pub mod tokenize;
 pub mod train;
 

@@ -18,14 +18,12 @@ fn driver_error(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Device(format!("{what}: {e:?}"))
 }
 
-/// Why no CUDA device can be used here, or `None` when one can.
+/// Why no CUDA device can be used here, or `None` when one can. (NVRTC is needed later, and only when the
+/// kernels for the GPU's architecture are not in the cache.)
 pub fn unavailable() -> Option<String> {
     // SAFETY: only probes for the shared library
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Some("no CUDA driver (libcuda.so) on this machine".into());
-    }
-    if !nvrtc::available() {
-        return Some("NVRTC (libnvrtc.so) was not found: see scripts/install-nvrtc.sh".into());
     }
     match CudaContext::device_count() {
         Ok(n) if n > 0 => None,

@@ -1,5 +1,6 @@
 //! Run-time compilation of `cuda/*.cu` with NVRTC, to a CUBIN for one architecture, with ptxas's per-kernel
-//! register and spill report; compiled CUBINs are cached on disk by a hash of everything that shapes them.
+//! register and spill report; compiled CUBINs are cached on disk by a hash of everything that shapes them
+//! (`rmt-fast kernels` fills the cache ahead of time, e.g. for a GPU machine without NVRTC).
 //! NVRTC is the system's (a CUDA toolkit) or the pinned wheel `scripts/install-nvrtc.sh` installs.
 
 use std::ffi::CString;
@@ -176,26 +177,26 @@ fn cache_base() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
 }
 
-fn cache_dir() -> Option<PathBuf> {
-    Some(cache_base()?.join("rmt-fast").join("kernels"))
+/// Where compiled CUBINs live: `$RMT_KERNEL_CACHE`, else `rmt-fast/kernels` in the user cache.
+pub fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("RMT_KERNEL_CACHE") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => Some(cache_base()?.join("rmt-fast").join("kernels")),
+    }
 }
 
-/// The CUBIN for `arch` and `precision`, from the disk cache or compiled (and then cached; a cache that cannot
-/// be written only costs a compile next time).
+/// The cache file of the CUBIN for `arch` and `precision`: named by a hash of the program and its options, so a
+/// changed kernel is never served stale. (Which NVRTC compiled it does not matter: a CUBIN is machine code for
+/// its architecture.)
+pub fn cubin_file(dir: &std::path::Path, arch: &str, precision: Precision) -> PathBuf {
+    let key = fnv1a(&[program_source().as_bytes(), options(arch, precision).join(" ").as_bytes()]);
+    dir.join(format!("{key:016x}-{arch}-{precision:?}.cubin").to_lowercase())
+}
+
+/// The CUBIN for `arch` and `precision`, from the cache or compiled (and then cached; a cache that cannot be
+/// written only costs a compile next time). With a cached CUBIN, NVRTC is not needed at all.
 pub fn cubin(arch: &str, precision: Precision) -> Result<Vec<u8>> {
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: plain out-parameters; only called once NVRTC is known to be present (compile checks)
-    if available() {
-        unsafe {
-            let _ = sys::nvrtcVersion(&mut major, &mut minor);
-        }
-    }
-    let key = fnv1a(&[
-        program_source().as_bytes(),
-        options(arch, precision).join(" ").as_bytes(),
-        &[major as u8, minor as u8],
-    ]);
-    let path = cache_dir().map(|d| d.join(format!("{key:016x}-{arch}.cubin")));
+    let path = cache_dir().map(|d| cubin_file(&d, arch, precision));
     if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
         return Ok(bytes);
     }
