@@ -88,9 +88,16 @@ struct StateCache<B> {
     partial: B,
 }
 
-/// What a captured write step was recorded for: streams, rows per stream, and whether it is a link of a
-/// device-side chain (ids from the chain's buffer at its counter, new memory written back into `mem`).
-type GraphKey = (usize, usize, bool);
+/// What a captured write step was recorded for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct GraphKey {
+    streams: usize,
+    rows_per_stream: usize,
+    /// The memory rows written at the end of each stream.
+    write_rows: usize,
+    /// A link of a device-side chain: ids from the chain's buffer at its counter, new memory back into `mem`.
+    chain: bool,
+}
 
 /// One stream's segment step on a CUDA device (or its emulation, in the tests).
 pub struct CudaStep<D: Device> {
@@ -407,26 +414,29 @@ impl<D: Device> CudaStep<D> {
         }
         let streams = segments.len();
         self.upload_inputs(&ids, &mem, streams)?;
-        self.replay_write((streams, rows_per, false), segments[0].write.len() / d)?;
+        let key =
+            GraphKey { streams, rows_per_stream: rows_per, write_rows: segments[0].write.len() / d, chain: false };
+        self.replay_write(key)?;
         download_f32(self.dev(), &self.act.as_ref().expect("uploaded").out, out)
     }
 
     /// Replays the write step for `key` (capturing it the first time).
-    fn replay_write(&mut self, key: GraphKey, write_rows: usize) -> Result<()> {
+    fn replay_write(&mut self, key: GraphKey) -> Result<()> {
         if !self.graphs.iter().any(|(k, _)| *k == key) {
-            let graph = self.m.dev.capture(&mut || self.write_launches(key, write_rows))?;
+            let graph = self.m.dev.capture(&mut || self.write_launches(key))?;
             self.graphs.push((key, graph));
         }
         let (_, graph) = self.graphs.iter().find(|(k, _)| *k == key).expect("captured above");
         self.dev().replay(graph)
     }
 
-    /// Every launch of a write step: the blocks over `streams × rows_per` rows, then `ln_f` of each stream's last
-    /// `write_rows` rows (the new memory) into `out`, or for a chain link back into `mem`.
-    fn write_launches(&self, (streams, rows_per, chain): GraphKey, write_rows: usize) -> Result<()> {
+    /// Every launch of a write step: the blocks over all rows, then `ln_f` of each stream's last `write_rows` rows
+    /// (the new memory) into `out`, or for a chain link back into `mem`.
+    fn write_launches(&self, key: GraphKey) -> Result<()> {
+        let GraphKey { streams, rows_per_stream: rows_per, write_rows: w, chain } = key;
         self.forward(streams * rows_per, streams, 0, chain)?;
         let a = self.act.as_ref().expect("inputs uploaded first");
-        let (d, w) = (self.d(), write_rows);
+        let d = self.d();
         let ln_f = &self.m.weights.ln_f;
         let rows = streams * w;
         let (out, step) = if chain { (&a.mem, self.ptr(&a.chain_step)) } else { (&a.out, KernelArg::Ptr(0)) };
@@ -464,7 +474,7 @@ impl<D: Device> CudaStep<D> {
             self.m.dev.upload(&mut a.chain_ids, 0, &ids)?;
             self.m.dev.upload(&mut a.chain_step, 0, &0i32.to_le_bytes())?;
             for _ in 0..chunk.len() / seg {
-                self.replay_write((1, rows, true), m)?;
+                self.replay_write(GraphKey { streams: 1, rows_per_stream: rows, write_rows: m, chain: true })?;
             }
         }
         download_f32(self.dev(), &self.act.as_ref().expect("allocated").mem, memory)?;
