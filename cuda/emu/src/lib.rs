@@ -51,7 +51,13 @@ static MACHINE: Mutex<()> = Mutex::new(());
 ///
 /// # Safety
 /// Every pointer argument must be valid for everything the kernel reads and writes through it.
-pub unsafe fn launch(precision: Precision, name: &str, grid: [u32; 3], block: [u32; 3], args: &[Arg]) -> Result<(), String> {
+pub unsafe fn launch(
+    precision: Precision,
+    name: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    args: &[Arg],
+) -> Result<(), String> {
     let mut values: Vec<u64> = args
         .iter()
         .map(|a| match *a {
@@ -62,8 +68,14 @@ pub unsafe fn launch(precision: Precision, name: &str, grid: [u32; 3], block: [u
         .collect();
     // each parameter points at its value; little-endian, so the low bytes are the i32 / f32
     let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
-    let signature: String =
-        args.iter().map(|a| match a { Arg::Ptr(_) => 'p', Arg::I32(_) => 'i', Arg::F32(_) => 'f' }).collect();
+    let signature: String = args
+        .iter()
+        .map(|a| match a {
+            Arg::Ptr(_) => 'p',
+            Arg::I32(_) => 'i',
+            Arg::F32(_) => 'f',
+        })
+        .collect();
     let (name_c, sig_c) = (CString::new(name).unwrap(), CString::new(signature).unwrap());
     let mut err = vec![0 as c_char; 4096];
     let _turn = MACHINE.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// The one program NVRTC compiles: `common.cuh`, then every kernel file with its include of it dropped (NVRTC
 /// is given no include path, so no header can be missed on the GPU machine).
-pub fn program_source() -> String {
+fn program_source() -> String {
     let common = CUDA_SOURCES.iter().find(|(name, _)| *name == "common.cuh").map(|(_, src)| *src).unwrap_or("");
     let mut src = String::from(common);
     for (name, text) in CUDA_SOURCES.iter().filter(|(name, _)| name.ends_with(".cu")) {

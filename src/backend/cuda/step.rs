@@ -38,11 +38,6 @@ impl<D: Device> CudaModel<D> {
         let weights = DeviceWeights::new(&dev, &model)?;
         Ok(Arc::new(CudaModel { dev, weights, model }))
     }
-
-    /// The device.
-    pub fn device(&self) -> &D {
-        &self.dev
-    }
 }
 
 /// Activations for `streams` streams of up to `n_positions` rows each.
