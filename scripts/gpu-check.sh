@@ -6,18 +6,28 @@
 #   scripts/gpu-check.sh --dry-run    # on a machine without a GPU: runs every step that does not need one
 #   SEGMENTS=21485 scripts/gpu-check.sh   # the end-to-end runs at 11M tokens instead of 1M (1954 segments)
 #
+# Knobs for a short lease: REPORT (the report's path; every step's full output goes to $REPORT.log beside it, both
+# written as the run goes, so a run cut short keeps what it did), STEP_TIMEOUT (seconds per step, default 600),
+# BENCH_ARGS (Criterion's, default a 1 s warm-up and 3 s of measurement), PT_SEGMENTS (segments of the PyTorch loop,
+# default SEGMENTS) and PT_MODES (default eager,compile).
+#
 # Steps: 1. the device; 2. parity on the GPU (tests/cuda_gpu.rs: every kernel, tiny and GPT-2-small streams, bf16
-# and f32, against the CPU backend); 3. compute-sanitizer memcheck on a short stream (RMT and RMT-R); 4. the
-# benchmarks: benches/cuda.rs (single and batched steps, retrieval at 1M tokens, with their floors), end-to-end
-# `rmt-fast infer` over SEGMENTS × 512 tokens (RMT and RMT-R), and the PyTorch loop of the same model on the same
-# GPU (HF GPT-2, bf16, eager and torch.compile; scripts/rmt_reference.py). Every step's output goes into the
+# and f32, against the CPU backend); 3. rmt-fast's benchmarks: benches/cuda.rs (single and batched steps, retrieval
+# at 1M tokens, with their floors) and end-to-end `rmt-fast infer` over SEGMENTS × 512 tokens (RMT and RMT-R);
+# 4. compute-sanitizer memcheck on a short stream (RMT and RMT-R); 5. the PyTorch loop of the same model on the
+# same GPU (HF GPT-2, bf16, eager and torch.compile; scripts/rmt_reference.py). Every step's output goes into the
 # report; a failed step is reported and the run goes on, and the exit status says whether all passed.
 set -uo pipefail
+export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
 PACK=${PACK:-target/gpu-pack}
 SEGMENTS=${SEGMENTS:-1954}
+STEP_TIMEOUT=${STEP_TIMEOUT:-600}
+BENCH_ARGS=${BENCH_ARGS:---warm-up-time 1 --measurement-time 3}
+PT_SEGMENTS=${PT_SEGMENTS:-$SEGMENTS}
+PT_MODES=${PT_MODES:-eager,compile}
 PYTHON=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 failed=0
@@ -37,8 +47,9 @@ else
   gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) || { echo "nvidia-smi failed: no GPU?" >&2; exit 2; }
 fi
 slug=$(echo "$gpu" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
-if [[ $DRY == 1 ]]; then REPORT=$WORK/report.md; else REPORT=bench/results/$(date +%F)-gpu-check-$slug.md; fi
+if [[ $DRY == 1 ]]; then REPORT=${REPORT:-$WORK/report.md}; else REPORT=${REPORT:-bench/results/$(date +%F)-gpu-check-$slug.md}; fi
 mkdir -p "$(dirname "$REPORT")"
+: > "$REPORT.log"
 
 section() { printf '\n## %s\n\n' "$1" >> "$REPORT"; echo "== $1" >&2; }
 # run NAME CMD…: runs it, keeps the last 60 lines of its output in the report, records pass/fail
@@ -46,9 +57,11 @@ run() {
   local name=$1; shift
   local log="$WORK/$(echo "$name" | tr -cs 'a-zA-Z0-9' '_').log"
   local t0=$SECONDS
-  "$@" > "$log" 2>&1
-  local rc=$?
+  echo "== $name: \$ $*" >> "$REPORT.log"
+  timeout --kill-after=10 "$STEP_TIMEOUT" "$@" 2>&1 | tee "$log" >> "$REPORT.log"
+  local rc=${PIPESTATUS[0]}
   if [[ $rc == 0 ]]; then echo "- $name: passed ($((SECONDS - t0)) s)" >> "$REPORT"; else
+    [[ $rc == 124 || $rc == 137 ]] && rc="$rc: stopped after STEP_TIMEOUT=$STEP_TIMEOUT s"
     echo "- $name: **FAILED** (exit $rc, $((SECONDS - t0)) s)" >> "$REPORT"; failed=1; fi
   { echo; echo '```'; echo "\$ $*"; tail -60 "$log"; echo '```'; } >> "$REPORT"
   return $rc
@@ -57,7 +70,7 @@ run() {
 {
   echo "# GPU check: $gpu, $(date +%F)"
   echo
-  echo "Produced by \`scripts/gpu-check.sh\` from the binaries of \`scripts/gpu-pack.sh\` (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))."
+  echo "Produced by \`scripts/gpu-check.sh\` from the binaries of \`scripts/gpu-pack.sh\` (commit $(cat "$PACK/commit" 2>/dev/null || echo unknown))."
 } > "$REPORT"
 
 section "1. Device"
@@ -84,7 +97,18 @@ tokens() {  # $1: count → a .u16 file of random tokens
 }
 short=$(tokens 4096)
 
-section "3. compute-sanitizer (memcheck) on a short stream"
+section "3. Benchmarks of rmt-fast"
+echo "Kernel and step benchmarks (Criterion; tokens/s = 512 × streams / time per step), with the floors:" >> "$REPORT"
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+run "benches/cuda.rs" "$PACK/cuda_bench" --bench $BENCH_ARGS
+# end to end; a dry run reads 2 segments on the CPU instead (GPT-2 small takes ~1 s a segment there)
+if [[ $DRY == 1 ]]; then device=cpu; long=$(tokens 1024); else device=cuda; long=$(tokens $((SEGMENTS * 512))); fi
+for kind in rmt rmt-r; do
+  run "rmt-fast infer, $kind, $device, $(( $(stat -c %s "$long") / 2 )) tokens" \
+    "$PACK/rmt-fast" infer "$long" --model "$WORK/$kind.safetensors" --device "$device" --json
+done
+
+section "4. compute-sanitizer (memcheck) on a short stream"
 if [[ $DRY == 1 ]]; then
   run "rmt-fast --device auto (falls back to the CPU here)" "$PACK/rmt-fast" infer "$short" --model "$WORK/rmt.safetensors" --device auto
 elif command -v compute-sanitizer > /dev/null; then
@@ -96,20 +120,14 @@ else
   echo "compute-sanitizer is not installed on this machine: not run" >> "$REPORT"
 fi
 
-section "4. Benchmarks"
-echo "Kernel and step benchmarks (Criterion; tokens/s = 512 × streams / time per step), with the floors:" >> "$REPORT"
-run "benches/cuda.rs" "$PACK/cuda_bench" --bench
-# end to end; a dry run reads 2 segments on the CPU instead (GPT-2 small takes ~1 s a segment there)
-if [[ $DRY == 1 ]]; then device=cpu; long=$(tokens 1024); else device=cuda; long=$(tokens $((SEGMENTS * 512))); fi
-for kind in rmt rmt-r; do
-  run "rmt-fast infer, $kind, $device, $(( $(stat -c %s "$long") / 2 )) tokens" \
-    "$PACK/rmt-fast" infer "$long" --model "$WORK/$kind.safetensors" --device "$device" --json
-done
+section "5. The PyTorch loop on the same GPU"
 if [[ $DRY == 1 ]]; then
   run "PyTorch reference script compiles" "$PYTHON" -m py_compile scripts/rmt_reference.py
 elif "$PYTHON" -c "import torch, transformers" 2>/dev/null; then
-  run "PyTorch RMT loop (HF GPT-2, bf16, same GPU)" "$PYTHON" scripts/rmt_reference.py bench --device cuda \
-    --dtype bf16 --kinds rmt,rmt-r --batch 1,16 --modes eager,compile --segments "$SEGMENTS" --json "$WORK/pytorch.json"
+  for mode in ${PT_MODES//,/ }; do
+    run "PyTorch RMT loop (HF GPT-2, bf16, same GPU, $mode)" "$PYTHON" scripts/rmt_reference.py bench --device cuda \
+      --dtype bf16 --kinds rmt,rmt-r --batch 1,16 --modes "$mode" --segments "$PT_SEGMENTS" --json "${REPORT%.md}-pytorch-$mode.json"
+  done
 else
   echo "PyTorch with transformers is not installed: the PyTorch baseline was not run" >> "$REPORT"; failed=1
 fi

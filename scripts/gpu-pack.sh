@@ -24,4 +24,5 @@ strip "$PACK"/*
 # the kernels compiled here for A100 and H100, so the GPU machine needs no NVRTC (gpu-check.sh points the cache here)
 mkdir -p "$PACK/kernels"
 target/release/rmt-fast kernels --arch sm_80,sm_90a -o "$PACK/kernels" > "$PACK/kernels/ptxas.md"
+git describe --always --dirty > "$PACK/commit"
 du -sh "$PACK"/* >&2

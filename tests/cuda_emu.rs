@@ -203,9 +203,7 @@ fn emulated_engine(model: &Model, p: Precision) -> Engine {
 #[test]
 fn emulated_rmt_stream_matches_the_cpu() {
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 1);
-    for p in PRECISIONS {
-        compare_streams(&model, 4, 1, p, emulated_engine(&model, p));
-    }
+    compare_streams(&model, 4, 1, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
 }
 
 #[test]
@@ -214,9 +212,7 @@ fn emulated_rmt_r_streams_match_the_cpu() {
         let mem =
             format!(r#"{{"kind": "rmt-r", "num_mem_tokens": 4, "segment_size": 12, "retrieval": "{retrieval}"}}"#);
         let model = tiny_model(&mem, 2);
-        for p in PRECISIONS {
-            compare_streams(&model, 4, 2, p, emulated_engine(&model, p));
-        }
+        compare_streams(&model, 4, 2, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
     }
 }
 

@@ -39,9 +39,7 @@ fn gpu_tiny_streams_match_the_cpu() {
         r#"{"kind": "rmt-r", "num_mem_tokens": 4, "segment_size": 12, "retrieval": "v2"}"#,
     ] {
         let model = tiny_model(memory, 7);
-        for p in PRECISIONS {
-            compare_streams(&model, 30, 7, p, engine(&model, p));
-        }
+        compare_streams(&model, 30, 7, PRECISIONS.map(|p| (p, engine(&model, p))));
     }
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 3);
     cuda_checks::batched_streams(&model, engine(&model, Precision::F32));
@@ -62,8 +60,6 @@ fn gpu_gpt2_small_streams_match_the_cpu() {
         ))
         .unwrap();
         let model = Model::random(cfg, 11).unwrap();
-        for p in PRECISIONS {
-            compare_streams(&model, 12, 11, p, engine(&model, p));
-        }
+        compare_streams(&model, 8, 11, PRECISIONS.map(|p| (p, engine(&model, p))));
     }
 }

@@ -305,32 +305,51 @@ pub fn stream(n: usize, seed: u64) -> Vec<u32> {
     random(n, seed, 1.0).iter().map(|v| ((v + 1.0) * 55.0) as u32).collect()
 }
 
-/// Reads `segments` segments and asks on the CPU reference and on `gpu` (a CUDA engine in precision `p`); the
-/// memory after every segment agrees within the precision's tolerance, the logits of every answer step within
-/// [`logits_tolerance`], and in f32 the greedy answer is the same.
-pub fn compare_streams(model: &Model, segments: usize, seed: u64, p: Precision, gpu: Engine) {
+/// Reads a stream of `segments` segments (seed `seed`) on the exact CPU reference once, then on each of `devices`:
+/// segment by segment (memory after every segment, then a 3-token greedy answer), and again in one read (for plain
+/// RMT a device-side chain), whose final memory must agree too. f32: same greedy tokens; bf16: logits compared
+/// while the tokens fed so far are the same.
+pub fn compare_streams(
+    model: &Model,
+    segments: usize,
+    seed: u64,
+    devices: impl IntoIterator<Item = (Precision, Engine)>,
+) {
     let seg = model.config.memory.segment_size;
     let tokens = stream(seg * segments + 5, seed);
-    let cpu = Engine::cpu_reference(model.clone());
-    let (mut a, mut b) = (cpu.session(), gpu.session());
-    for (k, chunk) in tokens[..seg * segments].chunks(seg).enumerate() {
-        a.read(chunk).unwrap();
-        b.read(chunk).unwrap();
-        let e = rel_err(&b.state().memory, &a.state().memory);
-        eprintln!("{:?} {:?} memory after segment {k}: {e:.2e}", model.config.memory.kind, p);
-        assert!(e <= tolerance(p), "{p:?}: memory after segment {k}: {e:.3e}");
+    let (read, question) = tokens.split_at(seg * segments);
+    let mut cpu = Engine::cpu_reference(model.clone()).session();
+    let mut memory = Vec::new();
+    for chunk in read.chunks(seg) {
+        cpu.read(chunk).unwrap();
+        memory.push(cpu.state().memory.clone());
     }
-    let question = &tokens[seg * segments..];
-    let (x, y) = (a.ask(question, 3).unwrap(), b.ask(question, 3).unwrap());
-    if p == Precision::F32 {
-        assert_eq!(y.tokens, x.tokens, "greedy answer");
-    }
-    // a step's logits are comparable while the tokens fed so far are the same (bf16 may pick another)
-    let same_prefix = x.tokens.iter().zip(&y.tokens).take_while(|(a, b)| a == b).count();
-    for (step, (g, c)) in y.logits.iter().zip(&x.logits).enumerate().take(same_prefix + 1) {
-        let e = rel_err(g, c);
-        eprintln!("{:?} {p:?} logits of answer step {step}: {e:.2e}", model.config.memory.kind);
-        assert!(e <= logits_tolerance(p), "{p:?}: logits of answer step {step}: {e:.3e}");
+    let x = cpu.ask(question, 3).unwrap();
+    let kind = model.config.memory.kind;
+    for (p, gpu) in devices {
+        let mut b = gpu.session();
+        for (k, (chunk, expected)) in read.chunks(seg).zip(&memory).enumerate() {
+            b.read(chunk).unwrap();
+            let e = rel_err(&b.state().memory, expected);
+            eprintln!("{kind:?} {p:?} memory after segment {k}: {e:.2e}");
+            assert!(e <= tolerance(p), "{p:?}: memory after segment {k}: {e:.3e}");
+        }
+        let y = b.ask(question, 3).unwrap();
+        if p == Precision::F32 {
+            assert_eq!(y.tokens, x.tokens, "greedy answer");
+        }
+        // a step's logits are comparable while the tokens fed so far are the same (bf16 may pick another)
+        let same_prefix = x.tokens.iter().zip(&y.tokens).take_while(|(a, b)| a == b).count();
+        for (step, (g, c)) in y.logits.iter().zip(&x.logits).enumerate().take(same_prefix + 1) {
+            let e = rel_err(g, c);
+            eprintln!("{kind:?} {p:?} logits of answer step {step}: {e:.2e}");
+            assert!(e <= logits_tolerance(p), "{p:?}: logits of answer step {step}: {e:.3e}");
+        }
+        let mut whole = gpu.session();
+        whole.read(read).unwrap();
+        let e = rel_err(&whole.state().memory, memory.last().unwrap());
+        eprintln!("{kind:?} {p:?} memory after all {segments} segments read at once: {e:.2e}");
+        assert!(e <= tolerance(p), "{p:?}: memory after one read of {segments} segments: {e:.3e}");
     }
 }
 
