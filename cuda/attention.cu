@@ -1,14 +1,19 @@
 // Causal self-attention over [mem | segment | mem], flash style: queries, keys and values are read straight from
 // the packed QKV rows (no permute), keys stream through shared memory in tiles, and the softmax is online, so
 // the T×T scores never exist. Decode is the same kernel with one query row at position q0.
+// bf16 builds run both products on tensor cores (mma.sync m16n8k16, FlashAttention-2's register layout: a warp
+// owns 16 query rows, and the scores' accumulator fragments become the A operand of P·V without leaving
+// registers); the f32 checking build runs a SIMT kernel.
 #include "common.cuh"
 
-#define QROWS 32      // query rows per block: 4 warps × 8 rows
-#define KTILE 32      // keys per shared tile, one per lane
-#define MAX_HS 64     // head size ≤ 64 (every GPT-2 size); head size is a multiple of 32
+#define QROWS 64   // query rows per block: 4 warps × 16 rows
+#define MAX_HS 64  // head size ≤ 64 (every GPT-2 size); head size is a multiple of 32
 
 // qkv: [B][T_cap][3C] (q | k | v, head h at h·hs in each); queries are positions q0 .. q0+nq of each stream,
-// keys positions 0 ..= the query's. out: [B][nq][C]. Grid (ceil(nq / 32), heads, B), 128 threads.
+// keys positions 0 ..= the query's. out: [B][nq][C]. Grid (ceil(nq / 64), heads, B), 128 threads.
+#ifdef RMT_F32
+#define KTILE 32  // keys per shared tile, one per lane
+
 KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs) {
     __shared__ float qs[QROWS][MAX_HS];
     __shared__ float ks[KTILE][MAX_HS + 1];
@@ -72,3 +77,155 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
             if (c < cols) store(&o[lane + WARP * c], acc[r][c] / l[r]);
     }
 }
+#else
+#define KT 64  // keys per shared tile
+
+// A tile of keys or values, rows padded by 8 bf16 so that a warp's fragment loads fall in distinct banks.
+struct alignas(16) KvTile {
+    bf16 v[KT][MAX_HS + 8];
+};
+
+// Rows of a query fragment: element d of the warp's query row r (zero past the block's rows).
+DEVICE u32 query_pair(const bf16* q, int r, int rows, int d, int C) {
+    return r < rows ? pack_bf16(q[(long)r * 3 * C + d], q[(long)r * 3 * C + d + 1]) : 0u;
+}
+
+// The keys and values of positions [k0, k0 + 64) ∩ [0, last] into shared tiles (zero beyond), 16 bytes at a time
+// when the rows are 16-byte aligned.
+DEVICE void load_kv(KvTile& ks, KvTile& vs, const bf16* base, int k0, int last, int C, int hs, bool vec) {
+    int per_row = hs / 8;
+    for (int i = threadIdx.x; i < KT * per_row; i += blockDim.x) {
+        int j = i / per_row, d = (i % per_row) * 8;
+        bf16x8 k = {}, v = {};
+        if (k0 + j <= last) {
+            const bf16* row = base + (long)(k0 + j) * 3 * C + d;
+            if (vec) {
+                k = *(const bf16x8*)(row + C);
+                v = *(const bf16x8*)(row + 2 * C);
+            } else {
+                for (int e = 0; e < 8; e++) {
+                    k.w[e / 2] |= (u32)row[C + e].bits << (16 * (e % 2));
+                    v.w[e / 2] |= (u32)row[2 * C + e].bits << (16 * (e % 2));
+                }
+            }
+        }
+        *(bf16x8*)&ks.v[j][d] = k;
+        *(bf16x8*)&vs.v[j][d] = v;
+    }
+}
+
+// (x0, x1) ≈ hi + lo, each a packed bf16 pair: hi the rounded values, lo what rounding left (to ~2⁻¹⁷ relative).
+DEVICE void split_bf16(float x0, float x1, u32& hi, u32& lo) {
+    bf16 h0 = to_bf16(x0), h1 = to_bf16(x1);
+    hi = pack_bf16(h0, h1);
+    lo = pack_bf16(x0 - to_float(h0), x1 - to_float(h1));
+}
+
+KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs) {
+    __shared__ KvTile ks, vs;
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, t = lane % 4;
+    int h = blockIdx.y, stream = blockIdx.z, i0 = blockIdx.x * QROWS;
+    const bf16* base = qkv + (long)stream * T_cap * 3 * C + h * hs;
+    float scale = rsqrtf((float)hs);
+    int rows = nq - i0 < QROWS ? nq - i0 : QROWS;
+    int last = q0 + i0 + rows - 1;                        // the block's last query position
+    int w0 = warp * 16, pos = q0 + i0 + w0 + g;           // this thread's rows: w0 + g and w0 + g + 8
+    bool active = w0 < rows;                              // uniform across the warp
+    int warp_last = pos - g + 15 < last ? pos - g + 15 : last;
+    bool vec = ((unsigned long long)qkv & 15) == 0 && C % 8 == 0 && hs % 8 == 0;
+
+    // the warp's 16 query rows as A fragments, one per 16 dims
+    u32 qa[MAX_HS / 16][4];
+    const bf16* q = base + (long)(q0 + i0 + w0) * 3 * C;
+#pragma unroll
+    for (int kc = 0; kc < MAX_HS / 16; kc++) {
+        int d = kc * 16 + 2 * t;
+        bool in = kc < hs / 16;
+        qa[kc][0] = in ? query_pair(q, g, rows - w0, d, C) : 0u;
+        qa[kc][1] = in ? query_pair(q, g + 8, rows - w0, d, C) : 0u;
+        qa[kc][2] = in ? query_pair(q, g, rows - w0, d + 8, C) : 0u;
+        qa[kc][3] = in ? query_pair(q, g + 8, rows - w0, d + 8, C) : 0u;
+    }
+    float o[MAX_HS / 8][4] = {}, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    for (int k0 = 0; k0 <= last; k0 += KT) {
+        __syncthreads();  // the previous tile is consumed
+        load_kv(ks, vs, base, k0, last, C, hs, vec);
+        __syncthreads();
+        if (!active || k0 > warp_last) continue;
+        // S = Q·Kᵀ over 64 keys: 8 fragments of 16 rows × 8 keys, scaled and causally masked
+        float s[KT / 8][4], mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int j = 0; j < KT / 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < MAX_HS / 16; kc++) {
+                if (kc >= hs / 16) break;
+                const bf16* k = ks.v[8 * j + g] + kc * 16 + 2 * t;
+                u32 b[2] = {pack_bf16(k[0], k[1]), pack_bf16(k[8], k[9])};
+                mma_16x8x16(s[j], qa[kc], b);
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = k0 + 8 * j + 2 * t + e % 2;
+                s[j][e] = key <= pos + 8 * (e / 2) ? s[j][e] * scale : NEG_INF;
+                mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+            }
+        }
+        // online softmax: a row's values are spread over the 4 threads of a quad
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
+            corr[r] = __expf(m[r] - mx[r]);
+            m[r] = mx[r];
+            l[r] *= corr[r];  // this thread's share of the row sum; the quad's shares are added at the end
+        }
+#pragma unroll
+        for (int dn = 0; dn < MAX_HS / 8; dn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) o[dn][e] *= corr[e / 2];
+#pragma unroll
+        for (int j = 0; j < KT / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[j][e] = __expf(s[j][e] - m[e / 2]);
+                l[e / 2] += s[j][e];
+            }
+        // O += P·V: two score fragments (16 keys) form one A fragment, P split as hi + lo in bf16 so that P·V
+        // loses nothing to the rounding of P (two products; P·V is a small share of the step's work)
+#pragma unroll
+        for (int kc = 0; kc < KT / 16; kc++) {
+            u32 hi[4], lo[4];
+            split_bf16(s[2 * kc][0], s[2 * kc][1], hi[0], lo[0]);
+            split_bf16(s[2 * kc][2], s[2 * kc][3], hi[1], lo[1]);
+            split_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1], hi[2], lo[2]);
+            split_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3], hi[3], lo[3]);
+            const bf16(*v)[MAX_HS + 8] = vs.v + 16 * kc + 2 * t;
+#pragma unroll
+            for (int dn = 0; dn < MAX_HS / 8; dn++) {
+                if (dn >= hs / 8) break;
+                int d = 8 * dn + g;
+                u32 b[2] = {pack_bf16(v[0][d], v[1][d]), pack_bf16(v[8][d], v[9][d])};
+                mma_16x8x16(o[dn], hi, b);
+                mma_16x8x16(o[dn], lo, b);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(FULL_MASK, l[r], 1);
+        l[r] += __shfl_xor_sync(FULL_MASK, l[r], 2);
+    }
+    if (!active) return;
+#pragma unroll
+    for (int dn = 0; dn < MAX_HS / 8; dn++) {
+        if (dn >= hs / 8) break;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int row = w0 + g + 8 * (e / 2);
+            if (row < rows) store(&out[((long)stream * nq + i0 + row) * C + h * hs + 8 * dn + 2 * t + e % 2], o[dn][e] / l[e / 2]);
+        }
+    }
+}
+#endif

@@ -58,8 +58,20 @@ DEVICE float gelu(float x) {
     return 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
 }
 
+DEVICE bf16 to_bf16(float x) {
+    bf16 b;
+    store(&b, x);
+    return b;
+}
+
+// 8 bf16: one 128-bit load or store.
+struct alignas(16) bf16x8 {
+    u32 w[4];
+};
+
 // Two bf16 packed in one 32-bit register, the lower index in the low half (the mma operand format).
 DEVICE u32 pack_bf16(bf16 lo, bf16 hi) { return (u32)lo.bits | ((u32)hi.bits << 16); }
+DEVICE u32 pack_bf16(float lo, float hi) { return pack_bf16(to_bf16(lo), to_bf16(hi)); }
 
 // D = A·B + C for one warp: A 16×16 bf16 (row), B 16×8 bf16 (col), C/D 16×8 f32, in the PTX ISA's fragment
 // layout for mma.m16n8k16 (g = lane / 4, t = lane % 4):

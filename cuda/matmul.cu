@@ -37,16 +37,15 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
             ws[k][r] = (n0 + r < N && k0 + k < K) ? to_float(w[(long)(n0 + r) * K + k0 + k]) : 0.0f;
         }
         __syncthreads();
-        #pragma unroll
+#pragma unroll
         for (int k = 0; k < BK; k++)
-            #pragma unroll
-            #pragma unroll
-    for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
 #pragma unroll
                 for (int j = 0; j < 4; j++) acc[i][j] += as[k][ty + 16 * i] * ws[k][tx + 16 * j];
         __syncthreads();
     }
-    #pragma unroll
+#pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
@@ -54,58 +53,69 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
 }
 #else
 // Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 32.
-// Rows of the shared tiles are padded by 8 bf16 so the fragment loads of a warp fall in distinct banks.
+// Double-buffered: the global loads of the next K step are in flight in registers while the tensor cores work on
+// this one, so each step costs one barrier and no exposed memory latency. Rows of the shared tiles are padded by
+// 8 bf16 so the fragment loads of a warp fall in distinct banks.
 #define BK 32
-
-// 8 bf16: one 128-bit load or store.
-struct alignas(16) bf16x8 {
-    u32 w[4];
-};
+#define CHUNKS (BM * BK / 8 / 128)  // 16-byte chunks of a tile per thread
 
 // A shared tile, 16-byte aligned for those stores (the struct carries the alignment to both compilers).
 struct alignas(16) Tile {
     bf16 v[BM][BK + 8];
 };
 
-// Rows [r0, r0 + 64) × columns [k0, k0 + 32) of a row-major [rows, K] matrix into a shared tile, zero outside it:
-// 16-byte loads when every row start is 16-byte aligned (`vec`), else element by element.
-DEVICE void load_tile(bf16 (*tile)[BK + 8], const bf16* src, int r0, int rows, int k0, int K, bool vec) {
-    if (vec) {
-        for (int i = threadIdx.x; i < BM * BK / 8; i += blockDim.x) {
-            int r = i / (BK / 8), k = (i % (BK / 8)) * 8;
-            bf16x8 v = {};
-            if (r0 + r < rows && k0 + k < K) v = *(const bf16x8*)(src + (long)(r0 + r) * K + k0 + k);
-            *(bf16x8*)&tile[r][k] = v;
+// This thread's chunks of rows [r0, r0 + 64) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
+// outside it: 16-byte loads when every row start is 16-byte aligned (`vec`), else element by element.
+DEVICE void fetch(bf16x8 (&chunk)[CHUNKS], const bf16* src, int r0, int rows, int k0, int K, bool vec) {
+#pragma unroll
+    for (int c = 0; c < CHUNKS; c++) {
+        int i = threadIdx.x + c * 128, r = r0 + i / (BK / 8), k = k0 + (i % (BK / 8)) * 8;
+        bf16x8 v = {};
+        if (r < rows && vec && k < K) {
+            v = *(const bf16x8*)(src + (long)r * K + k);
+        } else if (r < rows) {
+            for (int e = 0; e < 8 && k + e < K; e++) v.w[e / 2] |= (u32)src[(long)r * K + k + e].bits << (16 * (e % 2));
         }
-    } else {
-        const bf16 zero = {0};
-        for (int i = threadIdx.x; i < BM * BK; i += blockDim.x) {
-            int r = i / BK, k = i % BK;
-            tile[r][k] = (r0 + r < rows && k0 + k < K) ? src[(long)(r0 + r) * K + k0 + k] : zero;
-        }
+        chunk[c] = v;
+    }
+}
+
+DEVICE void stash(Tile& tile, const bf16x8 (&chunk)[CHUNKS]) {
+#pragma unroll
+    for (int c = 0; c < CHUNKS; c++) {
+        int i = threadIdx.x + c * 128;
+        *(bf16x8*)&tile.v[i / (BK / 8)][(i % (BK / 8)) * 8] = chunk[c];
     }
 }
 
 template <class TOut>
 DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                         int gelu_act, int per, int stride) {
-    __shared__ Tile a_tile, w_tile;
-    bf16(*as)[BK + 8] = a_tile.v;
-    bf16(*ws)[BK + 8] = w_tile.v;
+    __shared__ Tile a_tile[2], w_tile[2];
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int g = lane / 4, t = lane % 4;
     int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     bool vec = K % 8 == 0 && ((unsigned long long)in & 15) == 0 && ((unsigned long long)w & 15) == 0;
     float acc[2][4][4] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
-        load_tile(as, in, m0, M, k0, K, vec);
-        load_tile(ws, w, n0, N, k0, K, vec);
-        __syncthreads();
-        #pragma unroll
+    bf16x8 a_next[CHUNKS], w_next[CHUNKS];
+    fetch(a_next, in, m0, M, 0, K, vec);
+    fetch(w_next, w, n0, N, 0, K, vec);
+    stash(a_tile[0], a_next);
+    stash(w_tile[0], w_next);
+    __syncthreads();
+    for (int k0 = 0, buf = 0; k0 < K; k0 += BK, buf ^= 1) {
+        bool more = k0 + BK < K;
+        if (more) {
+            fetch(a_next, in, m0, M, k0 + BK, K, vec);
+            fetch(w_next, w, n0, N, k0 + BK, K, vec);
+        }
+        bf16(*as)[BK + 8] = a_tile[buf].v;
+        bf16(*ws)[BK + 8] = w_tile[buf].v;
+#pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             u32 a[2][4], b[4][2];
-            #pragma unroll
+#pragma unroll
             for (int mi = 0; mi < 2; mi++) {
                 const bf16* r0 = as[wm + 16 * mi + g] + kk + 2 * t;
                 const bf16* r8 = as[wm + 16 * mi + g + 8] + kk + 2 * t;
@@ -114,21 +124,24 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
                 a[mi][2] = pack_bf16(r0[8], r0[9]);
                 a[mi][3] = pack_bf16(r8[8], r8[9]);
             }
-            #pragma unroll
+#pragma unroll
             for (int ni = 0; ni < 4; ni++) {
                 const bf16* c = ws[wn + 8 * ni + g] + kk + 2 * t;
                 b[ni][0] = pack_bf16(c[0], c[1]);
                 b[ni][1] = pack_bf16(c[8], c[9]);
             }
-            #pragma unroll
-            #pragma unroll
-    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
 #pragma unroll
                 for (int ni = 0; ni < 4; ni++) mma_16x8x16(acc[mi][ni], a[mi], b[ni]);
         }
+        if (more) {  // the other buffer was last read before the previous barrier
+            stash(a_tile[buf ^ 1], a_next);
+            stash(w_tile[buf ^ 1], w_next);
+        }
         __syncthreads();
     }
-    #pragma unroll
+#pragma unroll
     for (int mi = 0; mi < 2; mi++)
 #pragma unroll
         for (int ni = 0; ni < 4; ni++)

@@ -9,7 +9,7 @@
 # Knobs for a short lease: REPORT (the report's path; every step's full output goes to $REPORT.log beside it, both
 # written as the run goes, so a run cut short keeps what it did), STEP_TIMEOUT (seconds per step, default 600),
 # BENCH_ARGS (Criterion's, default a 1 s warm-up and 3 s of measurement), PT_SEGMENTS (segments of the PyTorch loop,
-# default SEGMENTS) and PT_MODES (default eager,compile).
+# default SEGMENTS) and PT_MODES (default eager,compile; empty: the PyTorch loop is not run).
 #
 # Steps: 1. the device; 2. parity on the GPU (tests/cuda_gpu.rs: every kernel, tiny and GPT-2-small streams, bf16
 # and f32, against the CPU backend); 3. rmt-fast's benchmarks: benches/cuda.rs (single and batched steps, retrieval
@@ -27,7 +27,7 @@ SEGMENTS=${SEGMENTS:-1954}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 BENCH_ARGS=${BENCH_ARGS:---warm-up-time 1 --measurement-time 3}
 PT_SEGMENTS=${PT_SEGMENTS:-$SEGMENTS}
-PT_MODES=${PT_MODES:-eager,compile}
+PT_MODES=${PT_MODES-eager,compile}
 PYTHON=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 failed=0

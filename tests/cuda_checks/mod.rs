@@ -209,13 +209,16 @@ pub fn attention_reference(
 pub fn attention<D: Device>(dev: D) {
     let lab = Lab { dev };
     // (streams, cache rows, first query position, queries, width, head size): a segment of 2 streams that
-    // spans two query blocks and several key tiles, a decode step at position 40, head size 64
-    for (streams, cap, q0, nq, c, hs) in [(2, 80, 0, 70, 64, 32), (1, 48, 40, 1, 64, 32), (1, 40, 0, 37, 128, 64)] {
+    // spans two query blocks and two key tiles, a decode step at position 40, head size 64, and 150 queries from
+    // position 16 (three query blocks, three key tiles)
+    for (streams, cap, q0, nq, c, hs) in
+        [(2, 80, 0, 70, 64, 32), (1, 48, 40, 1, 64, 32), (1, 40, 0, 37, 128, 64), (1, 200, 16, 150, 128, 64)]
+    {
         let qkv = random(streams * cap * 3 * c, 50 + nq as u64, 1.5);
         let qkvb = lab.stored(&qkv);
         let want = attention_reference(&lab.read_stored(&qkvb, qkv.len()), streams, cap, q0, nq, c, hs);
         let out = lab.stored(&vec![0.0; streams * nq * c]);
-        let grid = [nq.div_ceil(32) as u32, (c / hs) as u32, streams as u32];
+        let grid = [nq.div_ceil(64) as u32, (c / hs) as u32, streams as u32];
         let args = [lab.p(&out), lab.p(&qkvb), i(nq), i(q0), i(cap), i(c), i(hs)];
         lab.run("attention", grid, [128, 1, 1], &args);
         lab.check(&format!("attention {streams}×{nq} at {q0}, hs {hs}"), &lab.read_stored(&out, want.len()), &want);

@@ -294,7 +294,7 @@ impl<D: Device> CudaStep<D> {
                 [self.ptr(&a.att), self.ptr(qkv), i32_arg(per), i32_arg(pos0), i32_arg(cap), i32_arg(d), i32_arg(hs)];
             self.dev().launch(
                 "attention",
-                [blocks_for(per, 32), cfg.n_head as u32, streams as u32],
+                [blocks_for(per, 64), cfg.n_head as u32, streams as u32],
                 [128, 1, 1],
                 &att,
             )?;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Per-kernel GPU time of rmt-fast's segment step, from Nsight Compute (ncu), on a GPU machine with the binaries of
+# scripts/gpu-pack.sh: GPT-2 small (random weights), RMT and RMT-R v2, reading SEGMENTS segments (default 4) with
+# --device cuda. ncu times every kernel launch (graph nodes one by one), so the table is the GPU's share of a step;
+# the rest of a step's wall time is the host and launch gaps.
+#
+#   scripts/gpu-profile.sh [OUT_DIR]      # writes OUT_DIR/ncu-<kind>.txt (default target/gpu-profile)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACK=${PACK:-target/gpu-pack}
+OUT_DIR=${1:-target/gpu-profile}
+SEGMENTS=${SEGMENTS:-4}
+export RMT_KERNEL_CACHE=${RMT_KERNEL_CACHE:-$PWD/$PACK/kernels}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-profile.XXXXXX")
+mkdir -p "$OUT_DIR"
+python3 -c "import random,struct,sys; random.seed(0); n=int(sys.argv[1]); open(sys.argv[2],'wb').write(struct.pack(f'<{n}H', *[random.randrange(50000) for _ in range(n)]))" \
+  $((SEGMENTS * 512)) "$WORK/tokens.u16"
+for kind in rmt rmt-r; do
+  retrieval=""; [[ $kind == rmt-r ]] && retrieval=', "retrieval": "v2"'
+  echo "{\"n_layer\": 12, \"n_head\": 12, \"n_embd\": 768, \"vocab_size\": 50257, \"n_positions\": 1024,
+    \"memory\": {\"kind\": \"$kind\", \"num_mem_tokens\": 16, \"segment_size\": 512$retrieval}}" > "$WORK/$kind.json"
+  "$PACK/rmt-fast" init --config "$WORK/$kind.json" -o "$WORK/$kind.safetensors" > /dev/null
+  ncu --metrics gpu__time_duration.sum --print-summary per-kernel \
+    "$PACK/rmt-fast" infer "$WORK/tokens.u16" --model "$WORK/$kind.safetensors" --device cuda > "$OUT_DIR/ncu-$kind.txt" 2>&1
+  echo "== $kind: $OUT_DIR/ncu-$kind.txt" >&2
+  grep -E "^  [a-z_]+|gpu__time_duration|invocations" "$OUT_DIR/ncu-$kind.txt" | head -60 >&2 || true
+done
+rm -rf "$WORK"
