@@ -161,7 +161,7 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
             for (int kc = 0; kc < MAX_HS / 16; kc++) {
                 if (kc >= hs / 16) break;
                 const bf16* k = ks.v[8 * j + g] + kc * 16 + 2 * t;
-                u32 b[2] = {pack_bf16(k[0], k[1]), pack_bf16(k[8], k[9])};
+                u32 b[2] = {bf16_pair(k), bf16_pair(k + 8)};
                 mma_16x8x16(s[j], qa[kc], b);
             }
 #pragma unroll

@@ -73,6 +73,13 @@ struct alignas(16) bf16x8 {
 DEVICE u32 pack_bf16(bf16 lo, bf16 hi) { return (u32)lo.bits | ((u32)hi.bits << 16); }
 DEVICE u32 pack_bf16(float lo, float hi) { return pack_bf16(to_bf16(lo), to_bf16(hi)); }
 
+// Elements p[0] and p[1] as one packed register: a single 32-bit load (p must be 4-byte aligned).
+#ifdef __CUDACC__
+DEVICE u32 bf16_pair(const bf16* p) { return *(const u32*)p; }
+#else
+DEVICE u32 bf16_pair(const bf16* p) { return pack_bf16(p[0], p[1]); }
+#endif
+
 // D = A·B + C for one warp: A 16×16 bf16 (row), B 16×8 bf16 (col), C/D 16×8 f32, in the PTX ISA's fragment
 // layout for mma.m16n8k16 (g = lane / 4, t = lane % 4):
 //   a[0]: A[g][2t..2t+1]   a[1]: A[g+8][2t..2t+1]   a[2]: A[g][2t+8..2t+9]   a[3]: A[g+8][2t+8..2t+9]

@@ -52,11 +52,11 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
             epilogue(out, bias, gelu_act, M, N, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j], per, stride);
 }
 #else
-// Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 32.
+// Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 64.
 // Double-buffered: the global loads of the next K step are in flight in registers while the tensor cores work on
 // this one, so each step costs one barrier and no exposed memory latency. Rows of the shared tiles are padded by
 // 8 bf16 so the fragment loads of a warp fall in distinct banks.
-#define BK 32
+#define BK 64
 #define CHUNKS (BM * BK / 8 / 128)  // 16-byte chunks of a tile per thread
 
 // A shared tile, 16-byte aligned for those stores (the struct carries the alignment to both compilers).
@@ -74,7 +74,9 @@ DEVICE void fetch(bf16x8 (&chunk)[CHUNKS], const bf16* src, int r0, int rows, in
         if (r < rows && vec && k < K) {
             v = *(const bf16x8*)(src + (long)r * K + k);
         } else if (r < rows) {
-            for (int e = 0; e < 8 && k + e < K; e++) v.w[e / 2] |= (u32)src[(long)r * K + k + e].bits << (16 * (e % 2));
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                if (k + e < K) v.w[e / 2] |= (u32)src[(long)r * K + k + e].bits << (16 * (e % 2));
         }
         chunk[c] = v;
     }
@@ -119,16 +121,16 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
             for (int mi = 0; mi < 2; mi++) {
                 const bf16* r0 = as[wm + 16 * mi + g] + kk + 2 * t;
                 const bf16* r8 = as[wm + 16 * mi + g + 8] + kk + 2 * t;
-                a[mi][0] = pack_bf16(r0[0], r0[1]);
-                a[mi][1] = pack_bf16(r8[0], r8[1]);
-                a[mi][2] = pack_bf16(r0[8], r0[9]);
-                a[mi][3] = pack_bf16(r8[8], r8[9]);
+                a[mi][0] = bf16_pair(r0);
+                a[mi][1] = bf16_pair(r8);
+                a[mi][2] = bf16_pair(r0 + 8);
+                a[mi][3] = bf16_pair(r8 + 8);
             }
 #pragma unroll
             for (int ni = 0; ni < 4; ni++) {
                 const bf16* c = ws[wn + 8 * ni + g] + kk + 2 * t;
-                b[ni][0] = pack_bf16(c[0], c[1]);
-                b[ni][1] = pack_bf16(c[8], c[9]);
+                b[ni][0] = bf16_pair(c);
+                b[ni][1] = bf16_pair(c + 8);
             }
 #pragma unroll
             for (int mi = 0; mi < 2; mi++)

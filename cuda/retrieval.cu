@@ -1,47 +1,60 @@
 // RMT-R retrieval: single-head attention of the m current memory rows over every stored state, flash-decoding
 // style. Keys and values live on the device (v2: one cache of ln_kv(state), W_k folded into the query and W_v
-// applied after the sum, ENGINE-NOTES §8; v1: its gelu keys and values). Pass 1 splits the stored rows into
-// chunks, one block each, and writes each chunk's (max, sum, weighted values); pass 2 merges the chunks.
+// applied after the sum, ENGINE-NOTES §8; v1: its gelu keys and values). The scores q·kᵀ come from the
+// tensor-core matmul (matmul_f32); pass 1 splits the stored rows into chunks and writes each chunk's (max, sum,
+// weighted values); pass 2 merges the chunks.
 #include "common.cuh"
 
-#define MAX_D 1024
+#define QG 16  // queries per pass: the accumulators a thread holds
+#define JT 64  // stored rows whose weights share a shared-memory tile
 
-// partial: [m][chunks][d + 2] = (max score, Σ exp, Σ exp·value[d]) over the chunk's rows; scores are q·k·scale.
-// Grid: chunks, 128 threads; a warp takes queries warp, warp+4, …, a lane dims lane, lane+32, ….
-KERNEL void retrieval_partial(float* partial, const floatX* q, const floatX* keys, const floatX* values, int n,
-                              int m, int d, int chunk, float scale) {
+// partial: [m][chunks][d + 2] = (max score, Σ exp, Σ exp·value[d]) over the rows of chunk c. scores: [m][n] f32,
+// q·k from the tensor-core matmul (scaled here). Grid (chunks, ceil(d / 128)), 128 threads: per pass of 16
+// queries, a warp per query finds the chunk's max and sum, then each thread owns one dim and accumulates the
+// weighted values of all 16 queries (one value load feeds 16 FMAs; the weights are broadcast from shared memory).
+KERNEL void retrieval_partial(float* partial, const float* scores, const floatX* values, int n, int m, int d,
+                              int chunk, float scale) {
+    __shared__ float mx[QG], p[JT][QG];
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = blockDim.x / WARP;
-    int c = blockIdx.x, chunks = gridDim.x;
+    int c = blockIdx.x, chunks = gridDim.x, e = blockIdx.y * blockDim.x + threadIdx.x;
     int j0 = c * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
-    const int cols = d / WARP;
-    for (int qi = warp; qi < m; qi += warps) {
-        const floatX* qr = q + (long)qi * d;
-        float mx = NEG_INF, l = 0.0f, acc[MAX_D / WARP];
-#pragma unroll
-        for (int e = 0; e < MAX_D / WARP; e++) acc[e] = 0.0f;
-        for (int j = j0; j < j1; j++) {
-            const floatX* kr = keys + (long)j * d;
-            float s = 0.0f;
-#pragma unroll
-            for (int e = 0; e < MAX_D / WARP; e++)
-                if (e < cols) s += to_float(qr[lane + WARP * e]) * to_float(kr[lane + WARP * e]);
-            s = warp_sum(s) * scale;
-            float m_new = fmaxf(mx, s), corr = __expf(mx - m_new), p = __expf(s - m_new);
-            l = l * corr + p;
-            mx = m_new;
-            const floatX* vr = values + (long)j * d;
-#pragma unroll
-            for (int e = 0; e < MAX_D / WARP; e++)
-                if (e < cols) acc[e] = acc[e] * corr + p * to_float(vr[lane + WARP * e]);
+    for (int g0 = 0; g0 < m; g0 += QG) {
+        int gm = m - g0 < QG ? m - g0 : QG;
+        for (int qi = warp; qi < gm; qi += warps) {
+            const float* s = scores + (long)(g0 + qi) * n;
+            float v = NEG_INF;
+            for (int j = j0 + lane; j < j1; j += WARP) v = fmaxf(v, s[j] * scale);
+            v = warp_max(v);
+            float l = 0.0f;
+            for (int j = j0 + lane; j < j1; j += WARP) l += __expf(s[j] * scale - v);
+            l = warp_sum(l);
+            if (lane == 0) {
+                mx[qi] = v;
+                if (blockIdx.y == 0) {
+                    partial[((long)(g0 + qi) * chunks + c) * (d + 2)] = v;
+                    partial[((long)(g0 + qi) * chunks + c) * (d + 2) + 1] = l;
+                }
+            }
         }
-        float* out = partial + ((long)qi * chunks + c) * (d + 2);
-        if (lane == 0) {
-            out[0] = mx;
-            out[1] = l;
-        }
+        float acc[QG] = {};
+        for (int t0 = j0; t0 < j1; t0 += JT) {
+            __syncthreads();  // mx is written; the previous tile's weights are consumed
+            for (int i = threadIdx.x; i < JT * QG; i += blockDim.x) {
+                int jj = i % JT, qi = i / JT, j = t0 + jj;
+                p[jj][qi] = j < j1 && qi < gm ? __expf(scores[(long)(g0 + qi) * n + j] * scale - mx[qi]) : 0.0f;
+            }
+            __syncthreads();
+            int rows = j1 - t0 < JT ? j1 - t0 : JT;
+            if (e < d)
+                for (int jj = 0; jj < rows; jj++) {
+                    float v = to_float(values[(long)(t0 + jj) * d + e]);
 #pragma unroll
-        for (int e = 0; e < MAX_D / WARP; e++)
-            if (e < cols) out[2 + lane + WARP * e] = acc[e];
+                    for (int qi = 0; qi < QG; qi++) acc[qi] += p[jj][qi] * v;
+                }
+        }
+        if (e < d)
+            for (int qi = 0; qi < gm; qi++) partial[((long)(g0 + qi) * chunks + c) * (d + 2) + 2 + e] = acc[qi];
+        __syncthreads();  // mx and p are rewritten by the next pass
     }
 }
 

@@ -251,3 +251,20 @@ fn the_emulator_reports_broken_kernels() {
     assert!(err("no_such_kernel", &[]).contains("no kernel named"));
     assert!(err("write_past_end", &[lab.p(&x), i(64)]).contains("wrote outside"));
 }
+
+/// A model the kernels are not written for is refused up front, not computed wrong.
+#[test]
+fn unsupported_head_size_is_a_config_error() {
+    let cfg = rmt_fast::Config::from_json(
+        r#"{"n_layer": 1, "n_head": 4, "n_embd": 64, "vocab_size": 50, "n_positions": 32,
+            "eos_token_id": 49, "gen_token_id": 48,
+            "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 8}}"#,
+    )
+    .unwrap();
+    let model = Arc::new(Model::random(cfg, 1).unwrap());
+    match CudaModel::new(Emu::new(Precision::F32), model) {
+        Err(Error::Config(msg)) => assert!(msg.contains("head sizes 32 or 64"), "{msg}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("head size 16 accepted"),
+    }
+}

@@ -228,7 +228,9 @@ pub fn attention<D: Device>(dev: D) {
 /// RMT-R's two-pass retrieval over several chunks against a direct softmax.
 pub fn retrieval<D: Device>(dev: D) {
     let lab = Lab { dev };
-    let (m, d, n, chunk) = (5usize, 64usize, 300usize, 64usize); // 5 chunks, the last one partial
+    // 20 queries (a full pass of 16 and a partial one), width 200 (two dim blocks, the second partial), 300 rows
+    // in chunks of 100 (two weight tiles each, the second partial)
+    let (m, d, n, chunk) = (20usize, 200usize, 300usize, 100usize);
     let chunks = n.div_ceil(chunk);
     let scale = 1.0 / (d as f32).sqrt();
     let (q, keys, values) = (random(m * d, 60, 2.0), random(n * d, 61, 2.0), random(n * d, 62, 1.0));
@@ -245,9 +247,14 @@ pub fn retrieval<D: Device>(dev: D) {
             want[qi * d + e] = (0..n).map(|j| (s[j] - mx).exp() / z * values[j * d + e]).sum();
         }
     }
+    // scores q·kᵀ on the matmul kernel, then the chunks, then their merge
+    let scores = lab.zeros(m * n);
+    let args = [lab.p(&scores), lab.p(&qb), lab.p(&kb), KernelArg::Ptr(0), i(m), i(n), i(d), i(0)];
+    let threads = lab.dev.precision().matmul_threads();
+    lab.run("matmul_f32", [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1], [threads, 1, 1], &args);
     let partial = lab.zeros(m * chunks * (d + 2));
-    let args = [lab.p(&partial), lab.p(&qb), lab.p(&kb), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
-    lab.run("retrieval_partial", [chunks as u32, 1, 1], [128, 1, 1], &args);
+    let args = [lab.p(&partial), lab.p(&scores), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
+    lab.run("retrieval_partial", [chunks as u32, d.div_ceil(128) as u32, 1], [128, 1, 1], &args);
     let out = lab.stored(&vec![0.0; m * d]);
     lab.run("retrieval_merge", [m as u32, 1, 1], [128, 1, 1], &[lab.p(&out), lab.p(&partial), i(chunks), i(d)]);
     lab.check("retrieval", &lab.read_stored(&out, m * d), &want);

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use super::device::{Device, KernelArg};
 use super::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::backend::{SegmentInput, Step};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::store::RowStore;
 
 /// Rows per LayerNorm block (one warp each).
 const LN_ROWS: u32 = 4;
-/// Stored RMT-R rows are split into at most this many chunks, one block each (flash-decoding).
-const MAX_CHUNKS: usize = 512;
+/// Stored RMT-R rows are split into at most this many chunks, one column of blocks each (flash-decoding).
+const MAX_CHUNKS: usize = 256;
+/// Threads (one dim each) of a `retrieval_partial` block.
+const RETRIEVAL_THREADS: usize = 128;
 /// Segments whose token ids are uploaded at once when an RMT stream runs as a device-side chain.
 const CHAIN_SEGMENTS: usize = 64;
 
@@ -35,6 +37,16 @@ pub struct CudaModel<D: Device> {
 impl<D: Device> CudaModel<D> {
     /// Uploads `model`'s weights to `dev`.
     pub fn new(dev: D, model: Arc<Model>) -> Result<Arc<Self>> {
+        let cfg = &model.config;
+        let hs = cfg.n_embd / cfg.n_head;
+        // what the kernels are written for (attention.cu MAX_HS, layernorm.cu LN_MAX_C): every GPT-2 size
+        if !(hs == 32 || hs == 64) || cfg.n_embd > 1600 {
+            return Err(Error::Config(format!(
+                "the CUDA kernels take head sizes 32 or 64 and widths up to 1600; this model has {} heads of {hs} \
+                 ({} wide)",
+                cfg.n_head, cfg.n_embd
+            )));
+        }
         let weights = DeviceWeights::new(&dev, &model)?;
         Ok(Arc::new(CudaModel { dev, weights, model }))
     }
@@ -81,6 +93,8 @@ struct StateCache<B> {
     hidden: B,
     /// Each chunk's (max, sum, weighted values) per query: `m × MAX_CHUNKS × (d + 2)` f32.
     partial: B,
+    /// q·k of each query and stored row: `m × capacity` f32.
+    scores: B,
 }
 
 /// What a captured write step was recorded for.
@@ -339,6 +353,7 @@ impl<D: Device> CudaStep<D> {
                     dev.copy(values, &mut grown, s.rows * d * sz)?;
                     *values = grown;
                 }
+                s.scores = dev.alloc(m * capacity * 4)?;
                 s.capacity = capacity;
             }
             None => {
@@ -355,6 +370,7 @@ impl<D: Device> CudaStep<D> {
                     proj: dev.alloc(m * d * sz)?,
                     hidden: dev.alloc(m * 4 * d * sz)?,
                     partial: dev.alloc(m * MAX_CHUNKS * (d + 2) * 4)?,
+                    scores: dev.alloc(m * capacity * 4)?,
                 });
             }
         }
@@ -536,13 +552,14 @@ impl<D: Device> CudaStep<D> {
                 self.matmul(self.ptr(&s.attended), self.ptr(&s.h), &r.q, m, true, None)?;
             }
         }
+        let values = s.values.as_ref().unwrap_or(&s.keys);
+        let null = KernelArg::Ptr(0);
+        self.matmul_f32(self.ptr(&s.scores), self.ptr(&s.attended), self.ptr(&s.keys), null, (m, n, d), false)?;
         let chunk = n.div_ceil(MAX_CHUNKS).max(64);
         let chunks = n.div_ceil(chunk);
-        let values = s.values.as_ref().unwrap_or(&s.keys);
         let partial = [
             self.ptr(&s.partial),
-            self.ptr(&s.attended),
-            self.ptr(&s.keys),
+            self.ptr(&s.scores),
             self.ptr(values),
             KernelArg::I32(n as i32),
             KernelArg::I32(m as i32),
@@ -550,7 +567,8 @@ impl<D: Device> CudaStep<D> {
             KernelArg::I32(chunk as i32),
             KernelArg::F32(1.0 / (d as f32).sqrt()),
         ];
-        self.dev().launch("retrieval_partial", [chunks as u32, 1, 1], [128, 1, 1], &partial)?;
+        let grid = [chunks as u32, blocks_for(d, RETRIEVAL_THREADS), 1];
+        self.dev().launch("retrieval_partial", grid, [RETRIEVAL_THREADS as u32, 1, 1], &partial)?;
         let merge = [self.ptr(&s.q), self.ptr(&s.partial), KernelArg::I32(chunks as i32), KernelArg::I32(d as i32)];
         self.dev().launch("retrieval_merge", [m as u32, 1, 1], [128, 1, 1], &merge)?;
         // s.q now holds Σ p_j v_j
