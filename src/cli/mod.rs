@@ -53,7 +53,7 @@ pub enum DeviceArg {
 
 /// An engine for `model` on `--device`; `auto` says on stderr (unless `quiet`) when it falls back to the CPU.
 pub fn engine(arg: DeviceArg, model: rmt_fast::Model, quiet: bool) -> anyhow::Result<rmt_fast::Engine> {
-    use rmt_fast::backend::cuda::{unavailable, Precision};
+    use rmt_fast::backend::cuda::{supports, unavailable, Precision};
     use rmt_fast::{Device, Engine};
     let cuda = |model, precision| Engine::cuda(model, precision).context("--device cuda");
     match arg {
@@ -61,7 +61,7 @@ pub fn engine(arg: DeviceArg, model: rmt_fast::Model, quiet: bool) -> anyhow::Re
         DeviceArg::CpuReference => Ok(Engine::new(model, Device::CpuReference)),
         DeviceArg::Cuda => cuda(model, Precision::Bf16),
         DeviceArg::CudaF32 => cuda(model, Precision::F32),
-        DeviceArg::Auto => match unavailable() {
+        DeviceArg::Auto => match unavailable().or_else(|| supports(&model.config).err().map(|e| e.to_string())) {
             None => cuda(model, Precision::Bf16),
             Some(why) => {
                 if !quiet {

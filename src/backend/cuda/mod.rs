@@ -14,4 +14,4 @@ mod weights;
 
 pub use device::{Device, KernelArg, Precision};
 pub use gpu::{unavailable, Gpu};
-pub use step::{CudaModel, CudaStep};
+pub use step::{supports, CudaModel, CudaStep};

@@ -11,7 +11,7 @@ use super::device::{Device, KernelArg};
 use super::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::backend::{SegmentInput, Step};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Config, Model};
 use crate::store::RowStore;
 
 /// Rows per LayerNorm block (one warp each).
@@ -37,16 +37,7 @@ pub struct CudaModel<D: Device> {
 impl<D: Device> CudaModel<D> {
     /// Uploads `model`'s weights to `dev`.
     pub fn new(dev: D, model: Arc<Model>) -> Result<Arc<Self>> {
-        let cfg = &model.config;
-        let hs = cfg.n_embd / cfg.n_head;
-        // what the kernels are written for (attention.cu MAX_HS, layernorm.cu LN_MAX_C): every GPT-2 size
-        if !(hs == 32 || hs == 64) || cfg.n_embd > 1600 {
-            return Err(Error::Config(format!(
-                "the CUDA kernels take head sizes 32 or 64 and widths up to 1600; this model has {} heads of {hs} \
-                 ({} wide)",
-                cfg.n_head, cfg.n_embd
-            )));
-        }
+        supports(&model.config)?;
         let weights = DeviceWeights::new(&dev, &model)?;
         Ok(Arc::new(CudaModel { dev, weights, model }))
     }
@@ -106,6 +97,28 @@ struct GraphKey {
     write_rows: usize,
     /// A link of a device-side chain: ids from the chain's buffer at its counter, new memory back into `mem`.
     chain: bool,
+}
+
+/// Whether the kernels are written for this model's shape (attention.cu's head sizes, layernorm.cu's widths):
+/// every GPT-2 size is. A [`Error::Config`] says what does not fit.
+///
+/// ```
+/// use rmt_fast::{backend::cuda::supports, Config};
+/// let gpt2 = r#"{"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024,
+///     "memory": {"kind": "rmt", "num_mem_tokens": 16, "segment_size": 512}}"#;
+/// assert!(supports(&Config::from_json(gpt2).unwrap()).is_ok());
+/// let heads_of_16 = gpt2.replace(r#""n_head": 12"#, r#""n_head": 48"#);
+/// assert!(supports(&Config::from_json(&heads_of_16).unwrap()).is_err());
+/// ```
+pub fn supports(cfg: &Config) -> Result<()> {
+    let hs = cfg.n_embd / cfg.n_head;
+    if (hs == 32 || hs == 64) && cfg.n_embd <= 1600 {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "the CUDA kernels take head sizes 32 or 64 and widths up to 1600; this model has {} heads of {hs} ({} wide)",
+        cfg.n_head, cfg.n_embd
+    )))
 }
 
 /// One stream's segment step on a CUDA device (or its emulation, in the tests).
