@@ -13,14 +13,19 @@
 /// for `e^r` on |r| ≤ ln2/2 (Cephes' coefficients), `2^n` assembled from its exponent bits.
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
+    // 1.5 · 2²³: adding it rounds to an integer (ties to even) that lands in the low mantissa bits, so n is had
+    // without a float → int conversion (Rust's saturating `as` would not vectorise)
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x.max(-87.0); // below, e^x leaves f32's normal range; tanh and GELU only need it to be tiny
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let shifted = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = shifted - SHIFTER;
     // ln2 split into a part exact in f32 and the rest, so that r keeps its low bits
     let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
         + 5.000_000_1e-1;
     let er = p * r * r + r + 1.0;
-    er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let exponent = shifted.to_bits().wrapping_sub(SHIFTER.to_bits()).wrapping_add(127); // n + 127, n ∈ [-126, 0]
+    er * f32::from_bits(exponent << 23)
 }
 
 /// `tanh(x)` within 2 ulp: an odd polynomial near 0 (Cephes' `tanhf`), else `1 − 2 / (e^{2|x|} + 1)` with the sign
