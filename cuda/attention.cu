@@ -153,17 +153,20 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
         __syncthreads();
         if (!active || k0 > warp_last) continue;
         // S = Q·Kᵀ over 64 keys: 8 fragments of 16 rows × 8 keys, scaled and causally masked
-        float s[KT / 8][4], mx[2] = {m[0], m[1]};
+        float s[KT / 8][4] = {}, mx[2] = {m[0], m[1]};
 #pragma unroll
-        for (int j = 0; j < KT / 8; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        for (int jp = 0; jp < KT / 16; jp++)  // two fragments of 8 keys per ldmatrix: dims kc·16 and kc·16 + 8
 #pragma unroll
             for (int kc = 0; kc < MAX_HS / 16; kc++) {
                 if (kc >= hs / 16) break;
-                const bf16* k = ks.v[8 * j + g] + kc * 16 + 2 * t;
-                u32 b[2] = {bf16_pair(k), bf16_pair(k + 8)};
-                mma_16x8x16(s[j], qa[kc], b);
+                u32 r[4];
+                ldmatrix_x4(r, &ks.v[16 * jp + lane % 8 + 8 * (lane / 16)][kc * 16 + 8 * (lane / 8 % 2)]);
+                u32 b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+                mma_16x8x16(s[2 * jp], qa[kc], b0);
+                mma_16x8x16(s[2 * jp + 1], qa[kc], b1);
             }
+#pragma unroll
+        for (int j = 0; j < KT / 8; j++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int key = k0 + 8 * j + 2 * t + e % 2;
@@ -201,14 +204,16 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
             split_bf16(s[2 * kc][2], s[2 * kc][3], hi[1], lo[1]);
             split_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1], hi[2], lo[2]);
             split_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3], hi[3], lo[3]);
-            const bf16(*v)[MAX_HS + 8] = vs.v + 16 * kc + 2 * t;
 #pragma unroll
-            for (int dn = 0; dn < MAX_HS / 8; dn++) {
-                if (dn >= hs / 8) break;
-                int d = 8 * dn + g;
-                u32 b[2] = {pack_bf16(v[0][d], v[1][d]), pack_bf16(v[8][d], v[9][d])};
-                mma_16x8x16(o[dn], hi, b);
-                mma_16x8x16(o[dn], lo, b);
+            for (int dp = 0; dp < MAX_HS / 16; dp++) {  // V is keys × dims: transposed loads, two dim fragments
+                if (dp >= hs / 16) break;
+                u32 r[4];
+                ldmatrix_x4_trans(r, &vs.v[16 * kc + lane % 8 + 8 * (lane / 8 % 2)][16 * dp + 8 * (lane / 16)]);
+                u32 b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+                mma_16x8x16(o[2 * dp], hi, b0);
+                mma_16x8x16(o[2 * dp], lo, b0);
+                mma_16x8x16(o[2 * dp + 1], hi, b1);
+                mma_16x8x16(o[2 * dp + 1], lo, b1);
             }
         }
     }

@@ -93,4 +93,24 @@ DEVICE void mma_16x8x16(float d[4], const u32 a[4], const u32 b[2]) {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+
+// Four 8×8 b16 matrices from shared memory into one register each, a warp at a time (ldmatrix.m8n8.x4): lane
+// 8j + i passes the address of row i of matrix j (16-byte aligned); register j of lane t receives row t/4,
+// columns 2(t%4) and 2(t%4)+1 of matrix j: an mma A fragment (x4) or two B fragments. `_trans` gives the
+// transpose: rows 2(t%4) and 2(t%4)+1 of column t/4, the B fragment of a row-major K × N tile.
+DEVICE unsigned shared_address(const void* p) {
+    unsigned long long s;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(s) : "l"(p));
+    return (unsigned)s;
+}
+DEVICE void ldmatrix_x4(u32 r[4], const bf16* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+}
+DEVICE void ldmatrix_x4_trans(u32 r[4], const bf16* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+}
 #endif

@@ -116,21 +116,20 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
         bf16(*ws)[BK + 8] = w_tile[buf].v;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
+            // ldmatrix: lane l points at row l % 8 of matrix l / 8. A's four matrices are its 16×16 tile's
+            // quadrants (rows +8 second, columns +8 third); W's are two n-tiles of 8 rows × k and k + 8.
             u32 a[2][4], b[4][2];
 #pragma unroll
-            for (int mi = 0; mi < 2; mi++) {
-                const bf16* r0 = as[wm + 16 * mi + g] + kk + 2 * t;
-                const bf16* r8 = as[wm + 16 * mi + g + 8] + kk + 2 * t;
-                a[mi][0] = bf16_pair(r0);
-                a[mi][1] = bf16_pair(r8);
-                a[mi][2] = bf16_pair(r0 + 8);
-                a[mi][3] = bf16_pair(r8 + 8);
-            }
+            for (int mi = 0; mi < 2; mi++)
+                ldmatrix_x4(a[mi], &as[wm + 16 * mi + lane % 8 + 8 * (lane / 8 % 2)][kk + 8 * (lane / 16)]);
 #pragma unroll
-            for (int ni = 0; ni < 4; ni++) {
-                const bf16* c = ws[wn + 8 * ni + g] + kk + 2 * t;
-                b[ni][0] = bf16_pair(c);
-                b[ni][1] = bf16_pair(c + 8);
+            for (int np = 0; np < 2; np++) {
+                u32 r[4];
+                ldmatrix_x4(r, &ws[wn + 16 * np + lane % 8 + 8 * (lane / 16)][kk + 8 * (lane / 8 % 2)]);
+                b[2 * np][0] = r[0];
+                b[2 * np][1] = r[1];
+                b[2 * np + 1][0] = r[2];
+                b[2 * np + 1][1] = r[3];
             }
 #pragma unroll
             for (int mi = 0; mi < 2; mi++)

@@ -250,6 +250,32 @@ fn the_emulator_reports_broken_kernels() {
     assert!(err("layernorm", &[lab.p(&x)]).contains("do not match"));
     assert!(err("no_such_kernel", &[]).contains("no kernel named"));
     assert!(err("write_past_end", &[lab.p(&x), i(64)]).contains("wrote outside"));
+    let words = lab.zeros(256);
+    let warp = |name: &str| lab.dev.launch(name, [1, 1, 1], [32, 1, 1], &[lab.p(&words)]);
+    assert!(warp("misaligned_ldmatrix").unwrap_err().to_string().contains("not 16-byte aligned"));
+}
+
+/// The emulated ldmatrix against the PTX ISA's statement of it: register j of lane t holds row t/4, columns
+/// 2(t%4) and 2(t%4)+1 of matrix j (lower column in the low half); `.trans` the same of the transposed matrix.
+#[test]
+fn emulated_ldmatrix_follows_the_ptx_layout() {
+    let lab = Lab { dev: Emu::new(Precision::F32) };
+    let words = lab.zeros(256);
+    lab.run("ldmatrix_layout", [1, 1, 1], [32, 1, 1], &[lab.p(&words)]);
+    let got: Vec<u32> = lab.read_f32(&words, 256).iter().map(|v| v.to_bits()).collect();
+    let element = |j: u32, i: u32, c: u32| 256 * j + 8 * i + c;
+    for t in 0..32u32 {
+        for j in 0..4u32 {
+            let (r, c) = (t / 4, 2 * (t % 4));
+            assert_eq!(
+                got[(4 * t + j) as usize],
+                element(j, r, c) | element(j, r, c + 1) << 16,
+                "lane {t}, matrix {j}"
+            );
+            let want_t = element(j, c, r) | element(j, c + 1, r) << 16;
+            assert_eq!(got[(128 + 4 * t + j) as usize], want_t, "lane {t}, matrix {j}, transposed");
+        }
+    }
 }
 
 /// A model the kernels are not written for is refused up front, not computed wrong.

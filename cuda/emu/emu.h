@@ -7,7 +7,8 @@
 // Anything else — a thread that returns while others wait, lanes at different sites, a deadlock — is reported
 // as divergence and the launch fails, where a GPU would hang or silently compute garbage.
 // Warp-collective operations exchange values through per-lane slots; mma_16x8x16 gathers the fragments of the
-// whole warp and computes each lane's outputs in the PTX ISA's layout for mma.m16n8k16 (see common.cuh).
+// whole warp and computes each lane's outputs in the PTX ISA's layout for mma.m16n8k16 (see common.cuh), and
+// ldmatrix_x4 hands each lane its words of four 8×8 matrices from the rows the lanes point at.
 #pragma once
 
 #include <cmath>
@@ -32,6 +33,7 @@ enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 struct Lane {  // what a lane offers to a warp-collective operation
     float value;
     unsigned a[4], b[2];
+    const unsigned short* row;  // ldmatrix: the row this lane points at
 };
 
 struct Thread {
@@ -104,6 +106,26 @@ inline void mma(float d[4], const unsigned a[4], const unsigned b[2], int site) 
         float acc = d[e];
         for (int k = 0; k < 16; k++) acc += A(row, k) * B(k, col);
         d[e] = acc;
+    }
+    syncwarp(site);
+}
+
+// One lane's share of ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane 8j + i points at row i of 8×8
+// matrix j (8 contiguous b16, 16-byte aligned); register j of lane t gets the pair (row t/4, cols 2(t%4), +1) of
+// matrix j, or with `trans` the pair (rows 2(t%4), +1; col t/4), the lower index in the low half.
+inline void load_matrices(unsigned r[4], const void* row, bool trans, int site) {
+    if (((unsigned long long)row & 15) != 0 && run.error.empty()) run.error = "ldmatrix: a row address is not 16-byte aligned";
+    self().lane.row = (const unsigned short*)row;
+    syncwarp(site);
+    unsigned warp = flat(self().idx) / 32, t = lane_id();
+    auto at = [&](int j, int i, int c) -> unsigned {  // element (i, c) of matrix j
+        const unsigned short* p = lane_thread(warp, 8 * j + i).lane.row;
+        return p ? p[c] : 0u;
+    };
+    for (int j = 0; j < 4; j++) {
+        unsigned lo = trans ? at(j, 2 * (t % 4), t / 4) : at(j, t / 4, 2 * (t % 4));
+        unsigned hi = trans ? at(j, 2 * (t % 4) + 1, t / 4) : at(j, t / 4, 2 * (t % 4) + 1);
+        r[j] = lo | (hi << 16);
     }
     syncwarp(site);
 }
@@ -238,6 +260,8 @@ struct Kernel {
 #define __shfl_xor_sync(mask, v, m) emu::shfl(mask, v, emu::lane_id() ^ (m), __LINE__)
 #define __shfl_sync(mask, v, src) emu::shfl(mask, v, src, __LINE__)
 #define mma_16x8x16(d, a, b) emu::mma(d, a, b, __LINE__)
+#define ldmatrix_x4(r, row) emu::load_matrices(r, row, false, __LINE__)
+#define ldmatrix_x4_trans(r, row) emu::load_matrices(r, row, true, __LINE__)
 
 inline float __expf(float x) { return expf(x); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }

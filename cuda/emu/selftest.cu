@@ -18,3 +18,27 @@ KERNEL void divergent_shuffle(float* x) {
 KERNEL void write_past_end(float* x, int n) {
     if (threadIdx.x == 0) x[n] = 1.0f;
 }
+
+// A row address off the 16-byte grid: ldmatrix requires it aligned.
+KERNEL void misaligned_ldmatrix(u32* out) {
+    __shared__ struct alignas(16) { bf16 v[32][8]; } tile;
+    u32 r[4];
+    ldmatrix_x4(r, &tile.v[threadIdx.x % WARP][threadIdx.x % WARP == 5 ? 1 : 0]);
+    out[threadIdx.x] = r[0];
+}
+
+// Not broken: what ldmatrix hands each lane, for the test to compare with the PTX ISA's layout. Element (i, c) of
+// matrix j holds the bits 256·j + 8·i + c; out[4·lane + j] is register j, plain then transposed (out + 128).
+KERNEL void ldmatrix_layout(u32* out) {
+    __shared__ struct alignas(16) { bf16 v[32][8]; } tile;
+    int lane = threadIdx.x % WARP;
+    for (int c = 0; c < 8; c++) tile.v[lane][c].bits = (u16)(256 * (lane / 8) + 8 * (lane % 8) + c);
+    __syncwarp();
+    u32 r[4], rt[4];
+    ldmatrix_x4(r, tile.v[lane]);
+    ldmatrix_x4_trans(rt, tile.v[lane]);
+    for (int j = 0; j < 4; j++) {
+        out[4 * lane + j] = r[j];
+        out[128 + 4 * lane + j] = rt[j];
+    }
+}
