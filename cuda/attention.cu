@@ -90,27 +90,28 @@ DEVICE u32 query_pair(const bf16* q, int r, int rows, int d, int C) {
     return r < rows ? pack_bf16(q[(long)r * 3 * C + d], q[(long)r * 3 * C + d + 1]) : 0u;
 }
 
-// The keys and values of positions [k0, k0 + 64) ∩ [0, last] into shared tiles (zero beyond), 16 bytes at a time
-// when the rows are 16-byte aligned.
+// Starts filling the tiles with the keys and values of positions [k0, k0 + 64) ∩ [0, last] (zero beyond):
+// cp.async of 16 bytes when the rows are 16-byte aligned, else element by element (stored at once).
 DEVICE void load_kv(KvTile& ks, KvTile& vs, const bf16* base, int k0, int last, int C, int hs, bool vec) {
     int per_row = hs / 8;
     for (int i = threadIdx.x; i < KT * per_row; i += blockDim.x) {
         int j = i / per_row, d = (i % per_row) * 8;
-        bf16x8 k = {}, v = {};
-        if (k0 + j <= last) {
-            const bf16* row = base + (long)(k0 + j) * 3 * C + d;
-            if (vec) {
-                k = *(const bf16x8*)(row + C);
-                v = *(const bf16x8*)(row + 2 * C);
-            } else {
-                for (int e = 0; e < 8; e++) {
+        bool in = k0 + j <= last;
+        const bf16* row = base + (long)(in ? k0 + j : 0) * 3 * C + d;
+        if (vec) {
+            cp_async16(&ks.v[j][d], row + C, in);
+            cp_async16(&vs.v[j][d], row + 2 * C, in);
+        } else {
+            bf16x8 k = {}, v = {};
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                if (in) {
                     k.w[e / 2] |= (u32)row[C + e].bits << (16 * (e % 2));
                     v.w[e / 2] |= (u32)row[2 * C + e].bits << (16 * (e % 2));
                 }
-            }
+            *(bf16x8*)&ks.v[j][d] = k;
+            *(bf16x8*)&vs.v[j][d] = v;
         }
-        *(bf16x8*)&ks.v[j][d] = k;
-        *(bf16x8*)&vs.v[j][d] = v;
     }
 }
 
@@ -122,7 +123,7 @@ DEVICE void split_bf16(float x0, float x1, u32& hi, u32& lo) {
 }
 
 KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs) {
-    __shared__ KvTile ks, vs;
+    __shared__ KvTile k_tiles[2], v_tiles[2];  // double-buffered: the next tile streams in during this one
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, t = lane % 4;
     int h = blockIdx.y, stream = blockIdx.z, i0 = blockIdx.x * QROWS;
     const bf16* base = qkv + (long)stream * T_cap * 3 * C + h * hs;
@@ -147,10 +148,14 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
         qa[kc][3] = in ? query_pair(q, g + 8, rows - w0, d + 8, C) : 0u;
     }
     float o[MAX_HS / 8][4] = {}, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
-    for (int k0 = 0; k0 <= last; k0 += KT) {
-        __syncthreads();  // the previous tile is consumed
-        load_kv(ks, vs, base, k0, last, C, hs, vec);
-        __syncthreads();
+    load_kv(k_tiles[0], v_tiles[0], base, 0, last, C, hs, vec);
+    cp_async_commit();
+    for (int k0 = 0, buf = 0; k0 <= last; k0 += KT, buf ^= 1) {
+        cp_async_wait(0);  // this thread's copies of this tile have landed (the next is not issued yet)
+        __syncthreads();   // everyone's have; and the other buffer's tile is consumed
+        if (k0 + KT <= last) load_kv(k_tiles[buf ^ 1], v_tiles[buf ^ 1], base, k0 + KT, last, C, hs, vec);
+        cp_async_commit();
+        const KvTile &ks = k_tiles[buf], &vs = v_tiles[buf];
         if (!active || k0 > warp_last) continue;
         // S = Q·Kᵀ over 64 keys: 8 fragments of 16 rows × 8 keys, scaled and causally masked
         float s[KT / 8][4] = {}, mx[2] = {m[0], m[1]};

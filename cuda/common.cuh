@@ -108,6 +108,16 @@ DEVICE void ldmatrix_x4(u32 r[4], const bf16* row) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(shared_address(row)));
 }
+// 16 bytes global → shared without passing through registers (sm_80+), zero-filled when !valid (src is then not
+// read, but must still be a mapped address). Copies land any time before the cp_async_wait that covers them.
+DEVICE void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+// Closes the group of copies issued since the last commit.
+DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most n of this thread's committed groups are still in flight (n: a compile-time constant).
+#define cp_async_wait(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n))
 DEVICE void ldmatrix_x4_trans(u32 r[4], const bf16* row) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])

@@ -52,68 +52,70 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
             epilogue(out, bias, gelu_act, M, N, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j], per, stride);
 }
 #else
-// Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 64.
-// Double-buffered: the global loads of the next K step are in flight in registers while the tensor cores work on
-// this one, so each step costs one barrier and no exposed memory latency. Rows of the shared tiles are padded by
-// 8 bf16 so the fragment loads of a warp fall in distinct banks.
-#define BK 64
+// Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 32.
+// A 4-stage cp.async pipeline: the tiles of the next three K steps are in flight while the tensor cores work on
+// this one, one barrier per step. Rows of the shared tiles are padded by 8 bf16 (80 bytes: 16-byte aligned, and
+// the 8 rows an ldmatrix phase reads fall in distinct banks).
+#define BK 32
+#define STAGES 4
 #define CHUNKS (BM * BK / 8 / 128)  // 16-byte chunks of a tile per thread
 
-// A shared tile, 16-byte aligned for those stores (the struct carries the alignment to both compilers).
 struct alignas(16) Tile {
     bf16 v[BM][BK + 8];
 };
 
-// This thread's chunks of rows [r0, r0 + 64) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
-// outside it: 16-byte loads when every row start is 16-byte aligned (`vec`), else element by element.
-DEVICE void fetch(bf16x8 (&chunk)[CHUNKS], const bf16* src, int r0, int rows, int k0, int K, bool vec) {
+// Starts filling `tile` with rows [r0, r0 + 64) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
+// outside it: cp.async of 16 bytes when every row start is 16-byte aligned (`vec`), else element by element
+// (stored at once).
+DEVICE void load_tile(Tile& tile, const bf16* src, int r0, int rows, int k0, int K, bool vec) {
 #pragma unroll
     for (int c = 0; c < CHUNKS; c++) {
-        int i = threadIdx.x + c * 128, r = r0 + i / (BK / 8), k = k0 + (i % (BK / 8)) * 8;
-        bf16x8 v = {};
-        if (r < rows && vec && k < K) {
-            v = *(const bf16x8*)(src + (long)r * K + k);
-        } else if (r < rows) {
+        int i = threadIdx.x + c * 128, r = i / (BK / 8), k = (i % (BK / 8)) * 8;
+        bool in = r0 + r < rows && k0 + k < K;
+        if (vec) {
+            cp_async16(&tile.v[r][k], in ? src + (long)(r0 + r) * K + k0 + k : src, in);
+        } else {
+            bf16x8 v = {};
 #pragma unroll
             for (int e = 0; e < 8; e++)
-                if (k + e < K) v.w[e / 2] |= (u32)src[(long)r * K + k + e].bits << (16 * (e % 2));
+                if (r0 + r < rows && k0 + k + e < K)
+                    v.w[e / 2] |= (u32)src[(long)(r0 + r) * K + k0 + k + e].bits << (16 * (e % 2));
+            *(bf16x8*)&tile.v[r][k] = v;
         }
-        chunk[c] = v;
-    }
-}
-
-DEVICE void stash(Tile& tile, const bf16x8 (&chunk)[CHUNKS]) {
-#pragma unroll
-    for (int c = 0; c < CHUNKS; c++) {
-        int i = threadIdx.x + c * 128;
-        *(bf16x8*)&tile.v[i / (BK / 8)][(i % (BK / 8)) * 8] = chunk[c];
     }
 }
 
 template <class TOut>
 DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                         int gelu_act, int per, int stride) {
-    __shared__ Tile a_tile[2], w_tile[2];
+    __shared__ Tile a_tile[STAGES], w_tile[STAGES];
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int g = lane / 4, t = lane % 4;
     int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     bool vec = K % 8 == 0 && ((unsigned long long)in & 15) == 0 && ((unsigned long long)w & 15) == 0;
     float acc[2][4][4] = {};
-    bf16x8 a_next[CHUNKS], w_next[CHUNKS];
-    fetch(a_next, in, m0, M, 0, K, vec);
-    fetch(w_next, w, n0, N, 0, K, vec);
-    stash(a_tile[0], a_next);
-    stash(w_tile[0], w_next);
-    __syncthreads();
-    for (int k0 = 0, buf = 0; k0 < K; k0 += BK, buf ^= 1) {
-        bool more = k0 + BK < K;
-        if (more) {
-            fetch(a_next, in, m0, M, k0 + BK, K, vec);
-            fetch(w_next, w, n0, N, k0 + BK, K, vec);
+    int steps = (K + BK - 1) / BK;
+    // one group committed per step, empty or not, so that "all but the last STAGES - 2" always means "step kt"
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < steps) {
+            load_tile(a_tile[s], in, m0, M, s * BK, K, vec);
+            load_tile(w_tile[s], w, n0, N, s * BK, K, vec);
         }
-        bf16(*as)[BK + 8] = a_tile[buf].v;
-        bf16(*ws)[BK + 8] = w_tile[buf].v;
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < steps; kt++) {
+        cp_async_wait(STAGES - 2);  // this thread's copies of step kt have landed
+        __syncthreads();            // everyone's have; and step kt - 1's buffer is no longer read
+        int next = kt + STAGES - 1;
+        if (next < steps) {
+            load_tile(a_tile[next % STAGES], in, m0, M, next * BK, K, vec);
+            load_tile(w_tile[next % STAGES], w, n0, N, next * BK, K, vec);
+        }
+        cp_async_commit();
+        bf16(*as)[BK + 8] = a_tile[kt % STAGES].v;
+        bf16(*ws)[BK + 8] = w_tile[kt % STAGES].v;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             // ldmatrix: lane l points at row l % 8 of matrix l / 8. A's four matrices are its 16×16 tile's
@@ -136,11 +138,6 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
 #pragma unroll
                 for (int ni = 0; ni < 4; ni++) mma_16x8x16(acc[mi][ni], a[mi], b[ni]);
         }
-        if (more) {  // the other buffer was last read before the previous barrier
-            stash(a_tile[buf ^ 1], a_next);
-            stash(w_tile[buf ^ 1], w_next);
-        }
-        __syncthreads();
     }
 #pragma unroll
     for (int mi = 0; mi < 2; mi++)

@@ -249,10 +249,17 @@ fn the_emulator_reports_broken_kernels() {
     assert!(err("divergent_shuffle", &[lab.p(&x)]).contains("divergent"));
     assert!(err("layernorm", &[lab.p(&x)]).contains("do not match"));
     assert!(err("no_such_kernel", &[]).contains("no kernel named"));
-    assert!(err("write_past_end", &[lab.p(&x), i(64)]).contains("wrote outside"));
     let words = lab.zeros(256);
     let warp = |name: &str| lab.dev.launch(name, [1, 1, 1], [32, 1, 1], &[lab.p(&words)]);
     assert!(warp("misaligned_ldmatrix").unwrap_err().to_string().contains("not 16-byte aligned"));
+    // a cp.async read back without its wait finds the old contents; with the wait, the copy
+    let src = lab.f32(&[1.0, 2.0, 3.0, 4.0]);
+    for (wait, want) in [(0, [0.0; 4]), (1, [1.0, 2.0, 3.0, 4.0])] {
+        lab.run("cp_async_roundtrip", [1, 1, 1], [32, 1, 1], &[lab.p(&words), lab.p(&src), i(wait)]);
+        assert_eq!(lab.read_f32(&words, 4), want, "cp.async read back with wait = {wait}");
+    }
+    // last: the guard bytes it overwrites stay overwritten, and every later launch would report them
+    assert!(err("write_past_end", &[lab.p(&x), i(64)]).contains("wrote outside"));
 }
 
 /// The emulated ldmatrix against the PTX ISA's statement of it: register j of lane t holds row t/4, columns

@@ -8,7 +8,8 @@
 // as divergence and the launch fails, where a GPU would hang or silently compute garbage.
 // Warp-collective operations exchange values through per-lane slots; mma_16x8x16 gathers the fragments of the
 // whole warp and computes each lane's outputs in the PTX ISA's layout for mma.m16n8k16 (see common.cuh), and
-// ldmatrix_x4 hands each lane its words of four 8×8 matrices from the rows the lanes point at.
+// ldmatrix_x4 hands each lane its words of four 8×8 matrices from the rows the lanes point at. cp.async copies
+// land at the latest moment the PTX ISA allows (the thread's covering cp.async.wait_group).
 #pragma once
 
 #include <cmath>
@@ -36,12 +37,19 @@ struct Lane {  // what a lane offers to a warp-collective operation
     const unsigned short* row;  // ldmatrix: the row this lane points at
 };
 
+struct Copy {  // one cp.async of 16 bytes; src null: zero-fill
+    void* dst;
+    const void* src;
+};
+
 struct Thread {
     ucontext_t ctx;
     dim3 idx;
     State state = RUNNABLE;
     int site = 0;  // the barrier's source line
     Lane lane;
+    std::vector<Copy> open;                 // cp.async issued since the last commit
+    std::vector<std::vector<Copy>> groups;  // committed groups, oldest first, not yet waited for
 };
 
 struct Run {
@@ -128,6 +136,32 @@ inline void load_matrices(unsigned r[4], const void* row, bool trans, int site) 
         r[j] = lo | (hi << 16);
     }
     syncwarp(site);
+}
+
+// cp.async is asynchronous on a GPU: the copy may land any time before the thread's cp.async.wait_group. The
+// emulator makes the copies as late as that allows, at the wait, so a kernel that reads shared memory before it
+// waits reads stale data and fails its test.
+inline void cp_async16(void* dst, const void* src, bool valid) {
+    if ((((unsigned long long)dst | (unsigned long long)src) & 15) != 0 && run.error.empty())
+        run.error = "cp.async: an address is not 16-byte aligned";
+    self().open.push_back({dst, valid ? src : nullptr});
+}
+
+inline void cp_async_commit() {
+    self().groups.push_back(std::move(self().open));
+    self().open.clear();
+}
+
+// cp.async.wait_group n: this thread's copies done but for its n most recent groups.
+inline void cp_async_wait_group(size_t n) {
+    auto& groups = self().groups;
+    while (groups.size() > n) {
+        for (const Copy& c : groups.front()) {
+            if (c.src) memcpy(c.dst, c.src, 16);
+            else memset(c.dst, 0, 16);
+        }
+        groups.erase(groups.begin());
+    }
 }
 
 inline void fiber_main() {
@@ -261,6 +295,9 @@ struct Kernel {
 #define __shfl_sync(mask, v, src) emu::shfl(mask, v, src, __LINE__)
 #define mma_16x8x16(d, a, b) emu::mma(d, a, b, __LINE__)
 #define ldmatrix_x4(r, row) emu::load_matrices(r, row, false, __LINE__)
+#define cp_async16(dst, src, valid) emu::cp_async16(dst, src, valid)
+#define cp_async_commit() emu::cp_async_commit()
+#define cp_async_wait(n) emu::cp_async_wait_group(n)
 #define ldmatrix_x4_trans(r, row) emu::load_matrices(r, row, true, __LINE__)
 
 inline float __expf(float x) { return expf(x); }

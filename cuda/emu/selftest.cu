@@ -42,3 +42,18 @@ KERNEL void ldmatrix_layout(u32* out) {
         out[128 + 4 * lane + j] = rt[j];
     }
 }
+
+// 16 bytes through cp.async into shared memory and out again, with or without the wait that covers the copy: on
+// a GPU the copy may not have landed without it, and the emulator makes sure it has not.
+KERNEL void cp_async_roundtrip(u32* out, const u32* in, int wait) {
+    __shared__ struct alignas(16) { u32 v[4]; } tile;
+    if (threadIdx.x == 0) tile.v[0] = tile.v[1] = tile.v[2] = tile.v[3] = 0;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        cp_async16(tile.v, in, true);
+        cp_async_commit();
+        if (wait) cp_async_wait(0);
+    }
+    __syncthreads();
+    if (threadIdx.x < 4) out[threadIdx.x] = tile.v[threadIdx.x];
+}

@@ -133,7 +133,9 @@ pub fn matmul_kernels<D: Device>(dev: D) {
     let p = lab.dev.precision();
     // shapes that leave partial tiles in every dimension
     // K = 27 takes the element-by-element tile loads, the others the 16-byte ones
-    for (m, n, k, gelu) in [(37, 70, 40, false), (5, 130, 96, true), (64, 64, 64, false), (9, 20, 27, true)] {
+    for (m, n, k, gelu) in
+        [(37, 70, 40, false), (5, 130, 96, true), (64, 64, 64, false), (9, 20, 27, true), (33, 72, 200, false)]
+    {
         let x = random(m * k, 10 + m as u64, 1.0);
         let w = random(n * k, 20 + n as u64, 0.5);
         let bias = random(n, 30, 0.5);
