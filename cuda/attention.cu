@@ -10,19 +10,30 @@
 #define MAX_HS 64  // head size ≤ 64 (every GPT-2 size); head size is a multiple of 32
 
 // qkv: [B][T_cap][3C] (q | k | v, head h at h·hs in each); queries are positions q0 .. q0+nq of each stream,
-// keys positions 0 ..= the query's. out: [B][nq][C]. Grid (ceil(nq / 64), heads, B), 128 threads.
+// keys positions 0 ..= the query's. out: [B][nq][C]. Grid (ceil(nq / 64), heads, B · splits), 128 threads.
+// With splits > 1 (a few streams, where the query blocks alone leave SMs idle) each block takes split_keys keys
+// of its rows (a multiple of 64) and writes into `partial` what attention_merge combines, flash-decoding style:
+// partial[B][splits][nq][heads][hs + 2] = (Σ e^(s − m) v, m, Σ e^(s − m)). With splits = 1, out directly.
+
+// Where the partial result of (stream, split, row, head) starts.
+DEVICE long partial_at(int stream, int split, int splits, int row, int nq, int h, int C, int hs) {
+    return ((((long)stream * splits + split) * nq + row) * (C / hs) + h) * (hs + 2);
+}
 #ifdef RMT_F32
 #define KTILE 32  // keys per shared tile, one per lane
 
-KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs) {
+KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs,
+                      int splits, int split_keys) {
     __shared__ float qs[QROWS][MAX_HS];
     __shared__ float ks[KTILE][MAX_HS + 1];
     __shared__ float vs[KTILE][MAX_HS];
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    int h = blockIdx.y, stream = blockIdx.z, i0 = blockIdx.x * QROWS;
+    int h = blockIdx.y, stream = blockIdx.z / splits, split = blockIdx.z % splits, i0 = blockIdx.x * QROWS;
     const floatX* base = qkv + (long)stream * T_cap * 3 * C;
     float scale = rsqrtf((float)hs);
     int rows = nq - i0 < QROWS ? nq - i0 : QROWS;
+    int k_begin = split * split_keys, block_last = q0 + i0 + rows - 1;
+    if (k_begin > block_last) return;  // no keys of this split reach these rows (uniform across the block)
     for (int e = threadIdx.x; e < rows * hs; e += blockDim.x)
         qs[e / hs][e % hs] = to_float(base[(long)(q0 + i0 + e / hs) * 3 * C + h * hs + e % hs]) * scale;
 
@@ -35,8 +46,9 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
 #pragma unroll
         for (int c = 0; c < MAX_HS / WARP; c++) acc[r][c] = 0.0f;
     }
-    int last = q0 + i0 + rows - 1;  // the block's last query position: keys beyond it are never needed
-    for (int k0 = 0; k0 <= last; k0 += KTILE) {
+    // the last key this block needs: its last query position, or the end of its split
+    int last = block_last < k_begin + split_keys - 1 ? block_last : k_begin + split_keys - 1;
+    for (int k0 = k_begin; k0 <= last; k0 += KTILE) {
         __syncthreads();  // the previous tile is consumed (and, the first time, qs is written)
         for (int e = threadIdx.x; e < KTILE * hs; e += blockDim.x) {
             int j = e / hs, d = e % hs;
@@ -71,10 +83,21 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
     for (int r = 0; r < per_warp; r++) {
         int qi = warp * per_warp + r;
         if (qi >= rows) continue;
-        floatX* o = out + ((long)stream * nq + i0 + qi) * C + h * hs;
+        if (splits == 1) {
+            floatX* o = out + ((long)stream * nq + i0 + qi) * C + h * hs;
 #pragma unroll
-        for (int c = 0; c < MAX_HS / WARP; c++)
-            if (c < cols) store(&o[lane + WARP * c], acc[r][c] / l[r]);
+            for (int c = 0; c < MAX_HS / WARP; c++)
+                if (c < cols) store(&o[lane + WARP * c], acc[r][c] / l[r]);
+        } else {
+            float* p = partial + partial_at(stream, split, splits, i0 + qi, nq, h, C, hs);
+#pragma unroll
+            for (int c = 0; c < MAX_HS / WARP; c++)
+                if (c < cols) p[lane + WARP * c] = acc[r][c];
+            if (lane == 0) {
+                p[hs] = m[r];
+                p[hs + 1] = l[r];
+            }
+        }
     }
 }
 #else
@@ -122,14 +145,18 @@ DEVICE void split_bf16(float x0, float x1, u32& hi, u32& lo) {
     lo = pack_bf16(x0 - to_float(h0), x1 - to_float(h1));
 }
 
-KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs) {
+KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs,
+                      int splits, int split_keys) {
     __shared__ KvTile k_tiles[2], v_tiles[2];  // double-buffered: the next tile streams in during this one
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, t = lane % 4;
-    int h = blockIdx.y, stream = blockIdx.z, i0 = blockIdx.x * QROWS;
+    int h = blockIdx.y, stream = blockIdx.z / splits, split = blockIdx.z % splits, i0 = blockIdx.x * QROWS;
     const bf16* base = qkv + (long)stream * T_cap * 3 * C + h * hs;
     float scale = rsqrtf((float)hs);
     int rows = nq - i0 < QROWS ? nq - i0 : QROWS;
-    int last = q0 + i0 + rows - 1;                        // the block's last query position
+    int k_begin = split * split_keys, block_last = q0 + i0 + rows - 1;
+    if (k_begin > block_last) return;  // no keys of this split reach these rows (uniform across the block)
+    // the last key this block needs: its last query position, or the end of its split
+    int last = block_last < k_begin + split_keys - 1 ? block_last : k_begin + split_keys - 1;
     int w0 = warp * 16, pos = q0 + i0 + w0 + g;           // this thread's rows: w0 + g and w0 + g + 8
     bool active = w0 < rows;                              // uniform across the warp
     int warp_last = pos - g + 15 < last ? pos - g + 15 : last;
@@ -148,9 +175,9 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
         qa[kc][3] = in ? query_pair(q, g + 8, rows - w0, d + 8, C) : 0u;
     }
     float o[MAX_HS / 8][4] = {}, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
-    load_kv(k_tiles[0], v_tiles[0], base, 0, last, C, hs, vec);
+    load_kv(k_tiles[0], v_tiles[0], base, k_begin, last, C, hs, vec);
     cp_async_commit();
-    for (int k0 = 0, buf = 0; k0 <= last; k0 += KT, buf ^= 1) {
+    for (int k0 = k_begin, buf = 0; k0 <= last; k0 += KT, buf ^= 1) {
         cp_async_wait(0);  // this thread's copies of this tile have landed (the next is not issued yet)
         __syncthreads();   // everyone's have; and the other buffer's tile is consumed
         if (k0 + KT <= last) load_kv(k_tiles[buf ^ 1], v_tiles[buf ^ 1], base, k0 + KT, last, C, hs, vec);
@@ -180,12 +207,15 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
             }
         }
         // online softmax: a row's values are spread over the 4 threads of a quad
-        float corr[2];
+        float corr[2], ref[2];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
-            corr[r] = __expf(m[r] - mx[r]);
+            // a row with no key in this split (its position is before the split's first key) keeps m = −∞ and
+            // zeros: the exponents subtract 0 instead of −∞, so its partial result (never merged) has no NaN
+            ref[r] = mx[r] == NEG_INF ? 0.0f : mx[r];
+            corr[r] = __expf(m[r] - ref[r]);
             m[r] = mx[r];
             l[r] *= corr[r];  // this thread's share of the row sum; the quad's shares are added at the end
         }
@@ -197,7 +227,7 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
         for (int j = 0; j < KT / 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                s[j][e] = __expf(s[j][e] - m[e / 2]);
+                s[j][e] = __expf(s[j][e] - ref[e / 2]);
                 l[e / 2] += s[j][e];
             }
         // O += P·V: two score fragments (16 keys) form one A fragment, P split as hi + lo in bf16 so that P·V
@@ -233,9 +263,40 @@ KERNEL void attention(floatX* out, const floatX* qkv, int nq, int q0, int T_cap,
         if (dn >= hs / 8) break;
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int row = w0 + g + 8 * (e / 2);
-            if (row < rows) store(&out[((long)stream * nq + i0 + row) * C + h * hs + 8 * dn + 2 * t + e % 2], o[dn][e] / l[e / 2]);
+            int row = w0 + g + 8 * (e / 2), d = 8 * dn + 2 * t + e % 2;
+            if (row >= rows) continue;
+            if (splits == 1) {
+                store(&out[((long)stream * nq + i0 + row) * C + h * hs + d], o[dn][e] / l[e / 2]);
+            } else {
+                float* p = partial + partial_at(stream, split, splits, i0 + row, nq, h, C, hs);
+                p[d] = o[dn][e];
+                if (t == 0 && dn == 0 && e % 2 == 0) {
+                    p[hs] = m[e / 2];
+                    p[hs + 1] = l[e / 2];
+                }
+            }
         }
     }
 }
 #endif
+
+// out = the splits of each row combined: Σ_s e^(m_s − M) o_s / Σ_s e^(m_s − M) l_s over the splits that hold keys
+// of the row (M the largest m_s). Grid (nq, B), 128 threads over the row's C outputs.
+KERNEL void attention_merge(floatX* out, const float* partial, int nq, int q0, int C, int hs, int splits,
+                            int split_keys) {
+    int row = blockIdx.x, stream = blockIdx.y;
+    int used = (q0 + row) / split_keys + 1;
+    for (int e = threadIdx.x; e < C; e += blockDim.x) {
+        int h = e / hs;
+        float mx = NEG_INF;
+        for (int s = 0; s < used; s++) mx = fmaxf(mx, partial[partial_at(stream, s, splits, row, nq, h, C, hs) + hs]);
+        float l = 0.0f, o = 0.0f;
+        for (int s = 0; s < used; s++) {
+            const float* p = partial + partial_at(stream, s, splits, row, nq, h, C, hs);
+            float w = __expf(p[hs] - mx);
+            l += w * p[hs + 1];
+            o += w * p[e % hs];
+        }
+        store(&out[((long)stream * nq + row) * C + e], o / l);
+    }
+}

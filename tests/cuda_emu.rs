@@ -216,6 +216,19 @@ fn emulated_rmt_r_streams_match_the_cpu() {
     }
 }
 
+/// Segments of 138 rows: the step splits attention's keys in 128s and merges them (a few query blocks leave SMs
+/// idle), in the write step and in the answer's decode steps.
+#[test]
+fn emulated_split_attention_stream_matches_the_cpu() {
+    let model = cuda_checks::scaled_model(
+        r#"{"n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 120, "n_positions": 160,
+            "eos_token_id": 119, "gen_token_id": 118,
+            "memory": {"kind": "rmt", "num_mem_tokens": 4, "segment_size": 130}}"#,
+        5,
+    );
+    compare_streams(&model, 2, 5, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
+}
+
 /// Plain RMT read in one call runs as a device-side chain: 70 segments span two uploads of token ids (64
 /// segments each); the memory after them agrees with the CPU reference.
 #[test]

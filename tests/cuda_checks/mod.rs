@@ -211,19 +211,40 @@ pub fn attention_reference(
 pub fn attention<D: Device>(dev: D) {
     let lab = Lab { dev };
     // (streams, cache rows, first query position, queries, width, head size): a segment of 2 streams that
-    // spans two query blocks and two key tiles, a decode step at position 40, head size 64, and 150 queries from
+    // spans two query blocks and two key tiles, a decode step at position 130, head size 64, and 150 queries from
     // position 16 (three query blocks, three key tiles)
     for (streams, cap, q0, nq, c, hs) in
-        [(2, 80, 0, 70, 64, 32), (1, 48, 40, 1, 64, 32), (1, 40, 0, 37, 128, 64), (1, 200, 16, 150, 128, 64)]
+        [(2, 80, 0, 70, 64, 32), (1, 140, 130, 1, 64, 32), (1, 40, 0, 37, 128, 64), (1, 200, 16, 150, 128, 64)]
     {
         let qkv = random(streams * cap * 3 * c, 50 + nq as u64, 1.5);
         let qkvb = lab.stored(&qkv);
         let want = attention_reference(&lab.read_stored(&qkvb, qkv.len()), streams, cap, q0, nq, c, hs);
-        let out = lab.stored(&vec![0.0; streams * nq * c]);
-        let grid = [nq.div_ceil(64) as u32, (c / hs) as u32, streams as u32];
-        let args = [lab.p(&out), lab.p(&qkvb), i(nq), i(q0), i(cap), i(c), i(hs)];
-        lab.run("attention", grid, [128, 1, 1], &args);
-        lab.check(&format!("attention {streams}×{nq} at {q0}, hs {hs}"), &lab.read_stored(&out, want.len()), &want);
+        // in one pass, and with the keys split in 64s (a block per split, then attention_merge)
+        for split_keys in [cap, 64] {
+            let splits = (q0 + nq).div_ceil(split_keys);
+            let out = lab.stored(&vec![0.0; streams * nq * c]);
+            let partial = lab.zeros(if splits > 1 { streams * splits * nq * (c / hs) * (hs + 2) } else { 1 });
+            let grid = [nq.div_ceil(64) as u32, (c / hs) as u32, (streams * splits) as u32];
+            let args = [
+                lab.p(&out),
+                lab.p(&partial),
+                lab.p(&qkvb),
+                i(nq),
+                i(q0),
+                i(cap),
+                i(c),
+                i(hs),
+                i(splits),
+                i(split_keys),
+            ];
+            lab.run("attention", grid, [128, 1, 1], &args);
+            if splits > 1 {
+                let args = [lab.p(&out), lab.p(&partial), i(nq), i(q0), i(c), i(hs), i(splits), i(split_keys)];
+                lab.run("attention_merge", [nq as u32, streams as u32, 1], [128, 1, 1], &args);
+            }
+            let what = format!("attention {streams}×{nq} at {q0}, hs {hs}, {splits} split(s)");
+            lab.check(&what, &lab.read_stored(&out, want.len()), &want);
+        }
     }
 }
 
@@ -302,13 +323,19 @@ pub fn embed<D: Device>(dev: D) {
 
 pub fn tiny_model(memory: &str, seed: u64) -> Model {
     // head size 32 (the kernels take multiples of 32 up to 64), 2 layers, n_positions room for decoding
-    let cfg = Config::from_json(&format!(
-        r#"{{"n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 120, "n_positions": 48,
+    scaled_model(
+        &format!(
+            r#"{{"n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 120, "n_positions": 48,
             "eos_token_id": 119, "gen_token_id": 118, "memory": {memory}}}"#
-    ))
-    .unwrap();
-    let mut m = Model::random(cfg, seed).unwrap();
-    // larger than GPT-2's 0.02 init, so activations reach GELU's curve and LayerNorm has work to do
+        ),
+        seed,
+    )
+}
+
+/// A random model of this config with weights ×3: larger than GPT-2's 0.02 init, so activations reach GELU's
+/// curve and LayerNorm has work to do.
+pub fn scaled_model(config: &str, seed: u64) -> Model {
+    let mut m = Model::random(Config::from_json(config).unwrap(), seed).unwrap();
     m.weights.tensors_mut().into_iter().for_each(|t| t.iter_mut().for_each(|v| *v *= 3.0));
     m
 }

@@ -1,9 +1,9 @@
 //! The segment step on a CUDA [`Device`]: the same [`Step`] the CPU backend implements, as a sequence of kernel
 //! launches over device-resident weights, activations, KV cache (the per-layer QKV rows) and RMT-R state cache.
 //!
-//! Per segment the host uploads the token ids and memory rows, replays the write step's graph (1 + 6·layers + 1
-//! kernels, captured once per shape) and downloads the new memory (`m × d` f32): everything in between stays on
-//! the device. RMT-R's retrieval runs before it as plain launches (its grid grows with the store).
+//! Per segment the host uploads the token ids and memory rows, replays the write step's graph (2 + 7·layers + 1
+//! kernels, 8 per layer when attention's keys are split; captured once per shape) and downloads the new memory
+//! (`m × d` f32): everything in between stays on the device. RMT-R's retrieval runs before it as plain launches (its grid grows with the store).
 
 use std::sync::Arc;
 
@@ -20,6 +20,13 @@ const LN_ROWS: u32 = 4;
 const MAX_CHUNKS: usize = 256;
 /// Threads (one dim each) of a `retrieval_partial` block.
 const RETRIEVAL_THREADS: usize = 128;
+/// Attention's keys are split across blocks (flash-decoding partials, then `attention_merge`) when a step has
+/// fewer query blocks than this (≈ 2 per SM of an H100), i.e. a few streams that would leave SMs idle.
+const ATTENTION_SPLIT_BELOW_BLOCKS: usize = 264;
+/// Keys per split: a multiple of both attention kernels' key tiles (64 and 32).
+const ATTENTION_SPLIT_KEYS: usize = 128;
+/// Query rows per attention block.
+const ATTENTION_ROWS: usize = 64;
 /// Segments whose token ids are uploaded at once when an RMT stream runs as a device-side chain.
 const CHAIN_SEGMENTS: usize = 64;
 
@@ -51,6 +58,9 @@ struct Activations<B> {
     /// LayerNorm output: the input of the next matmul.
     ln: B,
     att: B,
+    /// Attention's split partials (`attention.cu`): sized for the most splits when a step of this many streams
+    /// can split its keys, else empty.
+    att_partial: B,
     /// A sublayer's projection before the residual add.
     proj: B,
     hidden: B,
@@ -172,6 +182,12 @@ impl<D: Device> CudaStep<D> {
             x: dev.alloc(rows * d * 4)?,
             ln: dev.alloc(rows * d * sz)?,
             att: dev.alloc(rows * d * sz)?,
+            att_partial: dev.alloc(if streams * cfg.n_head < ATTENTION_SPLIT_BELOW_BLOCKS {
+                let splits = cfg.n_positions.div_ceil(ATTENTION_SPLIT_KEYS);
+                rows * splits * (d + 2 * cfg.n_head) * 4
+            } else {
+                4
+            })?,
             proj: dev.alloc(rows * d * sz)?,
             hidden: dev.alloc(rows * 4 * d * sz)?,
             qkv: (0..cfg.n_layer).map(|_| dev.alloc(rows * 3 * d * sz)).collect::<Result<_>>()?,
@@ -277,6 +293,34 @@ impl<D: Device> CudaStep<D> {
         self.launch_norm("residual_layernorm", &[x, delta, out], n, rows)
     }
 
+    /// Causal attention of `per` query rows per stream from position `pos0` over the layer's `qkv` rows into `att`.
+    /// With few query blocks the keys are split in [`ATTENTION_SPLIT_KEYS`] and the splits merged.
+    fn attention(&self, qkv: KernelArg, streams: usize, per: usize, pos0: usize) -> Result<()> {
+        let a = self.act.as_ref().expect("activations allocated");
+        let cfg = &self.m.model.config;
+        let (d, cap, heads) = (cfg.n_embd, cfg.n_positions, cfg.n_head);
+        let query_blocks = per.div_ceil(ATTENTION_ROWS);
+        let (splits, split_keys) = if streams * heads * query_blocks < ATTENTION_SPLIT_BELOW_BLOCKS {
+            ((pos0 + per).div_ceil(ATTENTION_SPLIT_KEYS), ATTENTION_SPLIT_KEYS)
+        } else {
+            (1, cap)
+        };
+        let i32_arg = |v: usize| KernelArg::I32(v as i32);
+        let (hs, common) = (d / heads, [i32_arg(per), i32_arg(pos0)]);
+        let mut args = vec![self.ptr(&a.att), self.ptr(&a.att_partial), qkv];
+        args.extend(common);
+        args.extend([i32_arg(cap), i32_arg(d), i32_arg(hs), i32_arg(splits), i32_arg(split_keys)]);
+        let grid = [query_blocks as u32, heads as u32, (streams * splits) as u32];
+        self.dev().launch("attention", grid, [128, 1, 1], &args)?;
+        if splits == 1 {
+            return Ok(());
+        }
+        let mut merge = vec![self.ptr(&a.att), self.ptr(&a.att_partial)];
+        merge.extend(common);
+        merge.extend([i32_arg(d), i32_arg(hs), i32_arg(splits), i32_arg(split_keys)]);
+        self.dev().launch("attention_merge", [per as u32, streams as u32, 1], [128, 1, 1], &merge)
+    }
+
     /// Uploads a step's input: `ids` (token ids, or −(k+1) for row k of `mem`) for `streams` streams.
     fn upload_inputs(&mut self, ids: &[i32], mem: &[f32], streams: usize) -> Result<()> {
         self.activations(streams)?;
@@ -293,7 +337,7 @@ impl<D: Device> CudaStep<D> {
         let a = self.act.as_ref().expect("inputs uploaded first");
         let cfg = &self.m.model.config;
         let (d, sz, w) = (cfg.n_embd, self.sz(), &self.m.weights);
-        let (per, cap, hs) = (rows / streams, cfg.n_positions, d / cfg.n_head);
+        let (per, cap) = (rows / streams, cfg.n_positions);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
         let (ids, step) = if chain {
             (self.ptr(&a.chain_ids), self.ptr(&a.chain_step))
@@ -317,14 +361,7 @@ impl<D: Device> CudaStep<D> {
         for (l, b) in w.blocks.iter().enumerate() {
             let qkv = &a.qkv[l];
             self.matmul(self.at(qkv, pos0 * 3 * d * sz), self.ptr(&a.ln), &b.c_attn, rows, false, Some((per, cap)))?;
-            let att =
-                [self.ptr(&a.att), self.ptr(qkv), i32_arg(per), i32_arg(pos0), i32_arg(cap), i32_arg(d), i32_arg(hs)];
-            self.dev().launch(
-                "attention",
-                [blocks_for(per, 64), cfg.n_head as u32, streams as u32],
-                [128, 1, 1],
-                &att,
-            )?;
+            self.attention(self.ptr(qkv), streams, per, pos0)?;
             self.matmul(self.ptr(&a.proj), self.ptr(&a.att), &b.attn_proj, rows, false, None)?;
             self.residual_layernorm(self.ptr(&a.x), self.ptr(&a.proj), self.ptr(&a.ln), &b.ln_2, rows)?;
             self.matmul(self.ptr(&a.hidden), self.ptr(&a.ln), &b.c_fc, rows, true, None)?;
