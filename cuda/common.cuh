@@ -73,12 +73,6 @@ struct alignas(16) bf16x8 {
 DEVICE u32 pack_bf16(bf16 lo, bf16 hi) { return (u32)lo.bits | ((u32)hi.bits << 16); }
 DEVICE u32 pack_bf16(float lo, float hi) { return pack_bf16(to_bf16(lo), to_bf16(hi)); }
 
-// Elements p[0] and p[1] as one packed register: a single 32-bit load (p must be 4-byte aligned).
-#ifdef __CUDACC__
-DEVICE u32 bf16_pair(const bf16* p) { return *(const u32*)p; }
-#else
-DEVICE u32 bf16_pair(const bf16* p) { return pack_bf16(p[0], p[1]); }
-#endif
 
 // D = A·B + C for one warp: A 16×16 bf16 (row), B 16×8 bf16 (col), C/D 16×8 f32, in the PTX ISA's fragment
 // layout for mma.m16n8k16 (g = lane / 4, t = lane % 4):
@@ -94,20 +88,28 @@ DEVICE void mma_16x8x16(float d[4], const u32 a[4], const u32 b[2]) {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// Four 8×8 b16 matrices from shared memory into one register each, a warp at a time (ldmatrix.m8n8.x4): lane
-// 8j + i passes the address of row i of matrix j (16-byte aligned); register j of lane t receives row t/4,
-// columns 2(t%4) and 2(t%4)+1 of matrix j: an mma A fragment (x4) or two B fragments. `_trans` gives the
-// transpose: rows 2(t%4) and 2(t%4)+1 of column t/4, the B fragment of a row-major K × N tile.
+// The shared-state-space address of a generic pointer into shared memory (what ldmatrix and cp.async take).
 DEVICE unsigned shared_address(const void* p) {
     unsigned long long s;
     asm("cvta.to.shared.u64 %0, %1;" : "=l"(s) : "l"(p));
     return (unsigned)s;
 }
+
+// Four 8×8 b16 matrices from shared memory into one register each, a warp at a time (ldmatrix.m8n8.x4): lane
+// 8j + i passes the address of row i of matrix j (16-byte aligned); register j of lane t receives row t/4,
+// columns 2(t%4) and 2(t%4)+1 of matrix j: an mma A fragment (x4) or two B fragments. `_trans` gives the
+// transpose: rows 2(t%4) and 2(t%4)+1 of column t/4, the B fragment of a row-major K × N tile.
 DEVICE void ldmatrix_x4(u32 r[4], const bf16* row) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(shared_address(row)));
 }
+DEVICE void ldmatrix_x4_trans(u32 r[4], const bf16* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(row)));
+}
+
 // 16 bytes global → shared without passing through registers (sm_80+), zero-filled when !valid (src is then not
 // read, but must still be a mapped address). Copies land any time before the cp_async_wait that covers them.
 DEVICE void cp_async16(void* dst, const void* src, bool valid) {
@@ -118,9 +120,4 @@ DEVICE void cp_async16(void* dst, const void* src, bool valid) {
 DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most n of this thread's committed groups are still in flight (n: a compile-time constant).
 #define cp_async_wait(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n))
-DEVICE void ldmatrix_x4_trans(u32 r[4], const bf16* row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(shared_address(row)));
-}
 #endif
