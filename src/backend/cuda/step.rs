@@ -30,6 +30,16 @@ const ATTENTION_ROWS: usize = 64;
 /// Segments whose token ids are uploaded at once when an RMT stream runs as a device-side chain.
 const CHAIN_SEGMENTS: usize = 64;
 
+/// The most bytes of split partials a step of `streams` streams can write: it splits only while it has fewer than
+/// [`ATTENTION_SPLIT_BELOW_BLOCKS`] query blocks, which bounds its rows per stream (one stream: all of them; 16
+/// streams of GPT-2 small: one block of decode rows).
+fn attention_partial_bytes(cfg: &Config, streams: usize) -> usize {
+    let blocks = (ATTENTION_SPLIT_BELOW_BLOCKS - 1) / (streams * cfg.n_head);
+    let rows = (blocks * ATTENTION_ROWS).min(cfg.n_positions);
+    let splits = cfg.n_positions.div_ceil(ATTENTION_SPLIT_KEYS);
+    (streams * splits * rows * (cfg.n_embd + 2 * cfg.n_head) * 4).max(4)
+}
+
 fn blocks_for(n: usize, per: usize) -> u32 {
     n.div_ceil(per) as u32
 }
@@ -58,8 +68,7 @@ struct Activations<B> {
     /// LayerNorm output: the input of the next matmul.
     ln: B,
     att: B,
-    /// Attention's split partials (`attention.cu`): sized for the most splits when a step of this many streams
-    /// can split its keys, else empty.
+    /// Attention's split partials (`attention.cu`), sized by [`attention_partial_bytes`].
     att_partial: B,
     /// A sublayer's projection before the residual add.
     proj: B,
@@ -182,12 +191,7 @@ impl<D: Device> CudaStep<D> {
             x: dev.alloc(rows * d * 4)?,
             ln: dev.alloc(rows * d * sz)?,
             att: dev.alloc(rows * d * sz)?,
-            att_partial: dev.alloc(if streams * cfg.n_head < ATTENTION_SPLIT_BELOW_BLOCKS {
-                let splits = cfg.n_positions.div_ceil(ATTENTION_SPLIT_KEYS);
-                rows * splits * (d + 2 * cfg.n_head) * 4
-            } else {
-                4
-            })?,
+            att_partial: dev.alloc(attention_partial_bytes(cfg, streams))?,
             proj: dev.alloc(rows * d * sz)?,
             hidden: dev.alloc(rows * 4 * d * sz)?,
             qkv: (0..cfg.n_layer).map(|_| dev.alloc(rows * 3 * d * sz)).collect::<Result<_>>()?,
