@@ -11,6 +11,8 @@ PACK=${PACK:-target/gpu-pack}
 OUT_DIR=${1:-target/gpu-profile}
 SEGMENTS=${SEGMENTS:-4}
 export RMT_KERNEL_CACHE=${RMT_KERNEL_CACHE:-$PWD/$PACK/kernels}
+[[ -x "$PACK/rmt-fast" ]] || { echo "missing $PACK/rmt-fast: run scripts/gpu-pack.sh on the build machine first" >&2; exit 2; }
+command -v ncu > /dev/null || { echo "ncu (Nsight Compute) is not on the PATH" >&2; exit 2; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-profile.XXXXXX")
 mkdir -p "$OUT_DIR"
 python3 -c "import random,struct,sys; random.seed(0); n=int(sys.argv[1]); open(sys.argv[2],'wb').write(struct.pack(f'<{n}H', *[random.randrange(50000) for _ in range(n)]))" \

@@ -49,7 +49,8 @@ fn gpu_tiny_streams_match_the_cpu() {
 }
 
 /// GPT-2 small (12 × 768, 12 heads of 64), RMT and RMT-R v2 with 16 memory tokens and segments of 512: memory
-/// after each of 12 segments and the answer, against the exact CPU reference.
+/// after each of 8 segments, the answer, and the memory after all 8 read at once, against the exact CPU reference.
+/// One stream of 544-row segments: attention splits its keys (and its decode rows') across blocks.
 #[test]
 #[ignore = "needs a GPU: scripts/gpu-check.sh"]
 fn gpu_gpt2_small_streams_match_the_cpu() {
