@@ -1,6 +1,7 @@
 //! Segment-step throughput of the CUDA backend (bf16) on GPU 0: GPT-2-small RMT (16 + 512 + 16 positions) with
-//! 1, 8 and 16 streams in one step, and RMT-R v2 retrieval over the store of a 1M-token stream (1,954 stored
-//! states). Without a GPU it prints why and exits 0 (nothing is measured, nothing is claimed).
+//! 1, 8 and 16 streams in one step, RMT-R v2 retrieval over the store of a 1M-token stream (1,954 stored
+//! states), and every matmul tile of `cuda/matmul.cu` on the step's four projections (the data behind
+//! [`MatmulTile::for_shape`]). Without a GPU it prints why and exits 0 (nothing is measured, nothing is claimed).
 //!
 //!     cargo bench --bench cuda        (scripts/gpu-check.sh runs the prebuilt binary)
 //!
@@ -11,7 +12,11 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput};
-use rmt_fast::backend::cuda::{unavailable, CudaModel, CudaStep, Gpu, Precision};
+use std::time::Duration;
+
+use rmt_fast::backend::cuda::{
+    unavailable, CudaModel, CudaStep, Device, Gpu, KernelArg, MatmulTile, Precision, MATMUL_TILES,
+};
 use rmt_fast::backend::{SegmentInput, Step};
 use rmt_fast::store::{RowStore, StoreConfig};
 use rmt_fast::{Config, Model};
@@ -28,21 +33,31 @@ fn gpt2_small(kind: &str) -> Config {
     .unwrap()
 }
 
-/// (kernel, launches per step, FLOPs, bytes) of one write step over `streams` streams of `t` rows (bf16).
+/// (kernel, launches per step, FLOPs, bytes) of one write step over `streams` streams of `t` rows (bf16). The
+/// projections write f32 K shares ([`MatmulTile::k_shares`]) that residual_layernorm reads back.
 fn kernel_costs(cfg: &Config, streams: usize, t: usize) -> Vec<(&'static str, usize, f64, f64)> {
     let (d, l, rows) = (cfg.n_embd as f64, cfg.n_layer, (streams * t) as f64);
-    let mm = |n: f64, k: f64| (2.0 * rows * n * k, 2.0 * (rows * k + n * k + rows * n));
-    let (qkv, proj, fc, fc_proj) = (mm(3.0 * d, d), mm(d, d), mm(4.0 * d, d), mm(d, 4.0 * d));
+    let shares = |k: usize| {
+        let (m, n) = (streams * t, cfg.n_embd);
+        MatmulTile::for_shape(m, n).k_shares(m, n, k) as f64
+    };
+    let mm = |n: f64, k: f64, out_bytes: f64| (2.0 * rows * n * k, 2.0 * (rows * k + n * k) + out_bytes * rows * n);
+    let (proj_shares, fc_proj_shares) = (shares(cfg.n_embd), shares(4 * cfg.n_embd));
+    let (qkv, fc) = (mm(3.0 * d, d, 2.0), mm(4.0 * d, d, 2.0));
+    let (proj, fc_proj) = (mm(d, d, 4.0 * proj_shares), mm(d, 4.0 * d, 4.0 * fc_proj_shares));
     let att_flops = streams as f64 * 2.0 * (t * t) as f64 * d; // causal: half of 4·T²·d
+                                                               // residual_layernorm: x read and written (f32), the shares read (f32), LN out (bf16)
+    let residual = |shares: f64| rows * d * (4.0 * 2.0 + 4.0 * shares + 2.0);
     vec![
         ("embed", 1, 0.0, rows * d * 6.0),
         ("layernorm (ln_1 of block 0)", 1, 0.0, rows * d * 6.0),
         ("matmul qkv", l, qkv.0, qkv.1),
         ("attention", l, att_flops, rows * 3.0 * d * 2.0 + rows * d * 2.0),
-        ("matmul attn proj", l, proj.0, proj.1),
-        ("residual_layernorm", 2 * l, 0.0, rows * d * (4.0 * 2.0 + 2.0 * 2.0)),
+        ("matmul attn proj (f32 shares)", l, proj.0, proj.1),
+        ("residual_layernorm (attn)", l, 0.0, residual(proj_shares)),
         ("matmul fc + gelu", l, fc.0, fc.1),
-        ("matmul fc proj", l, fc_proj.0, fc_proj.1),
+        ("matmul fc proj (f32 shares)", l, fc_proj.0, fc_proj.1),
+        ("residual_layernorm (mlp)", l, 0.0, residual(fc_proj_shares)),
         ("layernorm_tail (memory out)", 1, 0.0, (streams * 16) as f64 * d * 8.0),
     ]
 }
@@ -118,5 +133,62 @@ fn main() {
     c.bench_function("cuda gpt2-small rmt-r v2 retrieve at 1M tokens", |b| {
         b.iter(|| step.retrieve(&store, &mem[..16 * d], &mut out).unwrap())
     });
+    matmul_tiles(&mut c);
     c.final_summary();
+}
+
+/// Each matmul tile on the step's four matmuls at 1 and 16 streams (544 and 8,704 rows), launched as the step
+/// launches them: qkv and fc + GELU into bf16, the two projections into f32 with K split in the tile's
+/// [`MatmulTile::k_shares`]. A graph of `REPS` launches per iteration; throughput in FLOP/s ("elem/s"). The tile the
+/// step picks for the shape is marked.
+fn matmul_tiles(c: &mut Criterion) {
+    const REPS: usize = 20;
+    let gpu = Gpu::new(0, Precision::Bf16).unwrap();
+    let filled = |bytes: usize| {
+        let mut buf = gpu.alloc(bytes).unwrap();
+        let pattern: Vec<u8> = (0..bytes).map(|i| if i % 2 == 0 { 0 } else { 0x3c + (i % 7) as u8 }).collect();
+        gpu.upload(&mut buf, 0, &pattern).unwrap();
+        buf
+    };
+    let i32_arg = |v: usize| KernelArg::I32(v as i32);
+    for streams in [1usize, 16] {
+        let m = streams * 544;
+        let mut group = c.benchmark_group(format!("cuda matmul tiles, {m} rows (elem/s = FLOP/s)"));
+        group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_millis(700)).sample_size(20);
+        // (name, N, K, GELU, projection: f32 shares out)
+        for (name, n, k, gelu, projection) in [
+            ("qkv", 2304, 768, 0, false),
+            ("attn proj", 768, 768, 0, true),
+            ("fc", 3072, 768, 1, false),
+            ("fc proj", 768, 3072, 0, true),
+        ] {
+            let (input, w, bias) = (filled(m * k * 2), filled(n * k * 2), filled(n * 2));
+            let out = gpu.alloc(MatmulTile::shares_capacity(m, n) * 4).unwrap();
+            let ptr = |b| KernelArg::Ptr(gpu.address(b));
+            let mut args = vec![ptr(&out), ptr(&input), ptr(&w), ptr(&bias), i32_arg(m), i32_arg(n), i32_arg(k)];
+            args.push(i32_arg(gelu));
+            if !projection {
+                args.extend([i32_arg(m), i32_arg(0)]);
+            }
+            group.throughput(Throughput::Elements((2 * m * n * k * REPS) as u64));
+            for tile in MATMUL_TILES {
+                let shares = if projection { tile.k_shares(m, n, k) } else { 1 };
+                let kernel = if projection { tile.kernel_f32 } else { tile.kernel };
+                let [x, y, _] = tile.grid(m, n);
+                let mut launches = || {
+                    (0..REPS)
+                        .try_for_each(|_| gpu.launch(kernel, [x, y, shares as u32], tile.block(Precision::Bf16), &args))
+                };
+                let graph = gpu.capture(&mut launches).unwrap();
+                let picked = if MatmulTile::for_shape(m, n) == tile { " (picked)" } else { "" };
+                group.bench_function(format!("{name} {m}×{n}×{k} {kernel} ×{shares}{picked}"), |b| {
+                    b.iter(|| {
+                        gpu.replay(&graph).unwrap();
+                        gpu.download(&out, 0, &mut [0u8; 4]).unwrap(); // waits for the graph
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
 }

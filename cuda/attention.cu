@@ -281,22 +281,38 @@ KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, in
 #endif
 
 // out = the splits of each row combined: Σ_s e^(m_s − M) o_s / Σ_s e^(m_s − M) l_s over the splits that hold keys
-// of the row (M the largest m_s). Grid (nq, B), 128 threads over the row's C outputs.
+// of the row (M the largest m_s). Grid (nq, B, ceil(C / 128)), one output per thread; the splits are read
+// MERGE_BATCH at a time with every load of a batch in flight at once (a loop over them would wait on each).
+#define MERGE_BATCH 8
 KERNEL void attention_merge(floatX* out, const float* partial, int nq, int q0, int C, int hs, int splits,
                             int split_keys) {
-    int row = blockIdx.x, stream = blockIdx.y;
-    int used = (q0 + row) / split_keys + 1;
-    for (int e = threadIdx.x; e < C; e += blockDim.x) {
-        int h = e / hs;
-        float mx = NEG_INF;
-        for (int s = 0; s < used; s++) mx = fmaxf(mx, partial[partial_at(stream, s, splits, row, nq, h, C, hs) + hs]);
-        float l = 0.0f, o = 0.0f;
-        for (int s = 0; s < used; s++) {
-            const float* p = partial + partial_at(stream, s, splits, row, nq, h, C, hs);
-            float w = __expf(p[hs] - mx);
-            l += w * p[hs + 1];
-            o += w * p[e % hs];
+    int row = blockIdx.x, stream = blockIdx.y, e = blockIdx.z * blockDim.x + threadIdx.x;
+    if (e >= C) return;
+    int h = e / hs, used = (q0 + row) / split_keys + 1;
+    float m = NEG_INF, l = 0.0f, o = 0.0f;
+    for (int s0 = 0; s0 < used; s0 += MERGE_BATCH) {
+        float pm[MERGE_BATCH], pl[MERGE_BATCH], po[MERGE_BATCH];
+#pragma unroll
+        for (int j = 0; j < MERGE_BATCH; j++) {
+            const float* p = partial + partial_at(stream, s0 + j < used ? s0 + j : used - 1, splits, row, nq, h, C, hs);
+            pm[j] = s0 + j < used ? p[hs] : NEG_INF;
+            pl[j] = p[hs + 1];
+            po[j] = p[e % hs];
         }
-        store(&out[((long)stream * nq + row) * C + e], o / l);
+        float mx = m;
+#pragma unroll
+        for (int j = 0; j < MERGE_BATCH; j++) mx = fmaxf(mx, pm[j]);
+        // every used split holds a key of the row, so mx is finite; the first batch rescales zeros
+        float corr = __expf(m - mx);
+        l *= corr;
+        o *= corr;
+#pragma unroll
+        for (int j = 0; j < MERGE_BATCH; j++) {
+            float w = __expf(pm[j] - mx);
+            l += w * pl[j];
+            o += w * po[j];
+        }
+        m = mx;
     }
+    store(&out[((long)stream * nq + row) * C + e], o / l);
 }

@@ -1,64 +1,86 @@
-// LayerNorm over rows, one warp per row with f32 statistics; also fused with the residual add before it, and the
-// f32 variant that writes the memory rows out of the last block (ln_f).
+// LayerNorm over rows, a block of 128 threads per row with f32 statistics; also fused with the residual add
+// before it, and the f32 variant that writes the memory rows out of the last block (ln_f).
 #include "common.cuh"
 
-// A row of up to LN_MAX_C values in registers, a warp's lane holding columns lane, lane + 32, …: all its loads are
-// in flight at once (a loop over C would wait on each).
+// A row of up to LN_MAX_C values in registers, thread i holding columns i, i + 128, …: all its loads are in flight
+// at once (a loop over C would wait on each), and a row's 4 warps keep more loads in flight per SM than one.
+#define LN_THREADS 128
 #define LN_MAX_C 1600  // GPT-2 XL's width
-#define LN_COLS (LN_MAX_C / WARP)
+#define LN_COLS ((LN_MAX_C + LN_THREADS - 1) / LN_THREADS)
 
 template <class T>
 DEVICE void load_row(float (&v)[LN_COLS], const T* x, int C) {
-    int lane = threadIdx.x % WARP;
-#pragma unroll
-    for (int e = 0; e < LN_COLS; e++) v[e] = lane + WARP * e < C ? to_float(x[lane + WARP * e]) : 0.0f;
-}
-
-// out = (v - mean) / sqrt(var + eps) * w + b for one row of C held by one warp, statistics in f32.
-template <class TOut>
-DEVICE void layernorm_row(TOut* out, const float (&v)[LN_COLS], const floatX* w, const floatX* b, int C, float eps) {
-    int lane = threadIdx.x % WARP;
-    float sum = 0.0f;
-#pragma unroll
-    for (int e = 0; e < LN_COLS; e++) sum += v[e];
-    float mean = warp_sum(sum) / C;
-    float sq = 0.0f;
-#pragma unroll
-    for (int e = 0; e < LN_COLS; e++)
-        if (lane + WARP * e < C) sq += (v[e] - mean) * (v[e] - mean);
-    float rstd = rsqrtf(warp_sum(sq) / C + eps);
 #pragma unroll
     for (int e = 0; e < LN_COLS; e++) {
-        int c = lane + WARP * e;
-        if (c < C) store(&out[c], (v[e] - mean) * rstd * to_float(w[c]) + to_float(b[c]));
+        int c = threadIdx.x + LN_THREADS * e;
+        v[e] = c < C ? to_float(x[c]) : 0.0f;
     }
 }
 
-DEVICE int warp_row() { return blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP; }
+// The sum of every thread's v, returned to all of them.
+DEVICE float block_sum(float v) {
+    __shared__ float warps[LN_THREADS / WARP];
+    v = warp_sum(v);
+    if (threadIdx.x % WARP == 0) warps[threadIdx.x / WARP] = v;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int i = 0; i < LN_THREADS / WARP; i++) total += warps[i];
+    __syncthreads();  // `warps` is written again by the next sum
+    return total;
+}
+
+// out = (v - mean) / sqrt(var + eps) * w + b for one row of C held by the block, statistics in f32.
+template <class TOut>
+DEVICE void layernorm_row(TOut* out, const float (&v)[LN_COLS], const floatX* w, const floatX* b, int C, float eps) {
+    float wv[LN_COLS], bv[LN_COLS];
+    load_row(wv, w, C);  // in flight while the statistics are reduced
+    load_row(bv, b, C);
+    float sum = 0.0f;
+#pragma unroll
+    for (int e = 0; e < LN_COLS; e++) sum += v[e];
+    float mean = block_sum(sum) / C;
+    float sq = 0.0f;
+#pragma unroll
+    for (int e = 0; e < LN_COLS; e++)
+        if (threadIdx.x + LN_THREADS * e < C) sq += (v[e] - mean) * (v[e] - mean);
+    float rstd = rsqrtf(block_sum(sq) / C + eps);
+#pragma unroll
+    for (int e = 0; e < LN_COLS; e++) {
+        int c = threadIdx.x + LN_THREADS * e;
+        if (c < C) store(&out[c], (v[e] - mean) * rstd * wv[e] + bv[e]);
+    }
+}
+
+// Launches: grid (rows), 128 threads.
 
 // out = LN(x): a block's ln_1 before the first residual add, and ln_f of an answer row.
 KERNEL void layernorm(floatX* out, const float* x, const floatX* w, const floatX* b, int rows, int C, float eps) {
-    int r = warp_row();
+    int r = blockIdx.x;
     if (r >= rows) return;
     float v[LN_COLS];
     load_row(v, x + (long)r * C, C);
     layernorm_row(out + (long)r * C, v, w, b, C, eps);
 }
 
-// x += delta (a sublayer's projection), then out = LN(x) for the next sublayer. out may be null: the add alone.
-KERNEL void residual_layernorm(float* x, const floatX* delta, floatX* out, const floatX* w, const floatX* b,
-                               int rows, int C, float eps) {
-    int r = warp_row();
+// x += the `parts` f32 shares of a sublayer's projection (matmul_f32's split-K partial sums, rows × C apart,
+// added in order), then out = LN(x) for the next sublayer. out may be null: the add alone.
+KERNEL void residual_layernorm(float* x, const float* delta, int parts, floatX* out, const floatX* w,
+                               const floatX* b, int rows, int C, float eps) {
+    int r = blockIdx.x;
     if (r >= rows) return;
     float v[LN_COLS], dv[LN_COLS];
     float* xr = x + (long)r * C;
     load_row(v, xr, C);
-    load_row(dv, delta + (long)r * C, C);
-    int lane = threadIdx.x % WARP;
+    for (int p = 0; p < parts; p++) {
+        load_row(dv, delta + ((long)p * rows + r) * C, C);
+#pragma unroll
+        for (int e = 0; e < LN_COLS; e++) v[e] += dv[e];
+    }
 #pragma unroll
     for (int e = 0; e < LN_COLS; e++) {
-        v[e] += dv[e];
-        if (lane + WARP * e < C) xr[lane + WARP * e] = v[e];
+        int c = threadIdx.x + LN_THREADS * e;
+        if (c < C) xr[c] = v[e];
     }
     if (out) layernorm_row(out + (long)r * C, v, w, b, C, eps);
 }
@@ -67,7 +89,7 @@ KERNEL void residual_layernorm(float* x, const floatX* delta, floatX* out, const
 // `step` (may be null), the segment counter of a device-side chain of segments advances: embed reads it next.
 KERNEL void layernorm_tail(float* out, const float* x, const floatX* w, const floatX* b, int* step, int rows,
                            int per, int stride, int C, float eps) {
-    int r = warp_row();
+    int r = blockIdx.x;
     if (step && r == 0 && threadIdx.x == 0) *step += 1;  // no other block reads it in this launch
     if (r >= rows) return;
     long src = (long)(r / per) * stride + (stride - per) + r % per;

@@ -1,10 +1,17 @@
 // out = in · Wᵀ + bias, optionally GELU, with f32 accumulation: every linear layer of the step. Bias and GELU
 // are fused in the epilogue. W is [N, K] (each output's weights contiguous), the "col" operand of mma.
-// bf16 builds run a tensor-core kernel (mma.sync m16n8k16); the f32 checking build a SIMT kernel.
+// bf16 builds run a tensor-core kernel (mma.sync m16n8k16); the f32 checking build a SIMT kernel. The f32-output
+// kernels can split K over gridDim.z (split-K, for outputs with too few blocks to fill the GPU): block z writes
+// the partial sums of its share to out + z·M·N, the bias in share 0 only, and the consumer adds the shares up in
+// order (residual_layernorm), so results do not depend on scheduling.
 #include "common.cuh"
 
-#define BM 64
-#define BN 64
+// Block z's share of K: columns [kb, ke), whole multiples of 64 (K steps of either build) but the last.
+DEVICE void k_split(int K, int& kb, int& ke) {
+    int span = (K + 64 * gridDim.z - 1) / (64 * gridDim.z) * 64;
+    kb = blockIdx.z * span;
+    ke = kb + span < K ? kb + span : K;
+}
 
 // Output row of input row r: row (r / per) * stride + r % per, so a batch of streams can land in a
 // cache laid out with a fixed stride per stream (per = rows, stride = 0 for a plain matrix).
@@ -20,21 +27,21 @@ DEVICE void epilogue(TOut* out, const floatX* bias, int gelu_act, int M, int N, 
 }
 
 #ifdef RMT_F32
-// SIMT: 256 threads, each 4×4 outputs strided by 16 so that shared-memory reads broadcast or hit distinct banks.
+// SIMT: 256 threads compute the 64 × 64 tile at (m0, n0), each 4×4 outputs strided by 16 so that shared-memory
+// reads broadcast or hit distinct banks. A larger block tile runs as several of these in turn.
 #define BK 16
 template <class TOut>
-DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                        int gelu_act, int per, int stride) {
-    __shared__ float as[BK][BM + 1];
-    __shared__ float ws[BK][BN + 1];
+DEVICE void simt_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K, int kb,
+                      int ke, int gelu_act, int per, int stride, int m0, int n0) {
+    __shared__ float as[BK][64 + 1];
+    __shared__ float ws[BK][64 + 1];
     int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     float acc[4][4] = {};
-    for (int k0 = 0; k0 < K; k0 += BK) {
-        for (int i = threadIdx.x; i < BM * BK; i += blockDim.x) {
+    for (int k0 = kb; k0 < ke; k0 += BK) {
+        for (int i = threadIdx.x; i < 64 * BK; i += blockDim.x) {
             int r = i / BK, k = i % BK;
-            as[k][r] = (m0 + r < M && k0 + k < K) ? to_float(in[(long)(m0 + r) * K + k0 + k]) : 0.0f;
-            ws[k][r] = (n0 + r < N && k0 + k < K) ? to_float(w[(long)(n0 + r) * K + k0 + k]) : 0.0f;
+            as[k][r] = (m0 + r < M && k0 + k < ke) ? to_float(in[(long)(m0 + r) * K + k0 + k]) : 0.0f;
+            ws[k][r] = (n0 + r < N && k0 + k < ke) ? to_float(w[(long)(n0 + r) * K + k0 + k]) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -51,57 +58,71 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
         for (int j = 0; j < 4; j++)
             epilogue(out, bias, gelu_act, M, N, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j], per, stride);
 }
-#else
-// Tensor cores: 128 threads = 2×2 warps, each warp a 32×32 tile = 2×4 mma tiles of 16×8, K in steps of 32.
-// A 4-stage cp.async pipeline: the tiles of the next three K steps are in flight while the tensor cores work on
-// this one, one barrier per step. Rows of the shared tiles are padded by 8 bf16 (80 bytes: 16-byte aligned, and
-// the 8 rows an ldmatrix phase reads fall in distinct banks).
-#define BK 32
-#define STAGES 4
-#define CHUNKS (BM * BK / 8 / 128)  // 16-byte chunks of a tile per thread
 
+template <int BM, int BN, class TOut>
+DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                         int kb, int ke, int gelu_act, int per, int stride) {
+    for (int i = 0; i < BM; i += 64)
+        for (int j = 0; j < BN; j += 64)
+            simt_tile(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride, blockIdx.y * BM + i,
+                      blockIdx.x * BN + j);
+}
+#else
+// Tensor cores: WARPS_M × WARPS_N warps, each a WM × WN tile of 16×8 mma tiles, K in steps of 32 through an
+// S-stage cp.async pipeline: the tiles of the next S − 1 K steps are in flight while the tensor cores work on this
+// one, one barrier per step. Rows of the shared tiles are padded by 8 bf16 (80 bytes: 16-byte aligned, and the 8
+// rows an ldmatrix phase reads fall in distinct banks).
+#define BK 32
+
+template <int ROWS>
 struct alignas(16) Tile {
-    bf16 v[BM][BK + 8];
+    bf16 v[ROWS][BK + 8];
 };
 
-// Starts filling `tile` with rows [r0, r0 + 64) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
-// outside it: cp.async of 16 bytes when every row start is 16-byte aligned (`vec`), else element by element
+// Starts filling `tile` with rows [r0, r0 + ROWS) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
+// outside it and from column ke on: cp.async of 16 bytes when every row start is 16-byte aligned (`vec`), else element by element
 // (stored at once).
-DEVICE void load_tile(Tile& tile, const bf16* src, int r0, int rows, int k0, int K, bool vec) {
+template <int ROWS, int THREADS>
+DEVICE void load_tile(Tile<ROWS>& tile, const bf16* src, int r0, int rows, int k0, int ke, int K, bool vec) {
+    static_assert(ROWS * BK / 8 % THREADS == 0, "16-byte chunks split evenly over the threads");
 #pragma unroll
-    for (int c = 0; c < CHUNKS; c++) {
-        int i = threadIdx.x + c * 128, r = i / (BK / 8), k = (i % (BK / 8)) * 8;
-        bool in = r0 + r < rows && k0 + k < K;
+    for (int c = 0; c < ROWS * BK / 8 / THREADS; c++) {
+        int i = threadIdx.x + c * THREADS, r = i / (BK / 8), k = (i % (BK / 8)) * 8;
+        bool in = r0 + r < rows && k0 + k < ke;
         if (vec) {
             cp_async16(&tile.v[r][k], in ? src + (long)(r0 + r) * K + k0 + k : src, in);
         } else {
             bf16x8 v = {};
 #pragma unroll
             for (int e = 0; e < 8; e++)
-                if (r0 + r < rows && k0 + k + e < K)
+                if (r0 + r < rows && k0 + k + e < ke)
                     v.w[e / 2] |= (u32)src[(long)(r0 + r) * K + k0 + k + e].bits << (16 * (e % 2));
             *(bf16x8*)&tile.v[r][k] = v;
         }
     }
 }
 
-template <class TOut>
-DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                        int gelu_act, int per, int stride) {
-    __shared__ Tile a_tile[STAGES], w_tile[STAGES];
+template <int WARPS_M, int WARPS_N, int WM, int WN, int STAGES, class TOut>
+DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                      int kb, int ke, int gelu_act, int per, int stride) {
+    constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN, THREADS = WARP * WARPS_M * WARPS_N;
+    constexpr int MI = WM / 16, NI = WN / 8;
+    static_assert(NI % 2 == 0, "W fragments come in pairs of n-tiles");
+    __shared__ Tile<BM> a_tile[STAGES];
+    __shared__ Tile<BN> w_tile[STAGES];
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int g = lane / 4, t = lane % 4;
-    int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+    int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     bool vec = K % 8 == 0 && ((unsigned long long)in & 15) == 0 && ((unsigned long long)w & 15) == 0;
-    float acc[2][4][4] = {};
-    int steps = (K + BK - 1) / BK;
+    float acc[MI][NI][4] = {};
+    int steps = ke > kb ? (ke - kb + BK - 1) / BK : 0;
     // one group committed per step, empty or not, so that "all but the last STAGES - 2" always means "step kt"
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < steps) {
-            load_tile(a_tile[s], in, m0, M, s * BK, K, vec);
-            load_tile(w_tile[s], w, n0, N, s * BK, K, vec);
+            load_tile<BM, THREADS>(a_tile[s], in, m0, M, kb + s * BK, ke, K, vec);
+            load_tile<BN, THREADS>(w_tile[s], w, n0, N, kb + s * BK, ke, K, vec);
         }
         cp_async_commit();
     }
@@ -110,8 +131,8 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
         __syncthreads();            // everyone's have; and step kt - 1's buffer is no longer read
         int next = kt + STAGES - 1;
         if (next < steps) {
-            load_tile(a_tile[next % STAGES], in, m0, M, next * BK, K, vec);
-            load_tile(w_tile[next % STAGES], w, n0, N, next * BK, K, vec);
+            load_tile<BM, THREADS>(a_tile[next % STAGES], in, m0, M, kb + next * BK, ke, K, vec);
+            load_tile<BN, THREADS>(w_tile[next % STAGES], w, n0, N, kb + next * BK, ke, K, vec);
         }
         cp_async_commit();
         bf16(*as)[BK + 8] = a_tile[kt % STAGES].v;
@@ -120,12 +141,12 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
         for (int kk = 0; kk < BK; kk += 16) {
             // ldmatrix: lane l points at row l % 8 of matrix l / 8. A's four matrices are its 16×16 tile's
             // quadrants (rows +8 second, columns +8 third); W's are two n-tiles of 8 rows × k and k + 8.
-            u32 a[2][4], b[4][2];
+            u32 a[MI][4], b[NI][2];
 #pragma unroll
-            for (int mi = 0; mi < 2; mi++)
+            for (int mi = 0; mi < MI; mi++)
                 ldmatrix_x4(a[mi], &as[wm + 16 * mi + lane % 8 + 8 * (lane / 8 % 2)][kk + 8 * (lane / 16)]);
 #pragma unroll
-            for (int np = 0; np < 2; np++) {
+            for (int np = 0; np < NI / 2; np++) {
                 u32 r[4];
                 ldmatrix_x4(r, &ws[wn + 16 * np + lane % 8 + 8 * (lane / 16)][kk + 8 * (lane / 8 % 2)]);
                 b[2 * np][0] = r[0];
@@ -134,31 +155,81 @@ DEVICE void matmul_tile(TOut* out, const floatX* in, const floatX* w, const floa
                 b[2 * np + 1][1] = r[3];
             }
 #pragma unroll
-            for (int mi = 0; mi < 2; mi++)
+            for (int mi = 0; mi < MI; mi++)
 #pragma unroll
-                for (int ni = 0; ni < 4; ni++) mma_16x8x16(acc[mi][ni], a[mi], b[ni]);
+                for (int ni = 0; ni < NI; ni++) mma_16x8x16(acc[mi][ni], a[mi], b[ni]);
         }
     }
 #pragma unroll
-    for (int mi = 0; mi < 2; mi++)
+    for (int mi = 0; mi < MI; mi++)
 #pragma unroll
-        for (int ni = 0; ni < 4; ni++)
+        for (int ni = 0; ni < NI; ni++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int r = m0 + wm + 16 * mi + g + 8 * (e / 2), n = n0 + wn + 8 * ni + 2 * t + e % 2;
                 epilogue(out, bias, gelu_act, M, N, r, n, acc[mi][ni][e], per, stride);
             }
 }
+
+// The block tiles, each within the 48 KB of static shared memory: 64 × 64 (4 warps of 32 × 32, 4 stages); 128 × 64
+// and 64 × 128 (4 warps of 64 × 32 or 32 × 64, 3 stages: a quarter less traffic per FLOP); 128 × 128 (8 warps of
+// 64 × 32, 2 stages: half the traffic).
+template <int BM, int BN, class TOut>
+DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                         int kb, int ke, int gelu_act, int per, int stride) {
+    if constexpr (BM == 64 && BN == 64)
+        matmul_tc<2, 2, 32, 32, 4>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+    else if constexpr (BM == 128 && BN == 64)
+        matmul_tc<2, 2, 64, 32, 3>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+    else if constexpr (BM == 64 && BN == 128)
+        matmul_tc<2, 2, 32, 64, 3>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+    else
+        matmul_tc<2, 4, 64, 32, 2>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+}
 #endif
 
-// Activations out: grid (ceil(N / 64), ceil(M / 64)).
+// Activations out, one kernel per block tile (rows × columns of outputs): grid (ceil(N / columns), ceil(M / rows)),
+// 128 threads (256 for 128 × 128, and for every tile in the f32 build). The host picks the tile per shape.
 KERNEL void matmul(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                    int gelu_act, int per, int stride) {
-    matmul_tile(out, in, w, bias, M, N, K, gelu_act, per, stride);
+    matmul_block<64, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+}
+KERNEL void matmul_128x64(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                          int gelu_act, int per, int stride) {
+    matmul_block<128, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+}
+KERNEL void matmul_64x128(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                          int gelu_act, int per, int stride) {
+    matmul_block<64, 128>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+}
+KERNEL void matmul_128x128(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                           int gelu_act, int per, int stride) {
+    matmul_block<128, 128>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
 }
 
-// f32 out: the logits of answer rows, and RMT-R v1's retrieved rows.
+// f32 out, K split over gridDim.z (no GELU then): the projections before a residual add (the shares summed by
+// residual_layernorm), the logits of answer rows, and RMT-R's retrieval scores and v1 rows.
+template <int BM, int BN>
+DEVICE void matmul_f32_split(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                             int gelu_act) {
+    int kb, ke;
+    k_split(K, kb, ke);
+    const floatX* share_bias = blockIdx.z == 0 ? bias : nullptr;
+    matmul_block<BM, BN>(out + blockIdx.z * (long)M * N, in, w, share_bias, M, N, K, kb, ke, gelu_act, M, 0);
+}
 KERNEL void matmul_f32(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                        int gelu_act) {
-    matmul_tile(out, in, w, bias, M, N, K, gelu_act, M, 0);
+    matmul_f32_split<64, 64>(out, in, w, bias, M, N, K, gelu_act);
+}
+KERNEL void matmul_f32_128x64(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
+                              int K, int gelu_act) {
+    matmul_f32_split<128, 64>(out, in, w, bias, M, N, K, gelu_act);
+}
+KERNEL void matmul_f32_64x128(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
+                              int K, int gelu_act) {
+    matmul_f32_split<64, 128>(out, in, w, bias, M, N, K, gelu_act);
+}
+KERNEL void matmul_f32_128x128(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
+                               int K, int gelu_act) {
+    matmul_f32_split<128, 128>(out, in, w, bias, M, N, K, gelu_act);
 }

@@ -2,7 +2,9 @@
 # Per-kernel GPU time of rmt-fast's segment step, from Nsight Compute (ncu), on a GPU machine with the binaries of
 # scripts/gpu-pack.sh: GPT-2 small (random weights), RMT and RMT-R v2, reading SEGMENTS segments (default 4) with
 # --device cuda. ncu times every kernel launch (graph nodes one by one), so the table is the GPU's share of a step;
-# the rest of a step's wall time is the host and launch gaps.
+# the rest of a step's wall time is the host and launch gaps. Clocks and caches are left as a replay finds them
+# (`--clock-control none --cache-control none`): ncu's defaults (base clock, caches flushed before every kernel)
+# inflate short kernels several-fold (session-4 profiles, bench/results/2026-11-26-h200-cuda/run3-ncu-rmt.txt).
 #
 #   scripts/gpu-profile.sh [OUT_DIR]      # writes OUT_DIR/ncu-<kind>.txt (default target/gpu-profile)
 set -euo pipefail
@@ -22,7 +24,7 @@ for kind in rmt rmt-r; do
   echo "{\"n_layer\": 12, \"n_head\": 12, \"n_embd\": 768, \"vocab_size\": 50257, \"n_positions\": 1024,
     \"memory\": {\"kind\": \"$kind\", \"num_mem_tokens\": 16, \"segment_size\": 512$retrieval}}" > "$WORK/$kind.json"
   "$PACK/rmt-fast" init --config "$WORK/$kind.json" -o "$WORK/$kind.safetensors" > /dev/null
-  ncu --metrics gpu__time_duration.sum --print-summary per-kernel \
+  ncu --metrics gpu__time_duration.sum --print-summary per-kernel --clock-control none --cache-control none \
     "$PACK/rmt-fast" infer "$WORK/tokens.u16" --model "$WORK/$kind.safetensors" --device cuda > "$OUT_DIR/ncu-$kind.txt" 2>&1
   echo "== $kind: $OUT_DIR/ncu-$kind.txt" >&2
   grep -E "^  [a-z_]+|gpu__time_duration|invocations" "$OUT_DIR/ncu-$kind.txt" | head -60 >&2 || true

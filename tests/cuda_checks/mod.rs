@@ -4,7 +4,7 @@
 
 use crate::common::rel_err;
 use rmt_fast::backend::cpu::ops::{gelu_new, layer_norm, matmul, MatRef};
-use rmt_fast::backend::cuda::{Device, KernelArg, Precision};
+use rmt_fast::backend::cuda::{Device, KernelArg, Precision, MATMUL_TILES};
 use rmt_fast::model::weights::{LayerNorm, Layout};
 use rmt_fast::{Config, Engine, Model};
 
@@ -90,28 +90,29 @@ pub fn i(v: usize) -> KernelArg {
     KernelArg::I32(v as i32)
 }
 
-/// LayerNorm, residual + LayerNorm, and the memory write-out against `ops::layer_norm`.
+/// LayerNorm, residual (3 f32 shares) + LayerNorm, and the memory write-out against `ops::layer_norm`.
 pub fn layernorm<D: Device>(dev: D) {
     let lab = Lab { dev };
-    let (rows, c, eps) = (7, 96, 1e-5f32);
+    let (rows, c, eps) = (7, 200, 1e-5f32); // a row spans two of a thread's columns, the second partly
     let x = random(rows * c, 1, 2.0);
-    let delta = random(rows * c, 2, 1.0);
     let ln = LayerNorm { w: random(c, 3, 1.0), b: random(c, 4, 0.5) };
     let (w, b) = (lab.stored(&ln.w), lab.stored(&ln.b));
     // reference on the inputs as the device holds them
-    let delta_dev = lab.read_stored(&lab.stored(&delta), delta.len());
     let mut want = vec![0.0; rows * c];
     layer_norm(&x, &ln, eps, &mut want);
 
     let (xb, out) = (lab.f32(&x), lab.stored(&vec![0.0; rows * c]));
     let args = [lab.p(&out), lab.p(&xb), lab.p(&w), lab.p(&b), i(rows), i(c), KernelArg::F32(eps)];
-    lab.run("layernorm", [2, 1, 1], [128, 1, 1], &args);
+    lab.run("layernorm", [rows as u32, 1, 1], [128, 1, 1], &args);
     lab.check("layernorm", &lab.read_stored(&out, rows * c), &want);
 
-    let db = lab.stored(&delta);
-    let args = [lab.p(&xb), lab.p(&db), lab.p(&out), lab.p(&w), lab.p(&b), i(rows), i(c), KernelArg::F32(eps)];
-    lab.run("residual_layernorm", [2, 1, 1], [128, 1, 1], &args);
-    let summed: Vec<f32> = x.iter().zip(&delta_dev).map(|(a, b)| a + b).collect();
+    // the delta in 3 f32 shares (a split-K projection's), added in order
+    let shares: Vec<f32> = [5, 6, 7].iter().flat_map(|&seed| random(rows * c, seed, 1.0)).collect();
+    let db = lab.f32(&shares);
+    let args = [lab.p(&xb), lab.p(&db), i(3), lab.p(&out), lab.p(&w), lab.p(&b), i(rows), i(c), KernelArg::F32(eps)];
+    lab.run("residual_layernorm", [rows as u32, 1, 1], [128, 1, 1], &args);
+    let summed: Vec<f32> =
+        (0..rows * c).map(|e| x[e] + shares[e] + shares[rows * c + e] + shares[2 * rows * c + e]).collect();
     layer_norm(&summed, &ln, eps, &mut want);
     lab.check("residual_layernorm (sum)", &lab.read_f32(&xb, rows * c), &summed);
     lab.check("residual_layernorm (norm)", &lab.read_stored(&out, rows * c), &want);
@@ -120,22 +121,28 @@ pub fn layernorm<D: Device>(dev: D) {
     let (tail, step) = (lab.zeros(4 * c), lab.bytes(&5i32.to_le_bytes()));
     let args =
         [lab.p(&tail), lab.p(&xb), lab.p(&w), lab.p(&b), lab.p(&step), i(4), i(2), i(3), i(c), KernelArg::F32(eps)];
-    lab.run("layernorm_tail", [1, 1, 1], [128, 1, 1], &args);
+    lab.run("layernorm_tail", [4, 1, 1], [128, 1, 1], &args);
     let picked: Vec<f32> = [1, 2, 4, 5].iter().flat_map(|&r| want[r * c..][..c].to_vec()).collect();
     lab.check("layernorm_tail", &lab.read_f32(&tail, 4 * c), &picked);
     assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
 }
 
-/// Both matmul entry points on shapes with partial tiles, with bias and GELU, and rows scattered to a
-/// strided cache, against `ops::matmul`.
+/// Every matmul tile and the f32-output entry point on shapes with partial tiles, with bias and GELU, and rows
+/// scattered to a strided cache, against `ops::matmul`.
 pub fn matmul_kernels<D: Device>(dev: D) {
     let lab = Lab { dev };
     let p = lab.dev.precision();
-    // shapes that leave partial tiles in every dimension
-    // K = 27 takes the element-by-element tile loads, the others the 16-byte ones
-    for (m, n, k, gelu) in
-        [(37, 70, 40, false), (5, 130, 96, true), (64, 64, 64, false), (9, 20, 27, true), (33, 72, 200, false)]
-    {
+    // shapes that leave partial tiles in every dimension of every tile (m = 130: a third row block of 128, with
+    // its first rows the only ones within M); K = 27 takes the element-by-element tile loads, the others the
+    // 16-byte ones
+    for (m, n, k, gelu) in [
+        (37, 70, 40, false),
+        (5, 130, 96, true),
+        (64, 64, 64, false),
+        (9, 20, 27, true),
+        (33, 72, 200, false),
+        (130, 136, 72, true),
+    ] {
         let x = random(m * k, 10 + m as u64, 1.0);
         let w = random(n * k, 20 + n as u64, 0.5);
         let bias = random(n, 30, 0.5);
@@ -147,32 +154,43 @@ pub fn matmul_kernels<D: Device>(dev: D) {
             gelu_new(&mut want);
         }
         let (xb, wb, bb) = (lab.stored(&x), lab.stored(&w), lab.stored(&bias));
-        let out = lab.stored(&vec![0.0; m * n]);
-        let grid = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
-        let block = [p.matmul_threads(), 1, 1];
-        let args = [lab.p(&out), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize), i(m), i(0)];
-        lab.run("matmul", grid, block, &args);
-        lab.check(&format!("matmul {m}×{n}×{k}"), &lab.read_stored(&out, m * n), &want);
-
-        let out32 = lab.zeros(m * n);
-        let args = [lab.p(&out32), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize)];
-        lab.run("matmul_f32", grid, block, &args);
-        lab.check(&format!("matmul_f32 {m}×{n}×{k}"), &lab.read_f32(&out32, m * n), &want);
+        for tile in MATMUL_TILES {
+            let out = lab.stored(&vec![0.0; m * n]);
+            let args =
+                [lab.p(&out), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize), i(m), i(0)];
+            lab.run(tile.kernel, tile.grid(m, n), tile.block(p), &args);
+            lab.check(&format!("{} {m}×{n}×{k}", tile.kernel), &lab.read_stored(&out, m * n), &want);
+        }
+        // f32 out in 1 or (without GELU) 3 shares of K, summed in order; K = 200 splits at 128, and shorter Ks
+        // leave the third share (or the second) empty
+        for tile in MATMUL_TILES {
+            for shares in if gelu { 1..=1 } else { 1..=3 } {
+                let out32 = lab.zeros(shares * m * n);
+                let args = [lab.p(&out32), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize)];
+                let [x, y, _] = tile.grid(m, n);
+                lab.run(tile.kernel_f32, [x, y, shares as u32], tile.block(p), &args);
+                let got = lab.read_f32(&out32, shares * m * n);
+                let summed: Vec<f32> = (0..m * n).map(|e| (0..shares).map(|z| got[z * m * n + e]).sum()).collect();
+                lab.check(&format!("{} {m}×{n}×{k}, {shares} share(s)", tile.kernel_f32), &summed, &want);
+            }
+        }
     }
     // rows scattered to a strided cache: 2 streams of 3 rows into slots of 5
     let (m, n, k) = (6, 8, 16);
     let (x, w) = (random(m * k, 40, 1.0), random(n * k, 41, 1.0));
     let (xb, wb) = (lab.stored(&x), lab.stored(&w));
-    let out = lab.stored(&vec![0.0; 10 * n]);
-    let args = [lab.p(&out), lab.p(&xb), lab.p(&wb), KernelArg::Ptr(0), i(m), i(n), i(k), i(0), i(3), i(5)];
-    lab.run("matmul", [1, 1, 1], [p.matmul_threads(), 1, 1], &args);
-    let got = lab.read_stored(&out, 10 * n);
     let (xd, wd) = (lab.read_stored(&xb, m * k), lab.read_stored(&wb, n * k));
     let mut want = vec![0.0; m * n];
     matmul(&xd, m, MatRef { w: &wd, n_in: k, n_out: n, layout: Layout::OutIn }, None, &mut want, false);
-    let placed: Vec<f32> = [0, 1, 2, 5, 6, 7].iter().flat_map(|&r| got[r * n..][..n].to_vec()).collect();
-    lab.check("matmul (strided rows)", &placed, &want);
-    assert!(got[3 * n..5 * n].iter().all(|&v| v == 0.0), "rows between streams are left alone");
+    for tile in MATMUL_TILES {
+        let out = lab.stored(&vec![0.0; 10 * n]);
+        let args = [lab.p(&out), lab.p(&xb), lab.p(&wb), KernelArg::Ptr(0), i(m), i(n), i(k), i(0), i(3), i(5)];
+        lab.run(tile.kernel, tile.grid(m, n), tile.block(p), &args);
+        let got = lab.read_stored(&out, 10 * n);
+        let placed: Vec<f32> = [0, 1, 2, 5, 6, 7].iter().flat_map(|&r| got[r * n..][..n].to_vec()).collect();
+        lab.check(&format!("{} (strided rows)", tile.kernel), &placed, &want);
+        assert!(got[3 * n..5 * n].iter().all(|&v| v == 0.0), "rows between streams are left alone");
+    }
 }
 
 /// Causal attention by the book: softmax(q·kᵀ/√hs) v over keys 0..=pos, per stream and head.
@@ -212,11 +230,23 @@ pub fn attention<D: Device>(dev: D) {
     let lab = Lab { dev };
     // (streams, cache rows, first query position, queries, width, head size): a segment of 2 streams that
     // spans two query blocks and two key tiles, a decode step at position 130, head size 64, and 150 queries from
-    // position 16 (three query blocks, three key tiles)
-    for (streams, cap, q0, nq, c, hs) in
-        [(2, 80, 0, 70, 64, 32), (1, 140, 130, 1, 64, 32), (1, 40, 0, 37, 128, 64), (1, 200, 16, 150, 128, 64)]
-    {
-        let qkv = random(streams * cap * 3 * c, 50 + nq as u64, 1.5);
+    // position 16 (three query blocks, three key tiles), and a decode row at position 600 (10 splits of 64: the
+    // merge takes two batches of 8)
+    for (streams, cap, q0, nq, c, hs) in [
+        (2, 80, 0, 70, 64, 32),
+        (1, 140, 130, 1, 64, 32),
+        (1, 40, 0, 37, 128, 64),
+        (1, 200, 16, 150, 128, 64),
+        (1, 620, 600, 1, 64, 32),
+    ] {
+        let mut qkv = random(streams * cap * 3 * c, 50 + nq as u64, 1.5);
+        if cap == 620 {
+            // the row's largest scores at key 590, in the merge's second batch: the first must be rescaled
+            let (q, k) = (600 * 3 * c, 590 * 3 * c + c);
+            for e in 0..c {
+                qkv[k + e] = 2.0 * qkv[q + e];
+            }
+        }
         let qkvb = lab.stored(&qkv);
         let want = attention_reference(&lab.read_stored(&qkvb, qkv.len()), streams, cap, q0, nq, c, hs);
         // in one pass, and with the keys split in 64s (a block per split, then attention_merge)
@@ -240,7 +270,7 @@ pub fn attention<D: Device>(dev: D) {
             lab.run("attention", grid, [128, 1, 1], &args);
             if splits > 1 {
                 let args = [lab.p(&out), lab.p(&partial), i(nq), i(q0), i(c), i(hs), i(splits), i(split_keys)];
-                lab.run("attention_merge", [nq as u32, streams as u32, 1], [128, 1, 1], &args);
+                lab.run("attention_merge", [nq as u32, streams as u32, c.div_ceil(128) as u32], [128, 1, 1], &args);
             }
             let what = format!("attention {streams}×{nq} at {q0}, hs {hs}, {splits} split(s)");
             lab.check(&what, &lab.read_stored(&out, want.len()), &want);
@@ -273,8 +303,8 @@ pub fn retrieval<D: Device>(dev: D) {
     // scores q·kᵀ on the matmul kernel, then the chunks, then their merge
     let scores = lab.zeros(m * n);
     let args = [lab.p(&scores), lab.p(&qb), lab.p(&kb), KernelArg::Ptr(0), i(m), i(n), i(d), i(0)];
-    let threads = lab.dev.precision().matmul_threads();
-    lab.run("matmul_f32", [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1], [threads, 1, 1], &args);
+    let tile = MATMUL_TILES[0];
+    lab.run("matmul_f32", tile.grid(m, n), tile.block(lab.dev.precision()), &args);
     let partial = lab.zeros(m * chunks * (d + 2));
     let args = [lab.p(&partial), lab.p(&scores), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
     lab.run("retrieval_partial", [chunks as u32, d.div_ceil(128) as u32, 1], [128, 1, 1], &args);

@@ -30,14 +30,6 @@ impl Precision {
             Precision::Bf16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
         }
     }
-
-    /// Threads per block of the `matmul` kernels (the tensor-core kernel is 4 warps, the SIMT one 16×16).
-    pub fn matmul_threads(self) -> u32 {
-        match self {
-            Precision::Bf16 => 128,
-            Precision::F32 => 256,
-        }
-    }
 }
 
 /// One kernel argument, passed by value as `cuLaunchKernel` takes it.

@@ -8,10 +8,12 @@
 
 mod device;
 mod gpu;
+mod matmul_tile;
 pub mod nvrtc;
 mod step;
 mod weights;
 
 pub use device::{Device, KernelArg, Precision};
 pub use gpu::{unavailable, Gpu};
+pub use matmul_tile::{MatmulTile, MATMUL_TILES};
 pub use step::{supports, CudaModel, CudaStep};

@@ -8,14 +8,15 @@
 use std::sync::Arc;
 
 use super::device::{Device, KernelArg};
+use super::matmul_tile::MatmulTile;
 use super::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::backend::{SegmentInput, Step};
 use crate::error::{Error, Result};
 use crate::model::{Config, Model};
 use crate::store::RowStore;
 
-/// Rows per LayerNorm block (one warp each).
-const LN_ROWS: u32 = 4;
+/// Threads of a LayerNorm-family block (one row each).
+const LN_THREADS: u32 = 128;
 /// Stored RMT-R rows are split into at most this many chunks, one column of blocks each (flash-decoding).
 const MAX_CHUNKS: usize = 256;
 /// Threads (one dim each) of a `retrieval_partial` block.
@@ -70,7 +71,7 @@ struct Activations<B> {
     att: B,
     /// Attention's split partials (`attention.cu`), sized by [`attention_partial_bytes`].
     att_partial: B,
-    /// A sublayer's projection before the residual add.
+    /// A sublayer's projection before the residual add: its K shares in f32 (see [`MatmulTile::k_shares`]).
     proj: B,
     hidden: B,
     /// Per layer `[streams][n_positions][3d]`: this step's Q|K|V rows, and the KV cache for decoding.
@@ -95,7 +96,8 @@ struct StateCache<B> {
     /// The stored state or current memory (f32), then the residual of v2's block.
     rx: B,
     /// m rows each in the storage type: a LayerNorm's output (or v1's converted input), the query and later the
-    /// weighted sum, the folded query and later W_v of the sum, a projection; `hidden` is m × 4d.
+    /// weighted sum, the folded query and later W_v of the sum; `proj` a projection's K shares in f32; `hidden`
+    /// is m × 4d.
     h: B,
     q: B,
     attended: B,
@@ -192,7 +194,7 @@ impl<D: Device> CudaStep<D> {
             ln: dev.alloc(rows * d * sz)?,
             att: dev.alloc(rows * d * sz)?,
             att_partial: dev.alloc(attention_partial_bytes(cfg, streams))?,
-            proj: dev.alloc(rows * d * sz)?,
+            proj: dev.alloc(MatmulTile::shares_capacity(rows, d) * 4)?,
             hidden: dev.alloc(rows * 4 * d * sz)?,
             qkv: (0..cfg.n_layer).map(|_| dev.alloc(rows * 3 * d * sz)).collect::<Result<_>>()?,
             ids: dev.alloc(rows * 4)?,
@@ -229,7 +231,8 @@ impl<D: Device> CudaStep<D> {
             KernelArg::I32(per as i32),
             KernelArg::I32(stride as i32),
         ];
-        self.dev().launch("matmul", self.matmul_grid(rows, l.n_out), self.matmul_block(), &args)
+        let tile = MatmulTile::for_shape(rows, l.n_out);
+        self.dev().launch(tile.kernel, tile.grid(rows, l.n_out), tile.block(self.dev().precision()), &args)
     }
 
     /// `matmul` into f32 rows (logits, RMT-R v1's output).
@@ -252,22 +255,29 @@ impl<D: Device> CudaStep<D> {
             KernelArg::I32(k as i32),
             KernelArg::I32(gelu as i32),
         ];
-        self.dev().launch("matmul_f32", self.matmul_grid(rows, n), self.matmul_block(), &args)
+        let tile = MatmulTile::for_shape(rows, n);
+        self.dev().launch(tile.kernel_f32, tile.grid(rows, n), tile.block(self.dev().precision()), &args)
     }
 
-    fn matmul_grid(&self, rows: usize, n: usize) -> [u32; 3] {
-        [blocks_for(n, 64), blocks_for(rows, 64), 1]
-    }
-
-    fn matmul_block(&self) -> [u32; 3] {
-        [self.dev().precision().matmul_threads(), 1, 1]
+    /// out (f32) = in · Wᵀ + b over `rows` rows, as the K shares residual_layernorm adds up: K is split when the
+    /// output alone has too few blocks to fill the GPU. Returns the number of shares.
+    fn project(&self, out: KernelArg, input: KernelArg, l: &DeviceLinear<D::Buffer>, rows: usize) -> Result<usize> {
+        let (n, k) = (l.n_out, l.n_in);
+        let tile = MatmulTile::for_shape(rows, n);
+        let shares = tile.k_shares(rows, n, k);
+        let bias = l.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
+        let i32_arg = |v: usize| KernelArg::I32(v as i32);
+        let args = [out, input, self.ptr(&l.w), bias, i32_arg(rows), i32_arg(n), i32_arg(k), i32_arg(0)];
+        let [x, y, _] = tile.grid(rows, n);
+        self.dev().launch(tile.kernel_f32, [x, y, shares as u32], tile.block(self.dev().precision()), &args)?;
+        Ok(shares)
     }
 
     fn eps(&self) -> KernelArg {
         KernelArg::F32(self.m.model.config.layer_norm_epsilon)
     }
 
-    /// Launches a LayerNorm-family kernel over `rows` rows (a warp each): its arguments are `lead`, then the
+    /// Launches a LayerNorm-family kernel over `rows` rows (a block each): its arguments are `lead`, then the
     /// norm's weight and bias, the rows, d and epsilon.
     fn launch_norm(&self, name: &str, lead: &[KernelArg], n: &DeviceNorm<D::Buffer>, rows: usize) -> Result<()> {
         let mut args = lead.to_vec();
@@ -278,23 +288,23 @@ impl<D: Device> CudaStep<D> {
             KernelArg::I32(self.d() as i32),
             self.eps(),
         ]);
-        self.dev().launch(name, [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
+        self.dev().launch(name, [rows as u32, 1, 1], [LN_THREADS, 1, 1], &args)
     }
 
     fn layernorm(&self, out: KernelArg, x: KernelArg, n: &DeviceNorm<D::Buffer>, rows: usize) -> Result<()> {
         self.launch_norm("layernorm", &[out, x], n, rows)
     }
 
-    /// x += delta, then out = LN(x) (`out` null: the add alone).
+    /// x += the sum of `delta`'s `shares` (a projection's K shares), then out = LN(x) (`out` null: the add alone).
     fn residual_layernorm(
         &self,
         x: KernelArg,
-        delta: KernelArg,
+        (delta, shares): (KernelArg, usize),
         out: KernelArg,
         n: &DeviceNorm<D::Buffer>,
         rows: usize,
     ) -> Result<()> {
-        self.launch_norm("residual_layernorm", &[x, delta, out], n, rows)
+        self.launch_norm("residual_layernorm", &[x, delta, KernelArg::I32(shares as i32), out], n, rows)
     }
 
     /// Causal attention of `per` query rows per stream from position `pos0` over the layer's `qkv` rows into `att`.
@@ -322,7 +332,7 @@ impl<D: Device> CudaStep<D> {
         let mut merge = vec![self.ptr(&a.att), self.ptr(&a.att_partial)];
         merge.extend(common);
         merge.extend([i32_arg(d), i32_arg(hs), i32_arg(splits), i32_arg(split_keys)]);
-        self.dev().launch("attention_merge", [per as u32, streams as u32, 1], [128, 1, 1], &merge)
+        self.dev().launch("attention_merge", [per as u32, streams as u32, blocks_for(d, 128)], [128, 1, 1], &merge)
     }
 
     /// Uploads a step's input: `ids` (token ids, or −(k+1) for row k of `mem`) for `streams` streams.
@@ -366,16 +376,16 @@ impl<D: Device> CudaStep<D> {
             let qkv = &a.qkv[l];
             self.matmul(self.at(qkv, pos0 * 3 * d * sz), self.ptr(&a.ln), &b.c_attn, rows, false, Some((per, cap)))?;
             self.attention(self.ptr(qkv), streams, per, pos0)?;
-            self.matmul(self.ptr(&a.proj), self.ptr(&a.att), &b.attn_proj, rows, false, None)?;
-            self.residual_layernorm(self.ptr(&a.x), self.ptr(&a.proj), self.ptr(&a.ln), &b.ln_2, rows)?;
+            let shares = self.project(self.ptr(&a.proj), self.ptr(&a.att), &b.attn_proj, rows)?;
+            self.residual_layernorm(self.ptr(&a.x), (self.ptr(&a.proj), shares), self.ptr(&a.ln), &b.ln_2, rows)?;
             self.matmul(self.ptr(&a.hidden), self.ptr(&a.ln), &b.c_fc, rows, true, None)?;
-            self.matmul(self.ptr(&a.proj), self.ptr(&a.hidden), &b.mlp_proj, rows, false, None)?;
+            let shares = self.project(self.ptr(&a.proj), self.ptr(&a.hidden), &b.mlp_proj, rows)?;
             // fused across blocks: the residual add of this MLP and the next block's ln_1 (llm.c)
             let (next, out) = match w.blocks.get(l + 1) {
                 Some(nb) => (&nb.ln_1, self.ptr(&a.ln)),
                 None => (&w.ln_f, KernelArg::Ptr(0)),
             };
-            self.residual_layernorm(self.ptr(&a.x), self.ptr(&a.proj), out, next, rows)?;
+            self.residual_layernorm(self.ptr(&a.x), (self.ptr(&a.proj), shares), out, next, rows)?;
         }
         Ok(())
     }
@@ -421,7 +431,7 @@ impl<D: Device> CudaStep<D> {
                     h: dev.alloc(m * d * sz)?,
                     q: dev.alloc(m * d * sz)?,
                     attended: dev.alloc(m * d * sz)?,
-                    proj: dev.alloc(m * d * sz)?,
+                    proj: dev.alloc(MatmulTile::shares_capacity(m, d) * 4)?,
                     hidden: dev.alloc(m * 4 * d * sz)?,
                     partial: dev.alloc(m * MAX_CHUNKS * (d + 2) * 4)?,
                     scores: dev.alloc(m * capacity * 4)?,
@@ -517,7 +527,7 @@ impl<D: Device> CudaStep<D> {
             KernelArg::I32(d as i32),
             self.eps(),
         ];
-        self.dev().launch("layernorm_tail", [blocks_for(rows, LN_ROWS as usize), 1, 1], [32 * LN_ROWS, 1, 1], &args)
+        self.dev().launch("layernorm_tail", [rows as u32, 1, 1], [LN_THREADS, 1, 1], &args)
     }
 
     /// RMT segments back to back on the device: the memory is uploaded once and each segment's new memory is
@@ -630,11 +640,12 @@ impl<D: Device> CudaStep<D> {
             Some(v2) => {
                 // v = W_v(Σ p_j h̃_j) + b_v; out = cur + o(v); out += fc_2(gelu(fc_1(ln_mlp(out))))
                 self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &r.v, m, false, None)?;
-                self.matmul(self.ptr(&s.proj), self.ptr(&s.attended), &r.o, m, false, None)?;
-                self.residual_layernorm(self.ptr(&s.rx), self.ptr(&s.proj), self.ptr(&s.h), &v2.ln_mlp, m)?;
+                let shares = self.project(self.ptr(&s.proj), self.ptr(&s.attended), &r.o, m)?;
+                self.residual_layernorm(self.ptr(&s.rx), (self.ptr(&s.proj), shares), self.ptr(&s.h), &v2.ln_mlp, m)?;
                 self.matmul(self.ptr(&s.hidden), self.ptr(&s.h), &v2.fc_1, m, true, None)?;
-                self.matmul(self.ptr(&s.proj), self.ptr(&s.hidden), &v2.fc_2, m, false, None)?;
-                self.residual_layernorm(self.ptr(&s.rx), self.ptr(&s.proj), KernelArg::Ptr(0), &v2.ln_mlp, m)?;
+                let shares = self.project(self.ptr(&s.proj), self.ptr(&s.hidden), &v2.fc_2, m)?;
+                let delta = (self.ptr(&s.proj), shares);
+                self.residual_layernorm(self.ptr(&s.rx), delta, KernelArg::Ptr(0), &v2.ln_mlp, m)?;
             }
             None => {
                 let bias = r.o.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));

@@ -1,0 +1,124 @@
+//! The block tiles of `cuda/matmul.cu`'s kernels: each one's launch shape, the choice per matmul shape, and the
+//! split of K for f32 outputs with too few blocks.
+//!
+//! A larger tile reads fewer bytes per FLOP (the step's matmuls stream their tiles from L2), a smaller one gives
+//! more blocks: with a single stream (544 rows) GPT-2 small's projections have only 9 row blocks of 64, and their
+//! 768 columns give 108 blocks of 64 × 64 for 132 SMs, so those split K (each share a block of its own).
+
+use super::device::Precision;
+
+/// One block tile: its kernels (activations out, and f32 out with K split over the grid's z) compute `rows ×
+/// cols` outputs per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulTile {
+    /// The kernel with activations (the storage type) out, in `cuda/matmul.cu`.
+    pub kernel: &'static str,
+    /// The kernel with f32 out, K split over `gridDim.z`.
+    pub kernel_f32: &'static str,
+    /// Output rows per block.
+    pub rows: usize,
+    /// Output columns per block.
+    pub cols: usize,
+    /// Threads per block of the tensor-core (bf16) build.
+    tensor_threads: u32,
+}
+
+/// Every tile, smallest first.
+pub const MATMUL_TILES: [MatmulTile; 4] = [
+    MatmulTile { kernel: "matmul", kernel_f32: "matmul_f32", rows: 64, cols: 64, tensor_threads: 128 },
+    MatmulTile { kernel: "matmul_128x64", kernel_f32: "matmul_f32_128x64", rows: 128, cols: 64, tensor_threads: 128 },
+    MatmulTile { kernel: "matmul_64x128", kernel_f32: "matmul_f32_64x128", rows: 64, cols: 128, tensor_threads: 128 },
+    MatmulTile {
+        kernel: "matmul_128x128",
+        kernel_f32: "matmul_f32_128x128",
+        rows: 128,
+        cols: 128,
+        tensor_threads: 256,
+    },
+];
+
+/// Blocks a launch should have to fill an H100 or H200 (132 SMs) once.
+const FILL_BLOCKS: usize = 132;
+/// The least K a share of a split-K matmul takes (8 of the tensor-core kernel's K steps).
+const MIN_SHARE_K: usize = 256;
+
+impl MatmulTile {
+    /// The tile for an `m × n` output: the largest that still fills the GPU once (fewer bytes per FLOP), else
+    /// the smallest (most blocks).
+    pub fn for_shape(m: usize, n: usize) -> MatmulTile {
+        let fills = |t: &&MatmulTile| t.blocks(m, n) >= FILL_BLOCKS;
+        *MATMUL_TILES.iter().rev().find(fills).unwrap_or(&MATMUL_TILES[0])
+    }
+
+    /// Blocks of an `m × n` output.
+    pub fn blocks(&self, m: usize, n: usize) -> usize {
+        m.div_ceil(self.rows) * n.div_ceil(self.cols)
+    }
+
+    /// How many shares of K an f32 `m × n × k` matmul on this tile splits into: one when its blocks fill the
+    /// GPU, else enough to fill it twice, each share at least [`MIN_SHARE_K`] long.
+    pub fn k_shares(&self, m: usize, n: usize, k: usize) -> usize {
+        let blocks = self.blocks(m, n);
+        if blocks >= FILL_BLOCKS {
+            return 1;
+        }
+        (2 * FILL_BLOCKS).div_ceil(blocks).min(k / MIN_SHARE_K).max(1)
+    }
+
+    /// f32 elements that hold the K shares of any split-K matmul of up to `max_m` rows and `n` columns on the
+    /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only on the smallest tile with fewer
+    /// than [`FILL_BLOCKS`] blocks (so `m · n < FILL_BLOCKS · 64²`) and at most `2 · FILL_BLOCKS / blocks + 1`
+    /// shares, so `shares · m · n < 3 · FILL_BLOCKS · 64²`.
+    pub fn shares_capacity(max_m: usize, n: usize) -> usize {
+        (max_m * n).max(3 * FILL_BLOCKS * 64 * 64)
+    }
+
+    /// The launch grid of an `m × n` output (one share of K).
+    pub fn grid(&self, m: usize, n: usize) -> [u32; 3] {
+        [n.div_ceil(self.cols) as u32, m.div_ceil(self.rows) as u32, 1]
+    }
+
+    /// The launch block: the f32 checking build runs every tile as 64 × 64 SIMT tiles of 16 × 16 threads.
+    pub fn block(&self, precision: Precision) -> [u32; 3] {
+        let threads = match precision {
+            Precision::Bf16 => self.tensor_threads,
+            Precision::F32 => 256,
+        };
+        [threads, 1, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpt2_small_tiles_fill_the_gpu_or_split_k() {
+        let pick = |m, n| MatmulTile::for_shape(m, n);
+        // one stream: qkv and fc have blocks to spare for a larger tile; the projections (768 wide) do not, and
+        // split K instead: attn proj 3 shares of 256, fc proj 3 of 1024
+        assert_eq!(pick(544, 2304).kernel, "matmul_64x128");
+        assert_eq!(pick(544, 3072).kernel, "matmul_64x128");
+        assert_eq!(pick(544, 768).kernel, "matmul");
+        assert_eq!(pick(544, 768).k_shares(544, 768, 768), 3);
+        assert_eq!(pick(544, 768).k_shares(544, 768, 3072), 3);
+        // 16 streams: every matmul takes the largest tile and one share
+        assert_eq!(pick(16 * 544, 768).kernel, "matmul_128x128");
+        assert_eq!(pick(16 * 544, 768).k_shares(16 * 544, 768, 3072), 1);
+        // a decode row: K = 768 in at most 3 shares of 256
+        assert_eq!(pick(1, 768).k_shares(1, 768, 768), 3);
+        assert_eq!(MatmulTile::for_shape(1, 1).grid(1, 1), [1, 1, 1]);
+    }
+
+    #[test]
+    fn shares_fit_their_capacity() {
+        for n in [1, 64, 100, 768, 2304, 3072, 5000] {
+            for k in [16, 256, 768, 3072, 6400] {
+                for m in 1..=1100 {
+                    let shares = MatmulTile::for_shape(m, n).k_shares(m, n, k);
+                    assert!(shares * m * n <= MatmulTile::shares_capacity(m, n), "{m} × {n} × {k}: {shares} shares");
+                }
+            }
+        }
+    }
+}
