@@ -171,18 +171,14 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
             }
 }
 
-// The block tiles, each within the 48 KB of static shared memory: 64 × 64 (4 warps of 32 × 32, 4 stages); 128 × 64
-// and 64 × 128 (4 warps of 64 × 32 or 32 × 64, 3 stages: a quarter less traffic per FLOP); 128 × 128 (8 warps of
-// 64 × 32, 2 stages: half the traffic).
+// The block tiles, each within the 48 KB of static shared memory: 64 × 64 (4 warps of 32 × 32, 4 stages) for
+// outputs with few blocks; 128 × 128 (8 warps of 64 × 32, 2 stages: half the traffic per FLOP) for many.
 template <int BM, int BN, class TOut>
 DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                          int kb, int ke, int gelu_act, int per, int stride) {
-    if constexpr (BM == 64 && BN == 64)
+    static_assert(BM == BN && (BM == 64 || BM == 128), "the tiles of MATMUL_TILES");
+    if constexpr (BM == 64)
         matmul_tc<2, 2, 32, 32, 4>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
-    else if constexpr (BM == 128 && BN == 64)
-        matmul_tc<2, 2, 64, 32, 3>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
-    else if constexpr (BM == 64 && BN == 128)
-        matmul_tc<2, 2, 32, 64, 3>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
     else
         matmul_tc<2, 4, 64, 32, 2>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
 }
@@ -193,14 +189,6 @@ DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const flo
 KERNEL void matmul(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                    int gelu_act, int per, int stride) {
     matmul_block<64, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
-}
-KERNEL void matmul_128x64(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                          int gelu_act, int per, int stride) {
-    matmul_block<128, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
-}
-KERNEL void matmul_64x128(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                          int gelu_act, int per, int stride) {
-    matmul_block<64, 128>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
 }
 KERNEL void matmul_128x128(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                            int gelu_act, int per, int stride) {
@@ -220,14 +208,6 @@ DEVICE void matmul_f32_split(float* out, const floatX* in, const floatX* w, cons
 KERNEL void matmul_f32(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                        int gelu_act) {
     matmul_f32_split<64, 64>(out, in, w, bias, M, N, K, gelu_act);
-}
-KERNEL void matmul_f32_128x64(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
-                              int K, int gelu_act) {
-    matmul_f32_split<128, 64>(out, in, w, bias, M, N, K, gelu_act);
-}
-KERNEL void matmul_f32_64x128(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
-                              int K, int gelu_act) {
-    matmul_f32_split<64, 128>(out, in, w, bias, M, N, K, gelu_act);
 }
 KERNEL void matmul_f32_128x128(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
                                int K, int gelu_act) {

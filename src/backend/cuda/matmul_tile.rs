@@ -2,8 +2,11 @@
 //! split of K for f32 outputs with too few blocks.
 //!
 //! A larger tile reads fewer bytes per FLOP (the step's matmuls stream their tiles from L2), a smaller one gives
-//! more blocks: with a single stream (544 rows) GPT-2 small's projections have only 9 row blocks of 64, and their
-//! 768 columns give 108 blocks of 64 × 64 for 132 SMs, so those split K (each share a block of its own).
+//! more blocks. Measured on an H200 (`benches/cuda.rs`, bench/results/2026-11-26-h200-cuda.md, run 5): at 8,704
+//! rows (16 streams) 128 × 128 is the fastest tile on all four of GPT-2 small's matmuls (by 11–22 %); at 544
+//! rows (one stream) 64 × 64 is, by 7–40 %, and 128 × 64 and 64 × 128 never won (they were dropped). With one
+//! stream the projections' 768 columns give 108 blocks of 64 × 64 for 132 SMs, so those split K (each share a
+//! block of its own).
 
 use super::device::Precision;
 
@@ -24,10 +27,8 @@ pub struct MatmulTile {
 }
 
 /// Every tile, smallest first.
-pub const MATMUL_TILES: [MatmulTile; 4] = [
+pub const MATMUL_TILES: [MatmulTile; 2] = [
     MatmulTile { kernel: "matmul", kernel_f32: "matmul_f32", rows: 64, cols: 64, tensor_threads: 128 },
-    MatmulTile { kernel: "matmul_128x64", kernel_f32: "matmul_f32_128x64", rows: 128, cols: 64, tensor_threads: 128 },
-    MatmulTile { kernel: "matmul_64x128", kernel_f32: "matmul_f32_64x128", rows: 64, cols: 128, tensor_threads: 128 },
     MatmulTile {
         kernel: "matmul_128x128",
         kernel_f32: "matmul_f32_128x128",
@@ -39,15 +40,17 @@ pub const MATMUL_TILES: [MatmulTile; 4] = [
 
 /// Blocks a launch should have to fill an H100 or H200 (132 SMs) once.
 const FILL_BLOCKS: usize = 132;
+/// Blocks a larger tile must still give (two waves) to be picked over a smaller one.
+const LARGER_TILE_BLOCKS: usize = 2 * FILL_BLOCKS;
 /// The least K a share of a split-K matmul takes (8 of the tensor-core kernel's K steps).
 const MIN_SHARE_K: usize = 256;
 
 impl MatmulTile {
-    /// The tile for an `m × n` output: the largest that still fills the GPU once (fewer bytes per FLOP), else
-    /// the smallest (most blocks).
+    /// The tile for an `m × n` output: the largest that still gives two waves of blocks (fewer bytes per FLOP),
+    /// else the smallest (most blocks).
     pub fn for_shape(m: usize, n: usize) -> MatmulTile {
-        let fills = |t: &&MatmulTile| t.blocks(m, n) >= FILL_BLOCKS;
-        *MATMUL_TILES.iter().rev().find(fills).unwrap_or(&MATMUL_TILES[0])
+        let waves = |t: &&MatmulTile| t.blocks(m, n) >= LARGER_TILE_BLOCKS;
+        *MATMUL_TILES.iter().rev().find(waves).unwrap_or(&MATMUL_TILES[0])
     }
 
     /// Blocks of an `m × n` output.
@@ -66,8 +69,8 @@ impl MatmulTile {
     }
 
     /// f32 elements that hold the K shares of any split-K matmul of up to `max_m` rows and `n` columns on the
-    /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only on the smallest tile with fewer
-    /// than [`FILL_BLOCKS`] blocks (so `m · n < FILL_BLOCKS · 64²`) and at most `2 · FILL_BLOCKS / blocks + 1`
+    /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only with fewer than [`FILL_BLOCKS`]
+    /// blocks, which only the smallest tile can have (a larger one is picked with twice as many) (so `m · n < FILL_BLOCKS · 64²`) and at most `2 · FILL_BLOCKS / blocks + 1`
     /// shares, so `shares · m · n < 3 · FILL_BLOCKS · 64²`.
     pub fn shares_capacity(max_m: usize, n: usize) -> usize {
         (max_m * n).max(3 * FILL_BLOCKS * 64 * 64)
@@ -95,10 +98,10 @@ mod tests {
     #[test]
     fn gpt2_small_tiles_fill_the_gpu_or_split_k() {
         let pick = |m, n| MatmulTile::for_shape(m, n);
-        // one stream: qkv and fc have blocks to spare for a larger tile; the projections (768 wide) do not, and
-        // split K instead: attn proj 3 shares of 256, fc proj 3 of 1024
-        assert_eq!(pick(544, 2304).kernel, "matmul_64x128");
-        assert_eq!(pick(544, 3072).kernel, "matmul_64x128");
+        // one stream: 64 × 64 everywhere (128 × 128 gives qkv 90 blocks, fc 120); the projections (768 wide, 108
+        // blocks) split K: attn proj in 3 shares of 256, fc proj in 3 of 1024
+        assert_eq!(pick(544, 2304).kernel, "matmul");
+        assert_eq!(pick(544, 3072).kernel, "matmul");
         assert_eq!(pick(544, 768).kernel, "matmul");
         assert_eq!(pick(544, 768).k_shares(544, 768, 768), 3);
         assert_eq!(pick(544, 768).k_shares(544, 768, 3072), 3);
