@@ -2,11 +2,17 @@
 //! split of K for f32 outputs with too few blocks.
 //!
 //! A larger tile reads fewer bytes per FLOP (the step's matmuls stream their tiles from L2), a smaller one gives
-//! more blocks. Measured on an H200 (`benches/cuda.rs`, bench/results/2026-11-26-h200-cuda.md, run 5): at 8,704
-//! rows (16 streams) 128 × 128 is the fastest tile on all four of GPT-2 small's matmuls (by 11–22 %); at 544
-//! rows (one stream) 64 × 64 is, by 7–40 %, and 128 × 64 and 64 × 128 never won (they were dropped). With one
-//! stream the projections' 768 columns give 108 blocks of 64 × 64 for 132 SMs, so those split K (each share a
-//! block of its own).
+//! more blocks. Measured on an H200 (`benches/cuda.rs`; bench/results/2026-11-26-h200-cuda-tiles.md, runs 5 and 6):
+//! - 8,704 rows (16 streams): 128 × 128 is the fastest tile on all four of GPT-2 small's matmuls, by 11–22 %.
+//! - 4,352 rows (8 streams): the step took 7.33 ms with 128 × 128 projections (204 blocks), 7.99 ms with 64 × 64
+//!   ones (816 blocks).
+//! - 544 rows (one stream): 64 × 64 beats 128 × 128 on qkv (by 31 %; 90 blocks of 128 × 128), fc (8 %; 120
+//!   blocks) and attn proj (33 %, both in 3 shares of K). On fc proj 128 × 128 in 9 shares was 7 % faster than
+//!   64 × 64 in 3, but residual_layernorm then reads three times the shares; not taken.
+//! - 128 × 64 and 64 × 128 never won; they were dropped.
+//!
+//! So the larger tile is picked once it fills the GPU. With one stream the projections' 768 columns give 108
+//! blocks of 64 × 64 for 132 SMs, so those split K (each share a block of its own).
 
 use super::device::Precision;
 
@@ -40,17 +46,15 @@ pub const MATMUL_TILES: [MatmulTile; 2] = [
 
 /// Blocks a launch should have to fill an H100 or H200 (132 SMs) once.
 const FILL_BLOCKS: usize = 132;
-/// Blocks a larger tile must still give (two waves) to be picked over a smaller one.
-const LARGER_TILE_BLOCKS: usize = 2 * FILL_BLOCKS;
 /// The least K a share of a split-K matmul takes (8 of the tensor-core kernel's K steps).
 const MIN_SHARE_K: usize = 256;
 
 impl MatmulTile {
-    /// The tile for an `m × n` output: the largest that still gives two waves of blocks (fewer bytes per FLOP),
-    /// else the smallest (most blocks).
+    /// The tile for an `m × n` output: the largest that still fills the GPU (fewer bytes per FLOP), else the
+    /// smallest (most blocks).
     pub fn for_shape(m: usize, n: usize) -> MatmulTile {
-        let waves = |t: &&MatmulTile| t.blocks(m, n) >= LARGER_TILE_BLOCKS;
-        *MATMUL_TILES.iter().rev().find(waves).unwrap_or(&MATMUL_TILES[0])
+        let fills = |t: &&MatmulTile| t.blocks(m, n) >= FILL_BLOCKS;
+        *MATMUL_TILES.iter().rev().find(fills).unwrap_or(&MATMUL_TILES[0])
     }
 
     /// Blocks of an `m × n` output.
@@ -59,7 +63,7 @@ impl MatmulTile {
     }
 
     /// How many shares of K an f32 `m × n × k` matmul on this tile splits into: one when its blocks fill the
-    /// GPU, else enough to fill it twice, each share at least [`MIN_SHARE_K`] long.
+    /// GPU, else enough to fill it twice, each share at least 256 of K long.
     pub fn k_shares(&self, m: usize, n: usize, k: usize) -> usize {
         let blocks = self.blocks(m, n);
         if blocks >= FILL_BLOCKS {
@@ -69,9 +73,9 @@ impl MatmulTile {
     }
 
     /// f32 elements that hold the K shares of any split-K matmul of up to `max_m` rows and `n` columns on the
-    /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only with fewer than [`FILL_BLOCKS`]
-    /// blocks, which only the smallest tile can have (a larger one is picked with twice as many) (so `m · n < FILL_BLOCKS · 64²`) and at most `2 · FILL_BLOCKS / blocks + 1`
-    /// shares, so `shares · m · n < 3 · FILL_BLOCKS · 64²`.
+    /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only with fewer than 132 blocks (one
+    /// wave), which only the smallest tile can have (a larger one is picked only with at least as many), so
+    /// `m · n < 132 · 64²`, and with at most `264 / blocks + 1` shares, so `shares · m · n < 3 · 132 · 64²`.
     pub fn shares_capacity(max_m: usize, n: usize) -> usize {
         (max_m * n).max(3 * FILL_BLOCKS * 64 * 64)
     }
@@ -105,6 +109,8 @@ mod tests {
         assert_eq!(pick(544, 768).kernel, "matmul");
         assert_eq!(pick(544, 768).k_shares(544, 768, 768), 3);
         assert_eq!(pick(544, 768).k_shares(544, 768, 3072), 3);
+        // 8 streams: the projections' 204 blocks of 128 × 128 fill the GPU
+        assert_eq!(pick(8 * 544, 768).kernel, "matmul_128x128");
         // 16 streams: every matmul takes the largest tile and one share
         assert_eq!(pick(16 * 544, 768).kernel, "matmul_128x128");
         assert_eq!(pick(16 * 544, 768).k_shares(16 * 544, 768, 3072), 1);
