@@ -70,34 +70,38 @@ DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const flo
 #else
 // Tensor cores: WARPS_M × WARPS_N warps, each a WM × WN tile of 16×8 mma tiles, K in steps of 32 through an
 // S-stage cp.async pipeline: the tiles of the next S − 1 K steps are in flight while the tensor cores work on this
-// one, one barrier per step. Rows of the shared tiles are padded by 8 bf16 (80 bytes: 16-byte aligned, and the 8
-// rows an ldmatrix phase reads fall in distinct banks).
+// one, one barrier per step.
 #define BK 32
 
-template <int ROWS>
+// A shared tile of ROWS × 32 bf16 in which the 8 rows an ldmatrix phase reads at one 16-byte chunk fall in distinct
+// banks. Padded: rows of 40 bf16 (80 bytes). SWIZZLED, unpadded (so that 128 × 128 fits 3 stages in the 48 KB of
+// static shared memory): row r's four chunks are stored in the order chunk ^ ((r / 2) % 4), so those 8 rows cover
+// all 32 banks once (two rows per 128-byte line, four distinct chunk slots).
+template <int ROWS, bool SWIZZLED>
 struct alignas(16) Tile {
-    bf16 v[ROWS][BK + 8];
+    bf16 v[ROWS][SWIZZLED ? BK : BK + 8];
+    DEVICE bf16* at(int r, int k) { return SWIZZLED ? &v[r][8 * ((k / 8) ^ ((r / 2) % 4)) + k % 8] : &v[r][k]; }
 };
 
 // Starts filling `tile` with rows [r0, r0 + ROWS) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
 // outside it and from column ke on: cp.async of 16 bytes when every row start is 16-byte aligned (`vec`), else element by element
 // (stored at once).
-template <int ROWS, int THREADS>
-DEVICE void load_tile(Tile<ROWS>& tile, const bf16* src, int r0, int rows, int k0, int ke, int K, bool vec) {
+template <int ROWS, int THREADS, bool SWIZZLED>
+DEVICE void load_tile(Tile<ROWS, SWIZZLED>& tile, const bf16* src, int r0, int rows, int k0, int ke, int K, bool vec) {
     static_assert(ROWS * BK / 8 % THREADS == 0, "16-byte chunks split evenly over the threads");
 #pragma unroll
     for (int c = 0; c < ROWS * BK / 8 / THREADS; c++) {
         int i = threadIdx.x + c * THREADS, r = i / (BK / 8), k = (i % (BK / 8)) * 8;
         bool in = r0 + r < rows && k0 + k < ke;
         if (vec) {
-            cp_async16(&tile.v[r][k], in ? src + (long)(r0 + r) * K + k0 + k : src, in);
+            cp_async16(tile.at(r, k), in ? src + (long)(r0 + r) * K + k0 + k : src, in);
         } else {
             bf16x8 v = {};
 #pragma unroll
             for (int e = 0; e < 8; e++)
                 if (r0 + r < rows && k0 + k + e < ke)
                     v.w[e / 2] |= (u32)src[(long)(r0 + r) * K + k0 + k + e].bits << (16 * (e % 2));
-            *(bf16x8*)&tile.v[r][k] = v;
+            *(bf16x8*)tile.at(r, k) = v;
         }
     }
 }
@@ -108,8 +112,9 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
     constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN, THREADS = WARP * WARPS_M * WARPS_N;
     constexpr int MI = WM / 16, NI = WN / 8;
     static_assert(NI % 2 == 0, "W fragments come in pairs of n-tiles");
-    __shared__ Tile<BM> a_tile[STAGES];
-    __shared__ Tile<BN> w_tile[STAGES];
+    constexpr bool SWIZZLED = BM == 128;  // the measured 64 × 64 kernel keeps its padded layout
+    __shared__ Tile<BM, SWIZZLED> a_tile[STAGES];
+    __shared__ Tile<BN, SWIZZLED> w_tile[STAGES];
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int g = lane / 4, t = lane % 4;
     int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
@@ -121,8 +126,8 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < steps) {
-            load_tile<BM, THREADS>(a_tile[s], in, m0, M, kb + s * BK, ke, K, vec);
-            load_tile<BN, THREADS>(w_tile[s], w, n0, N, kb + s * BK, ke, K, vec);
+            load_tile<BM, THREADS, SWIZZLED>(a_tile[s], in, m0, M, kb + s * BK, ke, K, vec);
+            load_tile<BN, THREADS, SWIZZLED>(w_tile[s], w, n0, N, kb + s * BK, ke, K, vec);
         }
         cp_async_commit();
     }
@@ -131,12 +136,12 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
         __syncthreads();            // everyone's have; and step kt - 1's buffer is no longer read
         int next = kt + STAGES - 1;
         if (next < steps) {
-            load_tile<BM, THREADS>(a_tile[next % STAGES], in, m0, M, kb + next * BK, ke, K, vec);
-            load_tile<BN, THREADS>(w_tile[next % STAGES], w, n0, N, kb + next * BK, ke, K, vec);
+            load_tile<BM, THREADS, SWIZZLED>(a_tile[next % STAGES], in, m0, M, kb + next * BK, ke, K, vec);
+            load_tile<BN, THREADS, SWIZZLED>(w_tile[next % STAGES], w, n0, N, kb + next * BK, ke, K, vec);
         }
         cp_async_commit();
-        bf16(*as)[BK + 8] = a_tile[kt % STAGES].v;
-        bf16(*ws)[BK + 8] = w_tile[kt % STAGES].v;
+        Tile<BM, SWIZZLED>& as = a_tile[kt % STAGES];
+        Tile<BN, SWIZZLED>& ws = w_tile[kt % STAGES];
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             // ldmatrix: lane l points at row l % 8 of matrix l / 8. A's four matrices are its 16×16 tile's
@@ -144,11 +149,11 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
             u32 a[MI][4], b[NI][2];
 #pragma unroll
             for (int mi = 0; mi < MI; mi++)
-                ldmatrix_x4(a[mi], &as[wm + 16 * mi + lane % 8 + 8 * (lane / 8 % 2)][kk + 8 * (lane / 16)]);
+                ldmatrix_x4(a[mi], as.at(wm + 16 * mi + lane % 8 + 8 * (lane / 8 % 2), kk + 8 * (lane / 16)));
 #pragma unroll
             for (int np = 0; np < NI / 2; np++) {
                 u32 r[4];
-                ldmatrix_x4(r, &ws[wn + 16 * np + lane % 8 + 8 * (lane / 16)][kk + 8 * (lane / 8 % 2)]);
+                ldmatrix_x4(r, ws.at(wn + 16 * np + lane % 8 + 8 * (lane / 16), kk + 8 * (lane / 8 % 2)));
                 b[2 * np][0] = r[0];
                 b[2 * np][1] = r[1];
                 b[2 * np + 1][0] = r[2];
@@ -171,8 +176,9 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
             }
 }
 
-// The block tiles, each within the 48 KB of static shared memory: 64 × 64 (4 warps of 32 × 32, 4 stages) for
-// outputs with few blocks; 128 × 128 (8 warps of 64 × 32, 2 stages: half the traffic per FLOP) for many.
+// The block tiles, each within the 48 KB of static shared memory: 64 × 64 (4 warps of 32 × 32, 4 stages, 40 KB) for
+// outputs with few blocks; 128 × 128 (8 warps of 64 × 32, half the traffic per FLOP) for many, in 3 stages (exactly
+// 48 KB), or 2 with f32 out: at 3 that kernel needs 155 registers a thread, one 256-thread block per SM.
 template <int BM, int BN, class TOut>
 DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                          int kb, int ke, int gelu_act, int per, int stride) {
@@ -180,7 +186,7 @@ DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const flo
     if constexpr (BM == 64)
         matmul_tc<2, 2, 32, 32, 4>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
     else
-        matmul_tc<2, 4, 64, 32, 2>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+        matmul_tc<2, 4, 64, 32, sizeof(TOut) == 4 ? 2 : 3>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
 }
 #endif
 
