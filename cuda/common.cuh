@@ -52,6 +52,21 @@ DEVICE float warp_max(float v) {
     return v;
 }
 
+// v summed (or, with MAX, maxed) over the block's THREADS threads, returned to all of them. Every thread of the
+// block must call it (two barriers).
+template <int THREADS, bool MAX>
+DEVICE float block_reduce(float v) {
+    __shared__ float warps[THREADS / WARP];
+    v = MAX ? warp_max(v) : warp_sum(v);
+    if (threadIdx.x % WARP == 0) warps[threadIdx.x / WARP] = v;
+    __syncthreads();
+    float r = warps[0];
+#pragma unroll
+    for (int i = 1; i < THREADS / WARP; i++) r = MAX ? fmaxf(r, warps[i]) : r + warps[i];
+    __syncthreads();  // `warps` is written again by the next reduction
+    return r;
+}
+
 // GPT-2's gelu_new (tanh approximation), in f32.
 DEVICE float gelu(float x) {
     const float s = 0.7978845608028654f;  // sqrt(2/pi)

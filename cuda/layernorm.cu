@@ -17,19 +17,6 @@ DEVICE void load_row(float (&v)[LN_COLS], const T* x, int C) {
     }
 }
 
-// The sum of every thread's v, returned to all of them.
-DEVICE float block_sum(float v) {
-    __shared__ float warps[LN_THREADS / WARP];
-    v = warp_sum(v);
-    if (threadIdx.x % WARP == 0) warps[threadIdx.x / WARP] = v;
-    __syncthreads();
-    float total = 0.0f;
-#pragma unroll
-    for (int i = 0; i < LN_THREADS / WARP; i++) total += warps[i];
-    __syncthreads();  // `warps` is written again by the next sum
-    return total;
-}
-
 // out = (v - mean) / sqrt(var + eps) * w + b for one row of C held by the block, statistics in f32.
 template <class TOut>
 DEVICE void layernorm_row(TOut* out, const float (&v)[LN_COLS], const floatX* w, const floatX* b, int C, float eps) {
@@ -39,12 +26,12 @@ DEVICE void layernorm_row(TOut* out, const float (&v)[LN_COLS], const floatX* w,
     float sum = 0.0f;
 #pragma unroll
     for (int e = 0; e < LN_COLS; e++) sum += v[e];
-    float mean = block_sum(sum) / C;
+    float mean = block_reduce<LN_THREADS, false>(sum) / C;
     float sq = 0.0f;
 #pragma unroll
     for (int e = 0; e < LN_COLS; e++)
         if (threadIdx.x + LN_THREADS * e < C) sq += (v[e] - mean) * (v[e] - mean);
-    float rstd = rsqrtf(block_sum(sq) / C + eps);
+    float rstd = rsqrtf(block_reduce<LN_THREADS, false>(sq) / C + eps);
 #pragma unroll
     for (int e = 0; e < LN_COLS; e++) {
         int c = threadIdx.x + LN_THREADS * e;

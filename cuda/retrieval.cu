@@ -7,6 +7,7 @@
 
 #define QG 16  // queries per pass: the accumulators a thread holds
 #define JT 64  // stored rows whose weights share a shared-memory tile
+#define RETRIEVAL_THREADS 128  // both kernels' blocks
 
 // partial: [m][chunks][d + 2] = (max score, Σ exp, Σ exp·value[d]) over the rows of chunk c. scores: [m][n] f32,
 // q·k from the tensor-core matmul (scaled here). Grid (chunks, ceil(d / 128)), 128 threads: per pass of 16
@@ -15,8 +16,8 @@
 KERNEL void retrieval_partial(float* partial, const float* scores, const floatX* values, int n, int m, int d,
                               int chunk, float scale) {
     __shared__ float mx[QG], p[JT][QG];
-    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = blockDim.x / WARP;
-    int c = blockIdx.x, chunks = gridDim.x, e = blockIdx.y * blockDim.x + threadIdx.x;
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = RETRIEVAL_THREADS / WARP;
+    int c = blockIdx.x, chunks = gridDim.x, e = blockIdx.y * RETRIEVAL_THREADS + threadIdx.x;
     int j0 = c * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
     for (int g0 = 0; g0 < m; g0 += QG) {
         int gm = m - g0 < QG ? m - g0 : QG;
@@ -39,18 +40,21 @@ KERNEL void retrieval_partial(float* partial, const float* scores, const floatX*
         float acc[QG] = {};
         for (int t0 = j0; t0 < j1; t0 += JT) {
             __syncthreads();  // mx is written; the previous tile's weights are consumed
-            for (int i = threadIdx.x; i < JT * QG; i += blockDim.x) {
-                int jj = i % JT, qi = i / JT, j = t0 + jj;
+#pragma unroll
+            for (int k = 0; k < JT * QG / RETRIEVAL_THREADS; k++) {  // 8 loads in flight
+                int i = threadIdx.x + RETRIEVAL_THREADS * k, jj = i % JT, qi = i / JT, j = t0 + jj;
                 p[jj][qi] = j < j1 && qi < gm ? __expf(scores[(long)(g0 + qi) * n + j] * scale - mx[qi]) : 0.0f;
             }
             __syncthreads();
             int rows = j1 - t0 < JT ? j1 - t0 : JT;
-            if (e < d)
+            if (e < d) {
+#pragma unroll 8
                 for (int jj = 0; jj < rows; jj++) {
                     float v = to_float(values[(long)(t0 + jj) * d + e]);
 #pragma unroll
                     for (int qi = 0; qi < QG; qi++) acc[qi] += p[jj][qi] * v;
                 }
+            }
         }
         if (e < d)
             for (int qi = 0; qi < gm; qi++) partial[((long)(g0 + qi) * chunks + c) * (d + 2) + 2 + e] = acc[qi];
@@ -58,16 +62,32 @@ KERNEL void retrieval_partial(float* partial, const float* scores, const floatX*
     }
 }
 
-// out[qi] = Σ_c e^(max_c − M) · values_c / Σ_c e^(max_c − M) · sum_c. Grid m, 128 threads.
+// out[qi] = Σ_c w_c · values_c / Σ_c w_c · sum_c with w_c = e^(max_c − M), M the largest max_c. Grid (m, ceil(d /
+// 128)), 128 threads: the block finds M and the denominator together (each thread a stride of chunks) and keeps
+// the weights in shared memory; then each thread sums one dim over the chunks, 8 loads in flight at a time.
+#define MERGE_MAX_CHUNKS 256  // step.rs's MAX_CHUNKS
 KERNEL void retrieval_merge(floatX* out, const float* partial, int chunks, int d) {
+    __shared__ float w[MERGE_MAX_CHUNKS];
     const float* p = partial + (long)blockIdx.x * chunks * (d + 2);
     float mx = NEG_INF;
-    for (int c = 0; c < chunks; c++) mx = fmaxf(mx, p[(long)c * (d + 2)]);
+    for (int c = threadIdx.x; c < chunks; c += RETRIEVAL_THREADS) mx = fmaxf(mx, p[(long)c * (d + 2)]);
+    mx = block_reduce<RETRIEVAL_THREADS, true>(mx);
     float l = 0.0f;
-    for (int c = 0; c < chunks; c++) l += __expf(p[(long)c * (d + 2)] - mx) * p[(long)c * (d + 2) + 1];
-    for (int e = threadIdx.x; e < d; e += blockDim.x) {
-        float v = 0.0f;
-        for (int c = 0; c < chunks; c++) v += __expf(p[(long)c * (d + 2)] - mx) * p[(long)c * (d + 2) + 2 + e];
-        store(&out[(long)blockIdx.x * d + e], v / l);
+    for (int c = threadIdx.x; c < chunks; c += RETRIEVAL_THREADS) {
+        w[c] = __expf(p[(long)c * (d + 2)] - mx);
+        l += w[c] * p[(long)c * (d + 2) + 1];
     }
+    l = block_reduce<RETRIEVAL_THREADS, false>(l);  // its barriers also publish w
+    int e = blockIdx.y * RETRIEVAL_THREADS + threadIdx.x;
+    if (e >= d) return;
+    float v = 0.0f;
+    for (int c0 = 0; c0 < chunks; c0 += 8) {
+        float pv[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) pv[j] = c0 + j < chunks ? p[(long)(c0 + j) * (d + 2) + 2 + e] : 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (c0 + j < chunks) v += w[c0 + j] * pv[j];
+    }
+    store(&out[(long)blockIdx.x * d + e], v / l);
 }

@@ -282,9 +282,9 @@ pub fn attention<D: Device>(dev: D) {
 pub fn retrieval<D: Device>(dev: D) {
     let lab = Lab { dev };
     // 20 queries (a full pass of 16 and a partial one), width 200 (two dim blocks, the second partial), 300 rows
-    // in chunks of 100 (two weight tiles each, the second partial)
-    let (m, d, n, chunk) = (20usize, 200usize, 300usize, 100usize);
-    let chunks = n.div_ceil(chunk);
+    // in chunks of 100 (two weight tiles each, the second partial), or of 2 (150 chunks: more than the merge's
+    // threads, and a last batch of 6 loads)
+    let (m, d, n) = (20usize, 200usize, 300usize);
     let scale = 1.0 / (d as f32).sqrt();
     let (q, keys, values) = (random(m * d, 60, 2.0), random(n * d, 61, 2.0), random(n * d, 62, 1.0));
     let (qb, kb, vb) = (lab.stored(&q), lab.stored(&keys), lab.stored(&values));
@@ -305,12 +305,16 @@ pub fn retrieval<D: Device>(dev: D) {
     let args = [lab.p(&scores), lab.p(&qb), lab.p(&kb), KernelArg::Ptr(0), i(m), i(n), i(d), i(0)];
     let tile = MATMUL_TILES[0];
     lab.run("matmul_f32", tile.grid(m, n), tile.block(lab.dev.precision()), &args);
-    let partial = lab.zeros(m * chunks * (d + 2));
-    let args = [lab.p(&partial), lab.p(&scores), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
-    lab.run("retrieval_partial", [chunks as u32, d.div_ceil(128) as u32, 1], [128, 1, 1], &args);
-    let out = lab.stored(&vec![0.0; m * d]);
-    lab.run("retrieval_merge", [m as u32, 1, 1], [128, 1, 1], &[lab.p(&out), lab.p(&partial), i(chunks), i(d)]);
-    lab.check("retrieval", &lab.read_stored(&out, m * d), &want);
+    for chunk in [100, 2] {
+        let chunks = n.div_ceil(chunk);
+        let partial = lab.zeros(m * chunks * (d + 2));
+        let args = [lab.p(&partial), lab.p(&scores), lab.p(&vb), i(n), i(m), i(d), i(chunk), KernelArg::F32(scale)];
+        lab.run("retrieval_partial", [chunks as u32, d.div_ceil(128) as u32, 1], [128, 1, 1], &args);
+        let out = lab.stored(&vec![0.0; m * d]);
+        let args = [lab.p(&out), lab.p(&partial), i(chunks), i(d)];
+        lab.run("retrieval_merge", [m as u32, d.div_ceil(128) as u32, 1], [128, 1, 1], &args);
+        lab.check(&format!("retrieval in {chunks} chunks"), &lab.read_stored(&out, m * d), &want);
+    }
 }
 
 /// Token and memory rows with restarting positions, and the f32 → storage conversion.
