@@ -63,7 +63,7 @@ fn gelu_body(x: &mut [f32]) {
 fn softmax_body(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     row.iter_mut().for_each(|v| *v = exp_neg(*v - max));
-    let inv = 1.0 / sum8(row.iter().copied());
+    let inv = 1.0 / sum8(row, |v| v);
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -73,8 +73,8 @@ fn softmax_body(row: &mut [f32]) {
 fn layer_norm_body(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let mean = sum8(row.iter().copied()) / d as f32;
-        let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) / d as f32;
+        let mean = sum8(row, |v| v) / d as f32;
+        let var = sum8(row, |v| (v - mean) * (v - mean)) / d as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for (((o, &v), &w), &b) in o.iter_mut().zip(row).zip(w).zip(b) {
             *o = (v - mean) * inv * w + b;
@@ -82,12 +82,21 @@ fn layer_norm_body(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// A sum in eight interleaved lanes (a fixed order, so the result does not depend on the instruction set).
+/// The sum of `f(v)` over `values` in eight interleaved lanes, value i into lane i % 8 (a fixed order, so the
+/// result does not depend on the instruction set). Whole chunks of 8 go lane-wise, which vectorises; a loop over
+/// `i % 8` did not, and kept each lane in memory (perf: a third of the bundled model's softmax time).
 #[inline(always)]
-fn sum8(values: impl Iterator<Item = f32>) -> f32 {
+fn sum8(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 8];
-    for (i, v) in values.enumerate() {
-        lanes[i % 8] += v;
+    let chunks = values.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(tail) {
+        *lane += f(v);
     }
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 }
@@ -136,6 +145,18 @@ mod tests {
         assert!(worst <= 2.0, "worst error {worst} ulp");
         assert_eq!(tanh(0.0), 0.0);
         assert_eq!(tanh(-100.0), -1.0);
+    }
+
+    #[test]
+    fn sum8_adds_value_i_into_lane_i_mod_8() {
+        for n in [0, 1, 7, 8, 9, 23, 160] {
+            let values: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+            let mut lanes = [0.0f32; 8];
+            values.iter().enumerate().for_each(|(i, v)| lanes[i % 8] += v * v);
+            let want =
+                ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+            assert_eq!(sum8(&values, |v| v * v).to_bits(), want.to_bits(), "{n} values");
+        }
     }
 
     #[test]
