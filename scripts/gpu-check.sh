@@ -52,10 +52,23 @@ mkdir -p "$(dirname "$REPORT")"
 : > "$REPORT.log"
 
 section() { printf '\n## %s\n\n' "$1" >> "$REPORT"; echo "== $1" >&2; }
-# run NAME CMD…: runs it, keeps the last 60 lines of its output in the report, records pass/fail
+# bench_table LOG: Criterion's results in LOG as markdown rows (id, median time, median throughput), so that they
+# survive the report's 60-line excerpt of a long benchmark run
+bench_table() {
+  awk 'function mid(line,   a) { sub(/^[^[]*\[ */, "", line); split(line, a, " "); return a[3] " " a[4] }
+       function flush() { if (row != "") print row " |"; row = "" }
+       /^Benchmarking / { next }
+       /^[^ ]/ { flush(); id = $0; next }
+       /^ +time:/ && !/%/ { flush(); row = "| " id " | " mid($0) " |"; next }
+       /^ +thrpt:/ && !/%/ && row != "" { row = row " " mid($0); flush() }
+       END { flush() }' "$1"
+}
+# run NAME CMD…: runs it, keeps the last 60 lines of its output in the report (all of it in $last_log), records
+# pass/fail
 run() {
   local name=$1; shift
   local log="$WORK/$(echo "$name" | tr -cs 'a-zA-Z0-9' '_').log"
+  last_log=$log
   local t0=$SECONDS
   echo "== $name: \$ $*" >> "$REPORT.log"
   timeout --kill-after=10 "$STEP_TIMEOUT" "$@" 2>&1 | tee "$log" >> "$REPORT.log"
@@ -101,6 +114,12 @@ section "3. Benchmarks of rmt-fast"
 echo "Kernel and step benchmarks (Criterion; tokens/s = 512 × streams / time per step), with the floors:" >> "$REPORT"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
 run "benches/cuda.rs" "$PACK/cuda_bench" --bench $BENCH_ARGS
+rows=$(bench_table "$last_log")
+if [[ -n $rows ]]; then
+  { echo; echo "| benchmark | median time | median throughput |"; echo "|---|---|---|"; echo "$rows"; } >> "$REPORT"
+else
+  printf '\nNo Criterion results in its output.\n' >> "$REPORT"
+fi
 # end to end; a dry run reads 2 segments on the CPU instead (GPT-2 small takes ~1 s a segment there)
 if [[ $DRY == 1 ]]; then device=cpu; long=$(tokens 1024); else device=cuda; long=$(tokens $((SEGMENTS * 512))); fi
 for kind in rmt rmt-r; do
