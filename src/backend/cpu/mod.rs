@@ -6,6 +6,7 @@ mod fast;
 pub(crate) mod forward;
 mod kernels;
 pub mod ops;
+mod pair;
 mod retrieval;
 
 use std::sync::Arc;

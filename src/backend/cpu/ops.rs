@@ -2,6 +2,8 @@
 
 use gemm::Parallelism;
 
+use super::pair;
+
 use crate::model::weights::{LayerNorm, Layout, Linear};
 
 /// A weight matrix seen as the right-hand side of `x · W`.
@@ -24,16 +26,26 @@ impl Linear {
     }
 }
 
-fn parallelism(flops: usize) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    // below ~32 MFLOP the thread hand-offs cost more than they save on 2 cores (the bundled 4 × 128 shape ran 1.6×
-    // slower threaded: bench/results/2026-11-25-cpu-fast-kernels.md); inside a rayon task (samples or streams
-    // already run in parallel) a nested split only adds hand-offs
-    if threads > 1 && flops > 1 << 25 && rayon::current_thread_index().is_none() {
-        Parallelism::Rayon(threads)
+/// `gemm`'s own threads for a GEMM of `macs` multiply-adds: only from [`THREADED_MIN_MACS`] on. Below it its
+/// hand-offs cost more than they save on 2 cores (the bundled 4 × 128 shape ran 1.6× slower threaded:
+/// bench/results/2026-11-25-cpu-fast-kernels.md); mid-size GEMMs take two cores through [`pair`] instead.
+fn parallelism(macs: usize) -> Parallelism {
+    if macs > THREADED_MIN_MACS && splits_here() {
+        Parallelism::Rayon(rayon::current_num_threads())
     } else {
         Parallelism::None
     }
+}
+
+/// Below this a GEMM is not worth a second core (the hand-off, and the left operand packed twice).
+const PAIR_MIN_MACS: usize = 1 << 20;
+/// Above this `gemm`'s own threads take the whole GEMM.
+const THREADED_MIN_MACS: usize = 1 << 25;
+
+/// Whether a GEMM on this thread may take a second core: there is one to take, and no rayon task (samples or
+/// streams already in parallel) is running it.
+fn splits_here() -> bool {
+    rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none()
 }
 
 /// Where a matrix lives in a slice: element (i, j) at `offset + i·rs + j·cs`.
@@ -74,30 +86,78 @@ pub fn gemm_strided(
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the assert above bounds every index gemm touches in each of the three views.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(d.offset),
-            d.cs as isize,
-            d.rs as isize,
-            accumulate,
-            lhs.as_ptr().add(a.offset),
-            a.cs as isize,
-            a.rs as isize,
-            rhs.as_ptr().add(b.offset),
-            b.cs as isize,
-            b.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism(m * n * k),
-        )
+    let macs = m * n * k;
+    let half = n / 2 / 8 * 8; // the left half's columns: whole 8-column panels
+    if half > 0 && (PAIR_MIN_MACS..=THREADED_MIN_MACS).contains(&macs) && splits_here() {
+        // two column halves on two cores: disjoint outputs, each element computed as the whole GEMM computes it
+        let ptrs = (SendPtr(dst.as_mut_ptr()), SendPtr(lhs.as_ptr().cast_mut()), SendPtr(rhs.as_ptr().cast_mut()));
+        let (db, bb) = (shifted(d, half), shifted(b, half));
+        let right = move || {
+            let (dst, lhs, rhs) = ptrs;
+            // SAFETY: the assert above bounds the right half's views; the left half writes other columns of dst
+            unsafe { gemm_raw((m, n - half, k), dst.0, db, accumulate, lhs.0, a, rhs.0, bb, Parallelism::None) }
+        };
+        let left = || {
+            let (dst, lhs, rhs) = ptrs;
+            // SAFETY: as above, for the left half
+            unsafe { gemm_raw((m, half, k), dst.0, d, accumulate, lhs.0, a, rhs.0, b, Parallelism::None) }
+        };
+        pair::join(left, right);
+        return;
     }
+    // SAFETY: the assert above bounds every index gemm touches in each of the three views.
+    unsafe { gemm_raw((m, n, k), dst.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b, parallelism(macs)) }
+}
+
+/// A pointer into one of `gemm_strided`'s slices, to cross to the helper thread with the right half.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: `gemm_strided` bounds both halves' views and they write disjoint columns of `dst`.
+unsafe impl Send for SendPtr {}
+
+/// View `s` from its column `j` on.
+fn shifted(s: Strided, j: usize) -> Strided {
+    Strided { offset: s.offset + j * s.cs, ..s }
+}
+
+/// `gemm::gemm` over three strided views (`dst (+)= lhs · rhs`).
+///
+/// # Safety
+/// Every element of the three `m × n × k` views must lie within its allocation, and `dst`'s view must not be
+/// written by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    d: Strided,
+    accumulate: bool,
+    lhs: *const f32,
+    a: Strided,
+    rhs: *const f32,
+    b: Strided,
+    parallelism: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.add(d.offset),
+        d.cs as isize,
+        d.rs as isize,
+        accumulate,
+        lhs.add(a.offset),
+        a.cs as isize,
+        a.rs as isize,
+        rhs.add(b.offset),
+        b.cs as isize,
+        b.rs as isize,
+        1.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        parallelism,
+    )
 }
 
 /// `out[rows × n_out] (+)= x[rows × n_in] · W (+ bias)`; with `accumulate` the product is added to `out`
@@ -152,4 +212,37 @@ pub fn softmax(row: &mut [f32]) {
     }
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-core split gives every element the bits the whole GEMM gives it, on the bundled model's shapes
+    /// (row- and column-major right operands, strided like attention's heads, with and without accumulation).
+    #[test]
+    fn split_gemm_equals_the_whole_bit_for_bit() {
+        let fill = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0).collect()
+        };
+        for (m, n, k, cs) in
+            [(160, 512, 128, 1), (160, 128, 512, 1), (160, 384, 128, 1), (160, 256, 32, 128), (100, 72, 300, 1)]
+        {
+            let (lhs, rhs) = (fill(m * k, 1), fill(k * n * cs, 2));
+            let (a, b) =
+                (Strided::rows(0, k), if cs == 1 { Strided::rows(0, n) } else { Strided { offset: 3, rs: 1, cs } });
+            assert!(m * n * k >= PAIR_MIN_MACS, "a shape that splits");
+            for accumulate in [false, true] {
+                let (mut split, mut whole) = (fill(m * n, 3), fill(m * n, 3));
+                gemm_strided((m, n, k), &mut split, Strided::rows(0, n), accumulate, &lhs, a, &rhs, b);
+                // SAFETY: the same views gemm_strided checked
+                unsafe {
+                    let (d, p) = (Strided::rows(0, n), Parallelism::None);
+                    gemm_raw((m, n, k), whole.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b, p);
+                }
+                let same = split.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}×{n}×{k} (column stride {cs}, accumulate {accumulate})");
+            }
+        }
+    }
 }
