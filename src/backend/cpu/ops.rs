@@ -89,24 +89,43 @@ pub fn gemm_strided(
     let macs = m * n * k;
     let half = n / 2 / 8 * 8; // the left half's columns: whole 8-column panels
     if half > 0 && (PAIR_MIN_MACS..=THREADED_MIN_MACS).contains(&macs) && splits_here() {
-        // two column halves on two cores: disjoint outputs, each element computed as the whole GEMM computes it
-        let ptrs = (SendPtr(dst.as_mut_ptr()), SendPtr(lhs.as_ptr().cast_mut()), SendPtr(rhs.as_ptr().cast_mut()));
-        let (db, bb) = (shifted(d, half), shifted(b, half));
-        let right = move || {
-            let (dst, lhs, rhs) = ptrs;
-            // SAFETY: the assert above bounds the right half's views; the left half writes other columns of dst
-            unsafe { gemm_raw((m, n - half, k), dst.0, db, accumulate, lhs.0, a, rhs.0, bb, Parallelism::None) }
-        };
-        let left = || {
-            let (dst, lhs, rhs) = ptrs;
-            // SAFETY: as above, for the left half
-            unsafe { gemm_raw((m, half, k), dst.0, d, accumulate, lhs.0, a, rhs.0, b, Parallelism::None) }
-        };
-        pair::join(left, right);
-        return;
+        // SAFETY: the assert above bounds every index of both halves' views
+        unsafe { gemm_pair((m, n, k), half, dst.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b) }
+    } else {
+        // SAFETY: the assert above bounds every index gemm touches in each of the three views.
+        unsafe {
+            gemm_raw((m, n, k), dst.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b, parallelism(macs))
+        }
     }
-    // SAFETY: the assert above bounds every index gemm touches in each of the three views.
-    unsafe { gemm_raw((m, n, k), dst.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b, parallelism(macs)) }
+}
+
+/// `gemm_raw` as two column halves on two cores (columns `..half` here, the rest on [`pair`]'s helper): disjoint
+/// outputs, each element computed as the whole GEMM computes it.
+///
+/// # Safety
+/// As [`gemm_raw`], for the whole `m × n × k` views.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_pair(
+    (m, n, k): (usize, usize, usize),
+    half: usize,
+    dst: *mut f32,
+    d: Strided,
+    accumulate: bool,
+    lhs: *const f32,
+    a: Strided,
+    rhs: *const f32,
+    b: Strided,
+) {
+    let ptrs = (SendPtr(dst), SendPtr(lhs.cast_mut()), SendPtr(rhs.cast_mut()));
+    let (db, bb) = (shifted(d, half), shifted(b, half));
+    let right = move || {
+        let (dst, lhs, rhs) = ptrs;
+        // SAFETY: within the caller's views; the left half writes other columns of dst
+        unsafe { gemm_raw((m, n - half, k), dst.0, db, accumulate, lhs.0, a, rhs.0, bb, Parallelism::None) }
+    };
+    // SAFETY: as above, for the left half
+    let left = || unsafe { gemm_raw((m, half, k), dst, d, accumulate, lhs, a, rhs, b, Parallelism::None) };
+    pair::join(left, right);
 }
 
 /// A pointer into one of `gemm_strided`'s slices, to cross to the helper thread with the right half.
@@ -231,13 +250,16 @@ mod tests {
             let (lhs, rhs) = (fill(m * k, 1), fill(k * n * cs, 2));
             let (a, b) =
                 (Strided::rows(0, k), if cs == 1 { Strided::rows(0, n) } else { Strided { offset: 3, rs: 1, cs } });
-            assert!(m * n * k >= PAIR_MIN_MACS, "a shape that splits");
+            let half = n / 2 / 8 * 8;
+            assert!(half > 0, "a shape that splits");
             for accumulate in [false, true] {
                 let (mut split, mut whole) = (fill(m * n, 3), fill(m * n, 3));
-                gemm_strided((m, n, k), &mut split, Strided::rows(0, n), accumulate, &lhs, a, &rhs, b);
-                // SAFETY: the same views gemm_strided checked
+                let d = Strided::rows(0, n);
+                assert!(d.fits(m, n, split.len()) && a.fits(m, k, lhs.len()) && b.fits(k, n, rhs.len()));
+                // SAFETY: the views fit (asserted above)
                 unsafe {
-                    let (d, p) = (Strided::rows(0, n), Parallelism::None);
+                    gemm_pair((m, n, k), half, split.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b);
+                    let p = Parallelism::None;
                     gemm_raw((m, n, k), whole.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b, p);
                 }
                 let same = split.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits());
