@@ -1,12 +1,15 @@
 //! Training (RMT-SPEC §1.5–1.6): the loss of one sample and its exact gradient with full backpropagation through
 //! time (k2 = −1). Every segment, the partial last one too, runs `[mem | segment | mem]` with write memory; the
 //! next segment's memory is `ln_f` at the write rows; the loss is the mean cross-entropy of the answer tokens and
-//! EOS only. Gradients flow back through every memory hand-off into the learned `memory`. RMT for now.
+//! EOS only. Gradients flow back through every memory hand-off into the learned `memory`. RMT for now. The
+//! element-wise passes use the fast CPU kernels (polynomial `tanh` and `exp`, within 2 ulp of libm), as inference
+//! does.
 
 pub mod ops;
 pub mod optim;
 pub mod trainer;
 
+use crate::backend::cpu::fast;
 use crate::backend::cpu::forward::{embed, Piece};
 use crate::backend::cpu::ops::{gemm_strided, matmul, MatRef, Strided};
 use crate::error::{Error, Result};
@@ -104,7 +107,7 @@ fn forward_segment(model: &Model, mem: &[f32], tokens: &[u32], drop: Option<(Dro
         let mut fc = vec![0.0; t * 4 * d];
         matmul(&ln2, t, b.c_fc.mat(), b.c_fc.b.as_deref(), &mut fc, false);
         let mut act = fc.clone();
-        crate::backend::cpu::ops::gelu_new(&mut act);
+        fast::gelu_new(&mut act);
         // x_out = x_mid + dropout(act·W + b)
         matmul(&act, t, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut branch, false);
         let drop_resid_mlp = mask(l, 3, t * d);
@@ -188,7 +191,7 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
     matmul(&rows, labels.len(), head_mat(&model.weights, cfg), None, &mut probs, false);
     let mut loss = 0.0f64;
     for (p, &(_, _, target)) in probs.chunks_exact_mut(v).zip(&labels) {
-        crate::backend::cpu::ops::softmax(p);
+        fast::softmax(p);
         loss -= (p[target as usize] as f64).ln();
     }
     Ok(Forward { caches, loss: (loss / labels.len() as f64) as f32, labels, probs })
@@ -273,7 +276,7 @@ pub fn accumulate_grads(
             let mut d_act = vec![0.0; t * 4 * d];
             ops::linear_backward(&lc.act, t, &b.mlp_proj, &d_branch, &mut d_act, &mut gb.mlp_proj);
             let mut d_fc = vec![0.0; t * 4 * d];
-            ops::gelu_backward(&lc.fc, &d_act, &mut d_fc);
+            fast::gelu_backward(&lc.fc, &d_act, &mut d_fc);
             let mut d_ln2 = vec![0.0; t * d];
             ops::linear_backward(&lc.ln2, t, &b.c_fc, &d_fc, &mut d_ln2, &mut gb.c_fc);
             let mut dx_mid = dx;

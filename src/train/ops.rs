@@ -1,6 +1,7 @@
 //! Forward ops that keep what their backward needs, and the backward ops (after llm.c's `train_gpt2.c`), in f32.
 
-use crate::backend::cpu::ops::{gemm_strided, softmax, Strided};
+use crate::backend::cpu::fast::softmax;
+use crate::backend::cpu::ops::{gemm_strided, Strided};
 use crate::model::weights::{LayerNorm, Layout, Linear};
 
 /// LayerNorm forward keeping the normalised rows' mean and 1/std.
@@ -43,17 +44,6 @@ pub fn layer_norm_backward(
             grad.w[i] += dy * n;
             dxr[i] += rstd[t] * (dy * ln.w[i] - mean_dn - n * mean_dn_norm);
         }
-    }
-}
-
-const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
-
-/// `gelu_new` backward: `dx += dout · gelu'(x)`.
-pub fn gelu_backward(x: &[f32], dout: &[f32], dx: &mut [f32]) {
-    for ((&u, &dy), d) in x.iter().zip(dout).zip(dx) {
-        let t = (GELU_C * (u + 0.044715 * u * u * u)).tanh();
-        let local = 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * u * u);
-        *d += dy * local;
     }
 }
 

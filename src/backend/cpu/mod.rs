@@ -2,7 +2,7 @@
 //! behind the same step.
 
 mod attention;
-mod fast;
+pub(crate) mod fast;
 pub(crate) mod forward;
 mod kernels;
 pub mod ops;
