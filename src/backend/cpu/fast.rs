@@ -187,7 +187,8 @@ mod tests {
             let want = 0.5 + dy as f64 * local;
             // f32 cancels in 1 ± t where |t| → 1: allow what 4 ulp of t (2 from tanh, 2 from rounding) move it by
             let dlocal_dt = 0.5 + (u * t * c * (1.0 + 3.0 * 0.044715 * u * u)).abs();
-            let tol = (dy as f64).abs() * dlocal_dt * 4.0 * f32::EPSILON as f64 + 2.0 * f32::EPSILON as f64 * want.abs();
+            let tol =
+                (dy as f64).abs() * dlocal_dt * 4.0 * f32::EPSILON as f64 + 2.0 * f32::EPSILON as f64 * want.abs();
             assert!((got as f64 - want).abs() <= tol, "{got} vs {want} at x = {u}");
         }
     }
