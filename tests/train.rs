@@ -5,7 +5,11 @@ mod common;
 
 use common::fixture;
 use rmt_fast::rng::Rng;
-use rmt_fast::train::{loss, loss_and_grads, loss_and_grads_with, loss_with, Dropout, TrainSample};
+use rmt_fast::train::look_back::LookBack;
+use rmt_fast::train::{
+    look_back_loss, look_back_loss_and_grads, loss, loss_and_grads, loss_and_grads_with, loss_with, Dropout,
+    TrainSample,
+};
 use rmt_fast::{Engine, Model};
 
 fn nll(logits: &[f32], target: u32) -> f64 {
@@ -62,39 +66,74 @@ fn gradients_with_dropout_match_finite_differences() {
     check_finite_differences(Some(Dropout { p: 0.1, seed: 4 }));
 }
 
+/// The same check with three look-back heads on (loss weight 0.5), through the model and into the heads: the
+/// heads' loss reaches every layer through `ln_f` of the context rows, and the LM head through the candidates' rows.
+#[test]
+fn look_back_gradients_match_finite_differences() {
+    let model = Model::load(fixture("rmt.safetensors")).unwrap();
+    let heads = LookBack::new(3, model.config.n_embd, 7);
+    let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
+    let weight = 0.5;
+    let (l0, mut g, mut gh) = look_back_loss_and_grads(&model, &heads, weight, &sample).unwrap();
+    let plain = loss(&model, &sample).unwrap();
+    assert!(l0 > plain + 0.5, "the heads add their loss: {l0} vs {plain} without");
+    assert_eq!(l0, look_back_loss(&model, &heads, weight, &sample).unwrap(), "forward only = forward of the backward");
+    // the model's tensors
+    let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
+    let analytic = g.tensors_mut().into_iter().map(|t| t.clone()).collect();
+    compare_directional(&names, analytic, |k, v, sign| {
+        let mut m = model.clone();
+        m.weights.tensors_mut()[k].iter_mut().zip(v).for_each(|(w, d)| *w += sign * d);
+        look_back_loss(&m, &heads, weight, &sample).unwrap()
+    });
+    // the heads' tensors
+    let names: Vec<String> = heads.named().into_iter().map(|(n, _, _)| n).collect();
+    let analytic = gh.tensors_mut().into_iter().map(|t| t.clone()).collect();
+    compare_directional(&names, analytic, |k, v, sign| {
+        let mut h = heads.clone();
+        h.tensors_mut()[k].iter_mut().zip(v).for_each(|(w, d)| *w += sign * d);
+        look_back_loss(&model, &h, weight, &sample).unwrap()
+    });
+}
+
 fn check_finite_differences(dropout: Option<Dropout>) {
     let model = Model::load(fixture("rmt.safetensors")).unwrap();
     let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
     let (l0, grads) = loss_and_grads_with(&model, &sample, dropout).unwrap();
     assert!(l0.is_finite());
     let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
-    let mut g = grads.clone();
-    let g_tensors = g.tensors_mut();
+    let analytic = grads.clone().tensors_mut().into_iter().map(|t| t.clone()).collect();
+    compare_directional(&names, analytic, |k, v, sign| {
+        let mut m = model.clone();
+        m.weights.tensors_mut()[k].iter_mut().zip(v).for_each(|(w, d)| *w += sign * d);
+        loss_with(&m, &sample, dropout).unwrap()
+    });
+    let memory = &grads.memory;
+    assert!(memory.iter().any(|&x| x != 0.0), "the gradient reaches the learned memory through two hand-offs");
+}
+
+/// Per tensor k: a random unit direction v, and the central difference of `shifted(k, ε·v, ±1)` (the loss with
+/// tensor k moved by ±ε·v) against ⟨analytic[k], v⟩, within the tolerance stated above.
+fn compare_directional(names: &[String], analytic: Vec<Vec<f32>>, shifted: impl Fn(usize, &[f32], f32) -> f32) {
     let mut rng = Rng::new(3);
     let eps = 1e-2f32;
     let mut worst = 0.0f64;
-    for (k, name) in names.iter().enumerate() {
+    for (k, (name, g)) in names.iter().zip(&analytic).enumerate() {
         // a random direction of unit norm: a small step in every tensor, large or small
-        let v: Vec<f32> = (0..g_tensors[k].len()).map(|_| rng.normal() as f32).collect();
+        let v: Vec<f32> = (0..g.len()).map(|_| rng.normal() as f32).collect();
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         let v: Vec<f32> = v.iter().map(|x| x / norm).collect();
-        let analytic: f64 = g_tensors[k].iter().zip(&v).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let shifted = |sign: f32| {
-            let mut m = model.clone();
-            m.weights.tensors_mut()[k].iter_mut().zip(&v).for_each(|(w, d)| *w += sign * eps * d);
-            loss_with(&m, &sample, dropout).unwrap() as f64
-        };
-        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
-        let diff = (numeric - analytic).abs();
-        eprintln!("{name:28} numeric {numeric:+.6} analytic {analytic:+.6} difference {diff:.1e}");
-        assert!(diff <= 1e-2 * analytic.abs() + 5e-5, "{name}: numeric {numeric:.6} vs analytic {analytic:.6}");
-        if analytic.abs() > 1e-3 {
-            worst = worst.max(diff / analytic.abs());
+        let want: f64 = g.iter().zip(&v).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let step: Vec<f32> = v.iter().map(|x| eps * x).collect();
+        let numeric = (shifted(k, &step, 1.0) as f64 - shifted(k, &step, -1.0) as f64) / (2.0 * eps as f64);
+        let diff = (numeric - want).abs();
+        eprintln!("{name:28} numeric {numeric:+.6} analytic {want:+.6} difference {diff:.1e}");
+        assert!(diff <= 1e-2 * want.abs() + 5e-5, "{name}: numeric {numeric:.6} vs analytic {want:.6}");
+        if want.abs() > 1e-3 {
+            worst = worst.max(diff / want.abs());
         }
     }
     eprintln!("{} tensors: worst relative error where |analytic| > 1e-3: {worst:.2e}", names.len());
-    let memory = &grads.memory;
-    assert!(memory.iter().any(|&x| x != 0.0), "the gradient reaches the learned memory through two hand-offs");
 }
 
 #[test]
@@ -113,10 +152,15 @@ fn bad_samples_are_errors() {
 }
 
 fn tiny_config(steps: u64, checkpoint_every: u64) -> rmt_fast::train::trainer::TrainConfig {
+    tiny_config_with(steps, checkpoint_every, "")
+}
+
+/// The tiny run, with `extra` (JSON members, each followed by a comma) added to its config.
+fn tiny_config_with(steps: u64, checkpoint_every: u64, extra: &str) -> rmt_fast::train::trainer::TrainConfig {
     serde_json::from_str(&format!(
         r#"{{"model": {{"init": {{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 96,
               "memory": {{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 40}}}}}},
-            "seed": 5, "tasks": ["qa1"], "dropout": 0.1,
+            "seed": 5, "tasks": ["qa1"], "dropout": 0.1, {extra}
             "stages": [{{"segments": 2, "steps": {steps}, "batch": 4, "lr": 3e-3, "warmup": 2}}],
             "valid_every": 5, "valid_samples": 8, "checkpoint_every": {checkpoint_every}}}"#
     ))
@@ -127,12 +171,36 @@ fn tiny_config(steps: u64, checkpoint_every: u64) -> rmt_fast::train::trainer::T
 /// uninterrupted one: the same checkpoint bytes (weights, optimizer moments, progress) and the same log.
 #[test]
 fn resumed_training_equals_uninterrupted_training() {
+    check_resume(&tiny_config(10, 4), "train");
+}
+
+/// The same with look-back heads on: the checkpoint carries the heads and their moments, so resuming stays exact;
+/// `model_best` is the model alone; a resume whose config drops the heads is refused.
+#[test]
+fn resumed_training_with_look_back_heads_equals_uninterrupted_training() {
+    let cfg = tiny_config_with(10, 4, r#""look_back": {"heads": 3},"#);
+    let (a, b) = check_resume(&cfg, "train-lb");
+    let names = |f: &std::path::Path| {
+        let bytes = std::fs::read(f).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.names().into_iter().filter(|n| n.contains("look_back")).count()
+    };
+    assert_eq!(names(&a.join("checkpoint.safetensors")), 3 * 2 * 3, "3 heads × (weight, bias) × (value, m, v)");
+    assert_eq!(names(&a.join("model_best.safetensors")), 0);
+    let log = std::fs::read_to_string(a.join("log.jsonl")).unwrap();
+    assert!(log.lines().all(|l| l.contains("look_back_loss")), "every step logs the heads' loss");
+    let err = rmt_fast::train::trainer::train(&tiny_config(10, 4), &b, true, |_| true).unwrap_err();
+    assert!(err.to_string().contains("3 look-back heads, the config 0"), "{err}");
+}
+
+/// Runs `cfg` uninterrupted, then again with a crash after step 5 and a resume; asserts the two end with the same
+/// files and returns both directories.
+fn check_resume(cfg: &rmt_fast::train::trainer::TrainConfig, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     use rmt_fast::train::trainer::train;
-    let cfg = tiny_config(10, 4);
-    let (a, b) = (common::scratch_dir("train-a"), common::scratch_dir("train-b"));
-    train(&cfg, &a, false, |_| true).unwrap();
+    let (a, b) = (common::scratch_dir(&format!("{name}-a")), common::scratch_dir(&format!("{name}-b")));
+    train(cfg, &a, false, |_| true).unwrap();
     let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(&cfg, &b, false, |e| {
+        train(cfg, &b, false, |e| {
             assert!(e.step < 6, "simulated crash after step 5 (the last checkpoint is at step 4)");
             true
         })
@@ -140,10 +208,11 @@ fn resumed_training_equals_uninterrupted_training() {
     assert!(crashed.is_err());
     let log = std::fs::read_to_string(b.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6, "the crashed run logged steps past its checkpoint");
-    train(&cfg, &b, true, |_| true).unwrap();
+    train(cfg, &b, true, |_| true).unwrap();
     for f in ["checkpoint.safetensors", "log.jsonl", "model_best.safetensors"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
+    (a, b)
 }
 
 /// Training learns: on qa1 (built-in facts, synthetic background) the mean loss of steps 26–30 is at least 25 %

@@ -5,6 +5,7 @@
 //! element-wise passes use the fast CPU kernels (polynomial `tanh` and `exp`, within 2 ulp of libm), as inference
 //! does.
 
+pub mod look_back;
 pub mod ops;
 pub mod optim;
 pub mod trainer;
@@ -15,6 +16,7 @@ use crate::backend::cpu::ops::{gemm_strided, matmul, MatRef, Strided};
 use crate::error::{Error, Result};
 use crate::model::weights::{Layout, Weights};
 use crate::model::{MemoryKind, Model};
+use look_back::{Candidates, LookBack, SegmentGrads, SegmentRows};
 
 /// One training sample: `prompt` (context + question + GEN) and the answer tokens (EOS is appended).
 #[derive(Clone, Debug)]
@@ -234,6 +236,86 @@ pub fn accumulate_grads(
     scale: f32,
     g: &mut Weights,
 ) -> Result<f32> {
+    Ok(accumulate(model, sample, dropout, scale, g, None)?.0)
+}
+
+/// The answer loss plus the look-back heads' loss (see [`look_back`]) of `sample`, forward only.
+pub fn look_back_loss(model: &Model, heads: &LookBack, weight: f32, sample: &TrainSample) -> Result<f32> {
+    let f = forward(model, sample, None)?;
+    let cand = Candidates::new(&sample.prompt, head(&model.weights), model.config.n_embd);
+    let scales = look_back_scales(model, &f.caches, sample, heads.heads.len(), weight, 1.0);
+    let mut aux = 0.0f64;
+    for (s, c) in f.caches.iter().enumerate() {
+        aux += heads.segment_loss(&look_back_rows(model, c, s, sample), &cand, &scales, None);
+    }
+    Ok(f.loss + aux as f32)
+}
+
+/// [`look_back_loss`] and its gradients: with respect to the model's weights and to the heads.
+pub fn look_back_loss_and_grads(
+    model: &Model,
+    heads: &LookBack,
+    weight: f32,
+    sample: &TrainSample,
+) -> Result<(f32, Weights, LookBack)> {
+    let (mut g, mut gh) = (model.weights.zeros_like(), heads.zeros_like());
+    let aux = LookBackStep { heads, weight, share: 1.0, grads: &mut gh };
+    let (loss, aux) = accumulate(model, sample, None, 1.0, &mut g, Some(aux))?;
+    Ok((loss + aux, g, gh))
+}
+
+/// The look-back heads' part of one sample's gradient: the heads, their loss weight, the sample's share of the
+/// batch, and the heads' gradient buffer.
+pub(crate) struct LookBackStep<'a> {
+    pub heads: &'a LookBack,
+    pub weight: f32,
+    pub share: f32,
+    pub grads: &'a mut LookBack,
+}
+
+/// The context rows of segment `s` that the look-back loss reads: the prompt's tokens in it.
+fn look_back_rows<'a>(model: &Model, c: &'a SegmentCache, s: usize, sample: &TrainSample) -> SegmentRows<'a> {
+    let seg = model.config.memory.segment_size;
+    let context = sample.prompt.len().saturating_sub(s * seg).min(c.tokens.len());
+    SegmentRows { lnf: &c.lnf, mem_rows: model.config.memory.num_mem_tokens, tokens: &c.tokens, context }
+}
+
+/// The weight of one row of head k (index k − 1): `weight · share` over the sample's rows at distance k, so each
+/// head's loss is a mean over the sample's context rows.
+fn look_back_scales(
+    model: &Model,
+    caches: &[SegmentCache],
+    sample: &TrainSample,
+    heads: usize,
+    weight: f32,
+    share: f32,
+) -> Vec<f32> {
+    (1..=heads)
+        .map(|k| {
+            let rows: usize = caches
+                .iter()
+                .enumerate()
+                .map(|(s, c)| look_back_rows(model, c, s, sample).context.saturating_sub(k))
+                .sum();
+            if rows == 0 {
+                0.0
+            } else {
+                weight * share / rows as f32
+            }
+        })
+        .collect()
+}
+
+/// [`accumulate_grads`] with the look-back heads optionally on: returns the answer loss and the look-back loss
+/// (per sample, not scaled by `share`).
+fn accumulate(
+    model: &Model,
+    sample: &TrainSample,
+    dropout: Option<Dropout>,
+    scale: f32,
+    g: &mut Weights,
+    mut aux: Option<LookBackStep<'_>>,
+) -> Result<(f32, f32)> {
     let Forward { caches, labels, mut probs, loss } = forward(model, sample, dropout)?;
     let cfg = &model.config;
     let (d, m, v, h) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size, cfg.n_head);
@@ -258,6 +340,12 @@ pub fn accumulate_grads(
         &rows,
         Strided::rows(0, d),
     );
+    let cand = aux.as_ref().map(|_| Candidates::new(&sample.prompt, head(w), d));
+    let mut d_cand = vec![0.0f32; cand.as_ref().map_or(0, |c| c.count() * d)];
+    let scales = aux
+        .as_ref()
+        .map_or(Vec::new(), |a| look_back_scales(model, &caches, sample, a.heads.heads.len(), a.weight, a.share));
+    let mut aux_loss = 0.0f64;
     let mut d_next_mem = vec![0.0f32; m * d]; // ∂loss/∂(memory the next segment reads)
     for (s, c) in caches.iter().enumerate().rev() {
         let t = c.t;
@@ -265,6 +353,10 @@ pub fn accumulate_grads(
         dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
         for (i, &(_, row, _)) in labels.iter().enumerate().filter(|(_, l)| l.0 == s) {
             dlnf[row * d..][..d].iter_mut().zip(&d_rows[i * d..][..d]).for_each(|(a, b)| *a += b);
+        }
+        if let (Some(a), Some(cand)) = (aux.as_mut(), cand.as_ref()) {
+            let grads = SegmentGrads { dlnf: &mut dlnf, heads: &mut *a.grads, candidates: &mut d_cand };
+            aux_loss += a.heads.segment_loss(&look_back_rows(model, c, s, sample), cand, &scales, Some(grads));
         }
         let mut dx = vec![0.0f32; t * d];
         ops::layer_norm_backward(&dlnf, &c.x_out, &c.lnf_stats.0, &c.lnf_stats.1, &w.ln_f, &mut g.ln_f, &mut dx);
@@ -324,5 +416,10 @@ pub fn accumulate_grads(
             d_next_mem = dmem;
         }
     }
-    Ok(loss)
+    if let (Some(a), Some(cand)) = (&aux, &cand) {
+        let gh = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
+        cand.scatter(&d_cand, gh, d);
+        aux_loss /= a.share as f64;
+    }
+    Ok((loss, aux_loss as f32))
 }

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::look_back::LookBack;
 use crate::model::weights::Weights;
 use crate::model::Config;
 
@@ -43,20 +44,56 @@ impl Default for AdamW {
     }
 }
 
-/// The optimizer's moments, shaped like the weights.
+/// What AdamW updates: a fixed list of tensors, each with or without weight decay.
+pub trait Params: Clone {
+    /// Every tensor, in a fixed order.
+    fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>>;
+    /// Whether each tensor (in that order) is decayed.
+    fn decayed(&self, cfg: &Config) -> Vec<bool>;
+    /// The same shapes, all zero.
+    fn zeros_like(&self) -> Self;
+}
+
+/// Weight decay on weight matrices, embeddings and the memory; not on biases and LayerNorm scales.
+impl Params for Weights {
+    fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        Weights::tensors_mut(self)
+    }
+    fn decayed(&self, cfg: &Config) -> Vec<bool> {
+        self.named(cfg).iter().map(|(n, _, _)| decayed(n)).collect()
+    }
+    fn zeros_like(&self) -> Self {
+        Weights::zeros_like(self)
+    }
+}
+
+/// The look-back heads' matrices are decayed, their biases not.
+impl Params for LookBack {
+    fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        LookBack::tensors_mut(self)
+    }
+    fn decayed(&self, _: &Config) -> Vec<bool> {
+        self.named().iter().map(|(n, _, _)| decayed(n)).collect()
+    }
+    fn zeros_like(&self) -> Self {
+        LookBack::zeros_like(self)
+    }
+}
+
+/// The optimizer's moments, shaped like the parameters.
 #[derive(Clone)]
-pub struct AdamState {
+pub struct AdamState<P = Weights> {
     /// First moments.
-    pub m: Weights,
+    pub m: P,
     /// Second moments.
-    pub v: Weights,
+    pub v: P,
     /// Steps taken.
     pub t: u64,
 }
 
-impl AdamState {
+impl<P: Params> AdamState<P> {
     /// Zero moments for `w`.
-    pub fn new(w: &Weights) -> Self {
+    pub fn new(w: &P) -> Self {
         AdamState { m: w.zeros_like(), v: w.zeros_like(), t: 0 }
     }
 }
@@ -68,14 +105,14 @@ fn decayed(name: &str) -> bool {
 
 impl AdamW {
     /// One update of `w` with gradient `g` at learning rate `lr`.
-    pub fn step(&self, cfg: &Config, w: &mut Weights, g: &mut Weights, state: &mut AdamState, lr: f32) {
+    pub fn step<P: Params>(&self, cfg: &Config, w: &mut P, g: &mut P, state: &mut AdamState<P>, lr: f32) {
         state.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let (c1, c2) = (1.0 - b1.powi(state.t as i32), 1.0 - b2.powi(state.t as i32));
-        let names: Vec<String> = w.named(cfg).into_iter().map(|(n, _, _)| n).collect();
+        let decayed = w.decayed(cfg);
         let (ms, vs) = (state.m.tensors_mut(), state.v.tensors_mut());
-        for ((((p, g), m), v), name) in w.tensors_mut().into_iter().zip(g.tensors_mut()).zip(ms).zip(vs).zip(&names) {
-            let decay = if decayed(name) { self.weight_decay } else { 0.0 };
+        for ((((p, g), m), v), &dec) in w.tensors_mut().into_iter().zip(g.tensors_mut()).zip(ms).zip(vs).zip(&decayed) {
+            let decay = if dec { self.weight_decay } else { 0.0 };
             // element-wise, so splitting across threads changes nothing in the result
             p.par_iter_mut().zip(g.par_iter()).zip(m.par_iter_mut()).zip(v.par_iter_mut()).for_each(
                 |(((p, &g), m), v)| {
@@ -89,11 +126,12 @@ impl AdamW {
 }
 
 /// Scales `g` so its global L2 norm is at most `max_norm`; returns the norm before clipping.
-pub fn clip_grad_norm(g: &mut Weights, max_norm: f32) -> f32 {
-    let norm = g.tensors_mut().iter().flat_map(|t| t.iter()).map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
+/// `g` is every gradient tensor of the step, in order (the model's, then any training-only heads').
+pub fn clip_grad_norm(mut g: Vec<&mut Vec<f32>>, max_norm: f32) -> f32 {
+    let norm = g.iter().flat_map(|t| t.iter()).map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
     if norm > max_norm {
         let s = max_norm / (norm + 1e-6);
-        g.tensors_mut().into_iter().for_each(|t| t.iter_mut().for_each(|x| *x *= s));
+        g.iter_mut().for_each(|t| t.iter_mut().for_each(|x| *x *= s));
     }
     norm
 }

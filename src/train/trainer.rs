@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::look_back::{LookBack, LookBackConfig};
 use super::optim::{clip_grad_norm, learning_rate, AdamState, AdamW};
-use super::{accumulate_grads, Dropout, TrainSample};
+use super::{accumulate, Dropout, LookBackStep, TrainSample};
 use crate::babilong::babi::{self, Sample, Split};
 use crate::babilong::generate::generate;
 use crate::babilong::haystack::Haystack;
@@ -91,6 +92,9 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many steps.
     #[serde(default = "checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Training-only look-back heads (see [`super::look_back`]); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look_back: Option<LookBackConfig>,
 }
 
 fn clip() -> f32 {
@@ -127,6 +131,9 @@ pub struct StepLog {
     pub grad_norm: f32,
     /// Learning rate used.
     pub lr: f32,
+    /// The look-back heads' loss (weighted, added to `loss` in the objective), when they are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look_back_loss: Option<f32>,
     /// Validation accuracy, on validation steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_accuracy: Option<f64>,
@@ -254,52 +261,104 @@ pub fn validate(
     Ok(right.iter().filter(|&&r| r).count() as f64 / right.len().max(1) as f64)
 }
 
+/// One batch's losses (answer; look-back, when the heads are on) and gradients (model; heads).
+struct BatchGradient {
+    loss: f64,
+    look_back_loss: f64,
+    model: Weights,
+    heads: Option<LookBack>,
+}
+
 /// Averages per-sample gradients weighted by their label counts: the loss is the mean over every answer token of
-/// the batch (RMT-SPEC §1.6). The batch is cut into one contiguous run of samples per thread, each accumulating into
-/// its own buffer in order, and the buffers are summed in order: the result depends on the thread count only, never
-/// on scheduling, so a resumed run is bit-identical.
-fn batch_gradient(model: &Model, samples: &[TrainSample], dropout: Option<Dropout>) -> Result<(f32, Weights)> {
+/// the batch (RMT-SPEC §1.6); the look-back loss is the mean over samples of each sample's. The batch is cut into
+/// one contiguous run of samples per thread, each accumulating into its own buffers in order, and the buffers are
+/// summed in order: the result depends on the thread count only, never on scheduling, so a resumed run is
+/// bit-identical.
+fn batch_gradient(
+    model: &Model,
+    heads: Option<(&LookBack, f32)>,
+    samples: &[TrainSample],
+    dropout: Option<Dropout>,
+) -> Result<BatchGradient> {
     let total: usize = samples.iter().map(|s| s.answer.len() + 1).sum();
     let per_thread = samples.len().div_ceil(rayon::current_num_threads()).max(1);
-    let parts: Vec<(f64, Weights)> = samples
+    let parts: Vec<BatchGradient> = samples
         .par_chunks(per_thread)
         .enumerate()
         .map(|(c, chunk)| {
-            let mut g = model.weights.zeros_like();
-            let mut loss = 0.0f64;
+            let mut part = BatchGradient {
+                loss: 0.0,
+                look_back_loss: 0.0,
+                model: model.weights.zeros_like(),
+                heads: heads.map(|(h, _)| h.zeros_like()),
+            };
+            let (mut loss, mut aux_loss) = (0.0f64, 0.0f64);
             for (j, s) in chunk.iter().enumerate() {
                 let i = c * per_thread + j;
                 let d = dropout.map(|d| Dropout { p: d.p, seed: mix(d.seed, &[i as u64]) });
                 let w = (s.answer.len() + 1) as f32 / total as f32;
-                loss += accumulate_grads(model, s, d, w, &mut g)? as f64 * w as f64;
+                let share = 1.0 / samples.len() as f32;
+                let aux = heads.zip(part.heads.as_mut()).map(|((heads, weight), grads)| LookBackStep {
+                    heads,
+                    weight,
+                    share,
+                    grads,
+                });
+                let (l, a) = accumulate(model, s, d, w, &mut part.model, aux)?;
+                loss += l as f64 * w as f64;
+                aux_loss += a as f64 * share as f64;
             }
-            Ok((loss, g))
+            (part.loss, part.look_back_loss) = (loss, aux_loss);
+            Ok(part)
         })
         .collect::<Result<_>>()?;
     let mut parts = parts.into_iter();
-    let (mut loss, mut g) = parts.next().expect("a batch has samples");
-    for (l, mut pg) in parts {
-        loss += l;
-        for (acc, x) in g.tensors_mut().into_iter().zip(pg.tensors_mut()) {
+    let mut sum = parts.next().expect("a batch has samples");
+    for mut p in parts {
+        sum.loss += p.loss;
+        sum.look_back_loss += p.look_back_loss;
+        let acc = sum.model.tensors_mut().into_iter().chain(head_tensors(&mut sum.heads));
+        for (acc, x) in acc.zip(p.model.tensors_mut().into_iter().chain(head_tensors(&mut p.heads))) {
             acc.par_iter_mut().zip(x.par_iter()).for_each(|(a, b)| *a += b);
         }
     }
-    Ok((loss as f32, g))
+    Ok(sum)
 }
 
-/// A checkpoint: weights, optimizer moments, progress.
-fn save_checkpoint(path: &Path, model: &Model, adam: &AdamState, progress: &Progress) -> Result<()> {
+/// The look-back heads of a run and their optimizer moments.
+type Heads = (LookBack, AdamState<LookBack>);
+
+/// The heads' tensors, if any.
+fn head_tensors(h: &mut Option<LookBack>) -> Vec<&mut Vec<f32>> {
+    h.as_mut().map_or(Vec::new(), |h| h.tensors_mut())
+}
+
+/// A checkpoint: weights, optimizer moments, progress, and the look-back heads with their moments.
+fn save_checkpoint(
+    path: &Path,
+    model: &Model,
+    adam: &AdamState,
+    heads: Option<&Heads>,
+    progress: &Progress,
+) -> Result<()> {
     let mut tensors = model.weights.named(&model.config);
     let (m, v) = (adam.m.named(&model.config), adam.v.named(&model.config));
     tensors.extend(m.into_iter().map(|(n, s, x)| (format!("adam.m.{n}"), s, x)));
     tensors.extend(v.into_iter().map(|(n, s, x)| (format!("adam.v.{n}"), s, x)));
+    if let Some((h, a)) = heads {
+        tensors.extend(h.named());
+        tensors.extend(a.m.named().into_iter().map(|(n, s, x)| (format!("adam.m.{n}"), s, x)));
+        tensors.extend(a.v.named().into_iter().map(|(n, s, x)| (format!("adam.v.{n}"), s, x)));
+    }
     let meta = serde_json::json!({"model": model.config, "progress": progress, "adam_t": adam.t});
     let bytes =
         serialize_tensors(&tensors, FileDtype::F32, HashMap::from([("rmt-fast-train".to_string(), meta.to_string())]))?;
     write_atomically(path, &bytes)
 }
 
-fn load_checkpoint(path: &Path) -> Result<(Model, AdamState, Progress)> {
+/// Loads a checkpoint; `heads` (the run's look-back config) says whether it must hold look-back heads, and how
+/// many.
+fn load_checkpoint(path: &Path, heads: Option<&LookBackConfig>) -> Result<(Model, AdamState, Option<Heads>, Progress)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |m: String| Error::Input(format!("{}: not a training checkpoint: {m}", path.display()));
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -312,22 +371,49 @@ fn load_checkpoint(path: &Path) -> Result<(Model, AdamState, Progress)> {
     let config: Config = serde_json::from_value(meta["model"].clone()).map_err(|e| bad(e.to_string()))?;
     let progress: Progress = serde_json::from_value(meta["progress"].clone()).map_err(|e| bad(e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let read = |name: String, t: &mut Vec<f32>| -> Result<()> {
+        let view = st.tensor(&name).map_err(|_| bad(format!("tensor {name} missing")))?;
+        let vals: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        if vals.len() != t.len() {
+            return Err(bad(format!("tensor {name} has {} values, expected {}", vals.len(), t.len())));
+        }
+        *t = vals;
+        Ok(())
+    };
     let mut model = Model::random(config, 0)?;
     let mut adam = AdamState::new(&model.weights);
     adam.t = meta["adam_t"].as_u64().unwrap_or(0);
     let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
     for (prefix, w) in [("", &mut model.weights), ("adam.m.", &mut adam.m), ("adam.v.", &mut adam.v)] {
         for (t, n) in w.tensors_mut().into_iter().zip(&names) {
-            let view = st.tensor(&format!("{prefix}{n}")).map_err(|_| bad(format!("tensor {prefix}{n} missing")))?;
-            let vals: Vec<f32> =
-                view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-            if vals.len() != t.len() {
-                return Err(bad(format!("tensor {prefix}{n} has {} values, expected {}", vals.len(), t.len())));
-            }
-            *t = vals;
+            read(format!("{prefix}{n}"), t)?;
         }
     }
-    Ok((model, adam, progress))
+    let saved_heads = st.names().iter().filter(|n| n.starts_with("look_back.") && n.ends_with(".weight")).count();
+    if saved_heads != heads.map_or(0, |h| h.heads) {
+        return Err(Error::Input(format!(
+            "{}: the checkpoint has {saved_heads} look-back heads, the config {}: resume with the config the run \
+             started with",
+            path.display(),
+            heads.map_or(0, |h| h.heads)
+        )));
+    }
+    let heads = match heads {
+        None => None,
+        Some(_) => {
+            let mut h = LookBack::new(saved_heads, model.config.n_embd, 0);
+            let mut a = AdamState::new(&h);
+            a.t = adam.t;
+            let names: Vec<String> = h.named().into_iter().map(|(n, _, _)| n).collect();
+            for (prefix, w) in [("", &mut h), ("adam.m.", &mut a.m), ("adam.v.", &mut a.v)] {
+                for (t, n) in w.tensors_mut().into_iter().zip(&names) {
+                    read(format!("{prefix}{n}"), t)?;
+                }
+            }
+            Some((h, a))
+        }
+    };
+    Ok((model, adam, heads, progress))
 }
 
 /// Keeps the log lines up to the checkpoint a run resumes from (a killed run may have logged steps past it).
@@ -355,9 +441,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         if cfg.valid_haystack.is_empty() { Haystack::Synthetic } else { Haystack::books(&cfg.valid_haystack)? };
     let (ckpt, best_path, log_path) =
         (out.join("checkpoint.safetensors"), out.join("model_best.safetensors"), out.join("log.jsonl"));
-    let (mut model, mut adam, mut progress) = if resume {
-        let c = load_checkpoint(&ckpt)?;
-        truncate_log(&log_path, &c.2)?;
+    let (mut model, mut adam, mut heads, mut progress) = if resume {
+        let c = load_checkpoint(&ckpt, cfg.look_back.as_ref())?;
+        truncate_log(&log_path, &c.3)?;
         c
     } else {
         let mut model = match &cfg.model {
@@ -367,8 +453,13 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         // samples carry bAbI's questions as written ("Where is Mary? "): plain-text questions get the same form
         model.config.question_template = Some(QUESTION_TEMPLATE.into());
         let adam = AdamState::new(&model.weights);
+        let heads = cfg.look_back.as_ref().map(|lb| {
+            let h = LookBack::new(lb.heads, model.config.n_embd, cfg.seed);
+            let a = AdamState::new(&h);
+            (h, a)
+        });
         std::fs::write(&log_path, "").map_err(|e| Error::io(&log_path, e))?;
-        (model, adam, Progress { stage: 0, step: 0, best_accuracy: -1.0 })
+        (model, adam, heads, Progress { stage: 0, step: 0, best_accuracy: -1.0 })
     };
     if progress.stage >= cfg.stages.len() {
         return Err(Error::Input(format!("the run in {} has finished all {} stages", out.display(), cfg.stages.len())));
@@ -382,13 +473,25 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
             let samples = batch(&model, cfg, &facts, &hay, progress.stage, progress.step)?;
             let dropout = (cfg.dropout > 0.0)
                 .then(|| Dropout { p: cfg.dropout, seed: mix(cfg.seed, &[progress.stage as u64, progress.step, 5]) });
-            let (loss, mut g) = batch_gradient(&model, &samples, dropout)?;
-            let grad_norm = clip_grad_norm(&mut g, cfg.clip);
+            let weight = cfg.look_back.as_ref().map_or(0.0, |lb| lb.weight);
+            let mut g = batch_gradient(&model, heads.as_ref().map(|(h, _)| (h, weight)), &samples, dropout)?;
+            let grads = g.model.tensors_mut().into_iter().chain(head_tensors(&mut g.heads)).collect();
+            let grad_norm = clip_grad_norm(grads, cfg.clip);
             let lr = learning_rate(progress.step, st.lr, st.warmup, 2 * st.steps);
-            cfg.optimizer.step(&model.config, &mut model.weights, &mut g, &mut adam, lr);
+            cfg.optimizer.step(&model.config, &mut model.weights, &mut g.model, &mut adam, lr);
+            if let (Some((h, a)), Some(gh)) = (heads.as_mut(), g.heads.as_mut()) {
+                cfg.optimizer.step(&model.config, h, gh, a, lr);
+            }
             progress.step += 1;
-            let mut entry =
-                StepLog { stage: progress.stage, step: progress.step, loss, grad_norm, lr, valid_accuracy: None };
+            let mut entry = StepLog {
+                stage: progress.stage,
+                step: progress.step,
+                loss: g.loss as f32,
+                grad_norm,
+                lr,
+                look_back_loss: heads.as_ref().map(|_| g.look_back_loss as f32),
+                valid_accuracy: None,
+            };
             if progress.step % cfg.valid_every == 0 || progress.step == st.steps {
                 let acc = validate(&model, cfg, &facts.valid, &valid_hay, st.segments)?;
                 entry.valid_accuracy = Some(acc);
@@ -402,7 +505,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
                 .map_err(|e| Error::io(&log_path, e))?;
             let go_on = on_step(&entry);
             if !go_on || progress.step % cfg.checkpoint_every == 0 || progress.step == st.steps {
-                save_checkpoint(&ckpt, &model, &adam, &progress)?;
+                save_checkpoint(&ckpt, &model, &adam, heads.as_ref(), &progress)?;
             }
             if !go_on {
                 return Ok(progress.best_accuracy);
@@ -415,7 +518,11 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
             model = Model::load(&best_path)?;
         }
         adam = AdamState::new(&model.weights);
-        save_checkpoint(&ckpt, &model, &adam, &progress)?;
+        // the heads go on as they are (model_best does not keep them), with fresh moments as well
+        if let Some((h, a)) = heads.as_mut() {
+            *a = AdamState::new(h);
+        }
+        save_checkpoint(&ckpt, &model, &adam, heads.as_ref(), &progress)?;
     }
     Ok(final_best)
 }
