@@ -20,3 +20,10 @@ KERNEL void to_storage(floatX* out, const float* in, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) store(&out[i], in[i]);
 }
+
+// A memory state as the session's RMT-R store keeps it (f32, or with `bf16_store` rounded to bf16 and back), so a
+// device-side chain derives its retrieval cache from exactly the rows a restore would read.
+KERNEL void stored_state(float* out, const float* in, int n, int bf16_store) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = bf16_store ? to_float(to_bf16(in[i])) : in[i];
+}

@@ -158,13 +158,25 @@ impl Session {
         }
         // segments straight from the caller's slice: reading a long slice copies nothing
         let full = rest.len() / seg * seg;
+        let mut segments = &rest[..full];
         if self.model.config.memory.kind == MemoryKind::Rmt {
             // plain RMT: every segment reads and writes M_t, so the whole run can stay on the device
-            self.step.write_chain(&mut self.state.memory, &rest[..full], seg)?;
+            self.step.write_chain(&mut self.state.memory, segments, seg)?;
             self.state.segments += (full / seg) as u64;
+            segments = &[];
         } else {
-            rest[..full].chunks_exact(seg).try_for_each(|c| self.write_segment(c))?;
+            // RMT-R: the first segment reads the learned memory whole; after it, a device may chain the rest
+            if self.state.segments == 0 && !segments.is_empty() {
+                self.write_segment(&segments[..seg])?;
+                segments = &segments[seg..];
+            }
+            let (memory, store) = (&mut self.state.memory, &mut self.state.store);
+            if !segments.is_empty() && self.step.write_retrieval_chain(memory, store, segments, seg)? {
+                self.state.segments += (segments.len() / seg) as u64;
+                segments = &[];
+            }
         }
+        segments.chunks_exact(seg).try_for_each(|c| self.write_segment(c))?;
         self.state.tail = rest[full..].to_vec();
         Ok(())
     }

@@ -49,6 +49,19 @@ pub trait Step: Send {
         }
         Ok(())
     }
+    /// RMT-R after its first segment: runs the full segments of `tokens` back to back, each reading
+    /// `[M ; retrieve(store, M)]` and writing `M`, and appends every new memory to `store` (and to the step's own
+    /// retrieval cache); `memory` is left holding the last. Returns `false`, having done nothing, where the step
+    /// has no such chain (the default): the session then goes segment by segment.
+    fn write_retrieval_chain(
+        &mut self,
+        _memory: &mut [f32],
+        _store: &mut RowStore,
+        _tokens: &[u32],
+        _seg: usize,
+    ) -> Result<bool> {
+        Ok(false)
+    }
     /// Runs the final segment `[read | tokens]` into a fresh KV cache and writes the last row's logits.
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()>;
     /// Appends one token after the prefilled rows (next position) and writes its logits.

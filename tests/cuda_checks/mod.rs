@@ -353,6 +353,13 @@ pub fn embed<D: Device>(dev: D) {
     let stored = lab.stored(&vec![0.0; 3 * c]);
     lab.run("to_storage", [1, 1, 1], [256, 1, 1], &[lab.p(&stored), lab.p(&memb), i(3 * c)]);
     lab.check("to_storage", &lab.read_stored(&stored, 3 * c), &mem);
+    for bf16_store in [false, true] {
+        let out = lab.zeros(3 * c);
+        lab.run("stored_state", [1, 1, 1], [256, 1, 1], &[lab.p(&out), lab.p(&memb), i(3 * c), i(bf16_store as usize)]);
+        let want: Vec<f32> =
+            if bf16_store { mem.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect() } else { mem.clone() };
+        assert_eq!(lab.read_f32(&out, 3 * c), want, "stored_state, bf16 store {bf16_store}: bit-exact");
+    }
 }
 
 pub fn tiny_model(memory: &str, seed: u64) -> Model {

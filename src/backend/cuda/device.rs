@@ -59,8 +59,8 @@ pub trait Device: Send + Sync {
     fn upload(&self, buf: &mut Self::Buffer, offset: usize, bytes: &[u8]) -> Result<()>;
     /// Copies `out.len()` bytes from byte `offset` of `buf` (waits for the launches before it).
     fn download(&self, buf: &Self::Buffer, offset: usize, out: &mut [u8]) -> Result<()>;
-    /// Copies the first `bytes` of `src` to the start of `dst`.
-    fn copy(&self, src: &Self::Buffer, dst: &mut Self::Buffer, bytes: usize) -> Result<()>;
+    /// Copies `bytes` from byte `src_offset` of `src` to byte `dst_offset` of `dst`, in order with the launches.
+    fn copy(&self, src: (&Self::Buffer, usize), dst: (&mut Self::Buffer, usize), bytes: usize) -> Result<()>;
     /// Launches kernel `name` over `grid` blocks of `block` threads.
     fn launch(&self, name: &str, grid: [u32; 3], block: [u32; 3], args: &[KernelArg]) -> Result<()>;
     /// Records the launches `launches` makes into a graph instead of running them. Arguments are captured by

@@ -115,12 +115,17 @@ impl Device for Gpu {
         self.stream.synchronize().map_err(|e| driver_error("a kernel", e))
     }
 
-    fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>, bytes: usize) -> Result<()> {
+    fn copy(
+        &self,
+        (src, at): (&CudaSlice<u8>, usize),
+        (dst, to): (&mut CudaSlice<u8>, usize),
+        bytes: usize,
+    ) -> Result<()> {
         if bytes == 0 {
             return Ok(());
         }
-        let from = src.slice(0..bytes);
-        let mut to = dst.slice_mut(0..bytes);
+        let from = src.slice(at..at + bytes);
+        let mut to = dst.slice_mut(to..to + bytes);
         self.stream.memcpy_dtod(&from, &mut to).map_err(|e| driver_error("device copy", e))
     }
 

@@ -13,7 +13,7 @@ use super::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::backend::{SegmentInput, Step};
 use crate::error::{Error, Result};
 use crate::model::{Config, Model};
-use crate::store::RowStore;
+use crate::store::{RowStore, StoreDtype};
 
 /// Threads of a LayerNorm-family block (one row each).
 const LN_THREADS: u32 = 128;
@@ -411,11 +411,11 @@ impl<D: Device> CudaStep<D> {
                 // grow by doubling; the rows so far move over
                 let capacity = needed_rows.max(2 * s.capacity);
                 let mut keys = dev.alloc(capacity * d * sz)?;
-                dev.copy(&s.keys, &mut keys, s.rows * d * sz)?;
+                dev.copy((&s.keys, 0), (&mut keys, 0), s.rows * d * sz)?;
                 s.keys = keys;
                 if let Some(values) = &mut s.values {
                     let mut grown = dev.alloc(capacity * d * sz)?;
-                    dev.copy(values, &mut grown, s.rows * d * sz)?;
+                    dev.copy((values, 0), (&mut grown, 0), s.rows * d * sz)?;
                     *values = grown;
                 }
                 s.scores = dev.alloc(m * capacity * 4)?;
@@ -576,14 +576,18 @@ impl<D: Device> CudaStep<D> {
     }
 
     fn push(&mut self, state: &[f32]) -> Result<()> {
-        let (d, sz) = (self.d(), self.sz());
-        let m = state.len() / d;
+        let m = state.len() / self.d();
         let rows = self.states.as_ref().map_or(0, |s| s.rows);
         self.state_cache(rows + m)?;
         self.upload_rx(state)?;
-        let s = self.states.as_ref().expect("allocated above");
+        self.push_launches(m)
+    }
+
+    /// Appends the `m` stored rows in `rx` to the state cache: v2 caches `ln_kv` of them, v1 its keys and values.
+    fn push_launches(&mut self, m: usize) -> Result<()> {
+        let s = self.states.as_ref().expect("allocated by the caller");
         let r = self.m.weights.retrieval.as_ref().expect("RMT-R model");
-        let row0 = rows * d * sz;
+        let row0 = s.rows * self.d() * self.sz();
         match (&r.v2, &s.values) {
             (Some(v2), _) => self.layernorm(self.at(&s.keys, row0), self.ptr(&s.rx), &v2.ln_kv, m)?,
             (None, Some(values)) => {
@@ -593,17 +597,25 @@ impl<D: Device> CudaStep<D> {
             }
             (None, None) => unreachable!("v1 caches values"),
         }
-        self.states.as_mut().expect("allocated above").rows += m;
+        self.states.as_mut().expect("allocated by the caller").rows += m;
         Ok(())
     }
 
     fn retrieve_rows(&mut self, n: usize, cur: &[f32], out: &mut [f32]) -> Result<()> {
-        let d = self.d();
-        let m = cur.len() / d;
+        let m = cur.len() / self.d();
         self.state_cache(n)?;
         self.upload_rx(cur)?;
         let s = self.states.as_ref().expect("allocated above");
         assert_eq!(s.rows, n, "the device's state cache follows the session's store");
+        self.retrieve_launches(m)?;
+        download_f32(self.dev(), &self.states.as_ref().expect("allocated above").rx, &mut out[..m * self.d()])
+    }
+
+    /// Replaces the `m` current memory rows in `rx` by what retrieval over every cached state gives for them.
+    fn retrieve_launches(&self, m: usize) -> Result<()> {
+        let d = self.d();
+        let s = self.states.as_ref().expect("allocated by the caller");
+        let n = s.rows;
         let r = self.m.weights.retrieval.as_ref().expect("RMT-R model");
         // the query: v2 ln_q → q_proj → W_kᵀ (keys are never formed); v1 gelu(q_proj(cur))
         match &r.v2 {
@@ -654,7 +666,61 @@ impl<D: Device> CudaStep<D> {
                 self.matmul_f32(self.ptr(&s.rx), self.ptr(&s.q), self.ptr(&r.o.w), bias, (m, d, d), true)?;
             }
         }
-        download_f32(self.dev(), &s.rx, &mut out[..m * d])
+        Ok(())
+    }
+
+    /// RMT-R segments back to back on the device (see [`Step::write_retrieval_chain`]): per segment, retrieval over
+    /// the state cache from the memory in `mem` writes its rows after it, the write step's graph replays (new
+    /// memory back into `mem`), and the new memory, rounded as `store` keeps it, joins the state cache. Token ids
+    /// go up [`CHAIN_SEGMENTS`] segments at a time; each chunk's new memories come back once, into `store`.
+    fn retrieval_chain(&mut self, memory: &mut [f32], store: &mut RowStore, tokens: &[u32], seg: usize) -> Result<()> {
+        let d = self.d();
+        let m = memory.len() / d;
+        let md = m * d;
+        let rows = 2 * m + seg + m;
+        assert_eq!(self.states.as_ref().map_or(0, |s| s.rows), store.rows(), "the state cache follows the store");
+        // every row of a link: [M | R | tokens | M], M and R read from rows 0..m and m..2m of `mem`
+        let read_ids = (0..2 * m).map(|k| -(k as i32) - 1);
+        let write_ids = (0..m).map(|k| -(k as i32) - 1);
+        let bf16_store = KernelArg::I32((store.dtype() == StoreDtype::Bf16) as i32);
+        self.upload_inputs(&[], memory, 1)?;
+        let mut written = vec![0u8; CHAIN_SEGMENTS * md * 4];
+        let written_buf = self.m.dev.alloc(written.len())?;
+        for chunk in tokens.chunks(CHAIN_SEGMENTS * seg) {
+            let segments = chunk.len() / seg;
+            let ids: Vec<u8> = chunk
+                .chunks_exact(seg)
+                .flat_map(|s| read_ids.clone().chain(s.iter().map(|&t| t as i32)).chain(write_ids.clone()))
+                .flat_map(i32::to_le_bytes)
+                .collect();
+            let a = self.act.as_mut().expect("allocated by upload_inputs");
+            self.m.dev.upload(&mut a.chain_ids, 0, &ids)?;
+            self.m.dev.upload(&mut a.chain_step, 0, &0i32.to_le_bytes())?;
+            self.state_cache(store.rows() + segments * m)?;
+            for j in 0..segments {
+                let (a, s) = (self.act.as_mut().expect("allocated"), self.states.as_mut().expect("allocated"));
+                self.m.dev.copy((&a.mem, 0), (&mut s.rx, 0), md * 4)?;
+                self.retrieve_launches(m)?;
+                let (a, s) = (self.act.as_mut().expect("allocated"), self.states.as_mut().expect("allocated"));
+                self.m.dev.copy((&s.rx, 0), (&mut a.mem, md * 4), md * 4)?;
+                self.replay_write(GraphKey { streams: 1, rows_per_stream: rows, write_rows: m, chain: true })?;
+                let a = self.act.as_ref().expect("allocated");
+                let s = self.states.as_ref().expect("allocated");
+                let written_at = self.at(&written_buf, j * md * 4);
+                let args = [written_at, self.ptr(&a.mem), KernelArg::I32(md as i32), KernelArg::I32(0)];
+                self.dev().launch("stored_state", [blocks_for(md, 256), 1, 1], [256, 1, 1], &args)?;
+                let args = [self.ptr(&s.rx), self.ptr(&a.mem), KernelArg::I32(md as i32), bf16_store];
+                self.dev().launch("stored_state", [blocks_for(md, 256), 1, 1], [256, 1, 1], &args)?;
+                self.push_launches(m)?;
+            }
+            self.m.dev.download(&written_buf, 0, &mut written[..segments * md * 4])?;
+            for state in written[..segments * md * 4].chunks_exact(md * 4) {
+                let values: Vec<f32> =
+                    state.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+                store.push(&values)?;
+            }
+        }
+        download_f32(self.dev(), &self.act.as_ref().expect("allocated").mem, memory)
     }
 }
 
@@ -691,5 +757,16 @@ impl<D: Device> Step for CudaStep<D> {
 
     fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) -> Result<()> {
         self.retrieve_rows(store.rows(), cur, out)
+    }
+
+    fn write_retrieval_chain(
+        &mut self,
+        memory: &mut [f32],
+        store: &mut RowStore,
+        tokens: &[u32],
+        seg: usize,
+    ) -> Result<bool> {
+        self.retrieval_chain(memory, store, tokens, seg)?;
+        Ok(true)
     }
 }
