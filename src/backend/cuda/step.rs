@@ -531,6 +531,20 @@ impl<D: Device> CudaStep<D> {
         self.dev().launch("layernorm_tail", [rows as u32, 1, 1], [LN_THREADS, 1, 1], &args)
     }
 
+    /// Uploads the ids of a chain's `chunk` of segments (`seg` tokens each): per segment `read` rows of `mem`, the
+    /// tokens, then `write` rows of `mem` (ids −1, −2, …); the chain's counter goes back to its first segment.
+    fn upload_chain_ids(&mut self, chunk: &[u32], seg: usize, read: usize, write: usize) -> Result<()> {
+        let mem_rows = |n: usize| (0..n).map(|k| -(k as i32) - 1);
+        let ids: Vec<u8> = chunk
+            .chunks_exact(seg)
+            .flat_map(|s| mem_rows(read).chain(s.iter().map(|&t| t as i32)).chain(mem_rows(write)))
+            .flat_map(i32::to_le_bytes)
+            .collect();
+        let a = self.act.as_mut().expect("allocated by upload_inputs");
+        self.m.dev.upload(&mut a.chain_ids, 0, &ids)?;
+        self.m.dev.upload(&mut a.chain_step, 0, &0i32.to_le_bytes())
+    }
+
     /// RMT segments back to back on the device: the memory is uploaded once and each segment's new memory is
     /// written where the next one reads it; token ids go up [`CHAIN_SEGMENTS`] segments at a time, and the host
     /// only enqueues graph replays until the final memory comes back.
@@ -538,17 +552,9 @@ impl<D: Device> CudaStep<D> {
         let m = memory.len() / self.d();
         let rows = m + seg + m;
         // every row of a link: [M | tokens | M], the memory rows read from `mem`
-        let mem_ids = (0..m).map(|k| -(k as i32) - 1);
         self.upload_inputs(&[], memory, 1)?;
         for chunk in tokens.chunks(CHAIN_SEGMENTS * seg) {
-            let ids: Vec<u8> = chunk
-                .chunks_exact(seg)
-                .flat_map(|s| mem_ids.clone().chain(s.iter().map(|&t| t as i32)).chain(mem_ids.clone()))
-                .flat_map(i32::to_le_bytes)
-                .collect();
-            let a = self.act.as_mut().expect("allocated by upload_inputs");
-            self.m.dev.upload(&mut a.chain_ids, 0, &ids)?;
-            self.m.dev.upload(&mut a.chain_step, 0, &0i32.to_le_bytes())?;
+            self.upload_chain_ids(chunk, seg, m, m)?;
             for _ in 0..chunk.len() / seg {
                 self.replay_write(GraphKey { streams: 1, rows_per_stream: rows, write_rows: m, chain: true })?;
             }
@@ -679,23 +685,14 @@ impl<D: Device> CudaStep<D> {
         let md = m * d;
         let rows = 2 * m + seg + m;
         assert_eq!(self.states.as_ref().map_or(0, |s| s.rows), store.rows(), "the state cache follows the store");
-        // every row of a link: [M | R | tokens | M], M and R read from rows 0..m and m..2m of `mem`
-        let read_ids = (0..2 * m).map(|k| -(k as i32) - 1);
-        let write_ids = (0..m).map(|k| -(k as i32) - 1);
         let bf16_store = KernelArg::I32((store.dtype() == StoreDtype::Bf16) as i32);
         self.upload_inputs(&[], memory, 1)?;
         let mut written = vec![0u8; CHAIN_SEGMENTS * md * 4];
         let written_buf = self.m.dev.alloc(written.len())?;
         for chunk in tokens.chunks(CHAIN_SEGMENTS * seg) {
             let segments = chunk.len() / seg;
-            let ids: Vec<u8> = chunk
-                .chunks_exact(seg)
-                .flat_map(|s| read_ids.clone().chain(s.iter().map(|&t| t as i32)).chain(write_ids.clone()))
-                .flat_map(i32::to_le_bytes)
-                .collect();
-            let a = self.act.as_mut().expect("allocated by upload_inputs");
-            self.m.dev.upload(&mut a.chain_ids, 0, &ids)?;
-            self.m.dev.upload(&mut a.chain_step, 0, &0i32.to_le_bytes())?;
+            // every row of a link: [M | R | tokens | M], M and R read from rows 0..m and m..2m of `mem`
+            self.upload_chain_ids(chunk, seg, 2 * m, m)?;
             self.state_cache(store.rows() + segments * m)?;
             for j in 0..segments {
                 let (a, s) = (self.act.as_mut().expect("allocated"), self.states.as_mut().expect("allocated"));
