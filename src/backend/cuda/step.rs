@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::device::{Device, KernelArg};
 use super::matmul_tile::MatmulTile;
-use super::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
+use super::weights::{DeviceLinear, DeviceNorm, DeviceRetrieval, DeviceWeights};
 use crate::backend::{SegmentInput, Step};
 use crate::error::{Error, Result};
 use crate::model::{Config, Model};
@@ -404,7 +404,7 @@ impl<D: Device> CudaStep<D> {
     fn state_cache(&mut self, needed_rows: usize) -> Result<()> {
         let (d, m) = (self.d(), self.m.model.config.memory.num_mem_tokens);
         let (dev, sz) = (&self.m.dev, self.m.dev.precision().bytes());
-        let v1 = self.m.weights.retrieval.as_ref().is_some_and(|r| r.v2.is_none());
+        let v1 = matches!(self.m.weights.retrieval, Some(DeviceRetrieval::V1 { .. }));
         match &mut self.states {
             Some(s) if s.capacity >= needed_rows => {}
             Some(s) => {
@@ -592,16 +592,17 @@ impl<D: Device> CudaStep<D> {
     /// Appends the `m` stored rows in `rx` to the state cache: v2 caches `ln_kv` of them, v1 its keys and values.
     fn push_launches(&mut self, m: usize) -> Result<()> {
         let s = self.states.as_ref().expect("allocated by the caller");
-        let r = self.m.weights.retrieval.as_ref().expect("RMT-R model");
         let row0 = s.rows * self.d() * self.sz();
-        match (&r.v2, &s.values) {
-            (Some(v2), _) => self.layernorm(self.at(&s.keys, row0), self.ptr(&s.rx), &v2.ln_kv, m)?,
-            (None, Some(values)) => {
-                self.rx_to_storage(s, m)?;
-                self.matmul(self.at(&s.keys, row0), self.ptr(&s.h), &r.k, m, true, None)?;
-                self.matmul(self.at(values, row0), self.ptr(&s.h), &r.v, m, true, None)?;
+        match (self.m.weights.retrieval.as_ref().expect("RMT-R model"), &s.values) {
+            (DeviceRetrieval::V2 { ln_kv, .. }, _) => {
+                self.layernorm(self.at(&s.keys, row0), self.ptr(&s.rx), ln_kv, m)?
             }
-            (None, None) => unreachable!("v1 caches values"),
+            (DeviceRetrieval::V1 { k, v, .. }, Some(values)) => {
+                self.rx_to_storage(s, m)?;
+                self.matmul(self.at(&s.keys, row0), self.ptr(&s.h), k, m, true, None)?;
+                self.matmul(self.at(values, row0), self.ptr(&s.h), v, m, true, None)?;
+            }
+            (DeviceRetrieval::V1 { .. }, None) => unreachable!("v1 caches values"),
         }
         self.states.as_mut().expect("allocated by the caller").rows += m;
         Ok(())
@@ -623,16 +624,15 @@ impl<D: Device> CudaStep<D> {
         let s = self.states.as_ref().expect("allocated by the caller");
         let n = s.rows;
         let r = self.m.weights.retrieval.as_ref().expect("RMT-R model");
-        // the query: v2 ln_q → q_proj → W_kᵀ (keys are never formed); v1 gelu(q_proj(cur))
-        match &r.v2 {
-            Some(v2) => {
-                self.layernorm(self.ptr(&s.h), self.ptr(&s.rx), &v2.ln_q, m)?;
-                self.matmul(self.ptr(&s.q), self.ptr(&s.h), &r.q, m, false, None)?;
-                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &v2.k_t, m, false, None)?;
+        // the query: v2 (W_kᵀ ∘ q_proj)(ln_q(cur)) (keys are never formed); v1 gelu(q_proj(cur))
+        match r {
+            DeviceRetrieval::V2 { ln_q, qk, .. } => {
+                self.layernorm(self.ptr(&s.h), self.ptr(&s.rx), ln_q, m)?;
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.h), qk, m, false, None)?;
             }
-            None => {
+            DeviceRetrieval::V1 { q, .. } => {
                 self.rx_to_storage(s, m)?;
-                self.matmul(self.ptr(&s.attended), self.ptr(&s.h), &r.q, m, true, None)?;
+                self.matmul(self.ptr(&s.attended), self.ptr(&s.h), q, m, true, None)?;
             }
         }
         let values = s.values.as_ref().unwrap_or(&s.keys);
@@ -656,20 +656,18 @@ impl<D: Device> CudaStep<D> {
         let grid = [m as u32, blocks_for(d, RETRIEVAL_THREADS), 1];
         self.dev().launch("retrieval_merge", grid, [RETRIEVAL_THREADS as u32, 1, 1], &merge)?;
         // s.q now holds Σ p_j v_j
-        match &r.v2 {
-            Some(v2) => {
-                // v = W_v(Σ p_j h̃_j) + b_v; out = cur + o(v); out += fc_2(gelu(fc_1(ln_mlp(out))))
-                self.matmul(self.ptr(&s.attended), self.ptr(&s.q), &r.v, m, false, None)?;
-                let shares = self.project(self.ptr(&s.proj), self.ptr(&s.attended), &r.o, m)?;
-                self.residual_layernorm(self.ptr(&s.rx), (self.ptr(&s.proj), shares), self.ptr(&s.h), &v2.ln_mlp, m)?;
-                self.matmul(self.ptr(&s.hidden), self.ptr(&s.h), &v2.fc_1, m, true, None)?;
-                let shares = self.project(self.ptr(&s.proj), self.ptr(&s.hidden), &v2.fc_2, m)?;
-                let delta = (self.ptr(&s.proj), shares);
-                self.residual_layernorm(self.ptr(&s.rx), delta, KernelArg::Ptr(0), &v2.ln_mlp, m)?;
+        match r {
+            DeviceRetrieval::V2 { ln_mlp, fc_1, fc_2, vo, .. } => {
+                // out = cur + (o ∘ v_proj)(Σ p_j h̃_j); out += fc_2(gelu(fc_1(ln_mlp(out))))
+                let shares = self.project(self.ptr(&s.proj), self.ptr(&s.q), vo, m)?;
+                self.residual_layernorm(self.ptr(&s.rx), (self.ptr(&s.proj), shares), self.ptr(&s.h), ln_mlp, m)?;
+                self.matmul(self.ptr(&s.hidden), self.ptr(&s.h), fc_1, m, true, None)?;
+                let shares = self.project(self.ptr(&s.proj), self.ptr(&s.hidden), fc_2, m)?;
+                self.residual_layernorm(self.ptr(&s.rx), (self.ptr(&s.proj), shares), KernelArg::Ptr(0), ln_mlp, m)?;
             }
-            None => {
-                let bias = r.o.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
-                self.matmul_f32(self.ptr(&s.rx), self.ptr(&s.q), self.ptr(&r.o.w), bias, (m, d, d), true)?;
+            DeviceRetrieval::V1 { o, .. } => {
+                let bias = o.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
+                self.matmul_f32(self.ptr(&s.rx), self.ptr(&s.q), self.ptr(&o.w), bias, (m, d, d), true)?;
             }
         }
         Ok(())

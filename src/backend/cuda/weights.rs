@@ -2,6 +2,7 @@
 //! of the matmul kernels), uploaded once per engine and shared by its steps.
 
 use super::device::Device;
+use crate::backend::cpu::ops::{matmul, MatRef};
 use crate::error::Result;
 use crate::model::weights::{LayerNorm, Layout, Linear};
 use crate::model::Model;
@@ -29,23 +30,23 @@ pub struct DeviceBlock<B> {
     pub mlp_proj: DeviceLinear<B>,
 }
 
-/// RMT-R's retrieval block. v2 keeps `k_t` = W_kᵀ as a layer of its own: the query is folded through it so
-/// keys are never computed (ENGINE-NOTES §8).
-pub struct DeviceRetrieval<B> {
-    pub q: DeviceLinear<B>,
-    pub k: DeviceLinear<B>,
-    pub v: DeviceLinear<B>,
-    pub o: DeviceLinear<B>,
-    pub v2: Option<DeviceRetrievalV2<B>>,
-}
-
-pub struct DeviceRetrievalV2<B> {
-    pub ln_q: DeviceNorm<B>,
-    pub ln_kv: DeviceNorm<B>,
-    pub ln_mlp: DeviceNorm<B>,
-    pub fc_1: DeviceLinear<B>,
-    pub fc_2: DeviceLinear<B>,
-    pub k_t: DeviceLinear<B>,
+/// RMT-R's retrieval block.
+pub enum DeviceRetrieval<B> {
+    /// gelu keys and values, computed once per stored state.
+    V1 { q: DeviceLinear<B>, k: DeviceLinear<B>, v: DeviceLinear<B>, o: DeviceLinear<B> },
+    /// Keys and values are never formed (ENGINE-NOTES §8), so each pair of maps folds into one at upload:
+    /// `qk` = W_kᵀ ∘ q_proj turns `ln_q(cur)` into the query against `ln_kv(state)` (q·b_k is the same for every
+    /// state and cancels in the softmax), and `vo` = o ∘ v_proj maps the weighted sum of `ln_kv(state)` to the
+    /// block's output (the weights sum to 1, so b_v passes through).
+    V2 {
+        ln_q: DeviceNorm<B>,
+        ln_kv: DeviceNorm<B>,
+        ln_mlp: DeviceNorm<B>,
+        fc_1: DeviceLinear<B>,
+        fc_2: DeviceLinear<B>,
+        qk: DeviceLinear<B>,
+        vo: DeviceLinear<B>,
+    },
 }
 
 pub struct DeviceWeights<B> {
@@ -111,35 +112,26 @@ impl<B> DeviceWeights<B> {
         let retrieval = w
             .retrieval
             .as_ref()
-            .map(|r| {
-                let v2 =
-                    r.v2.as_ref()
-                        .map(|v2| {
-                            // W_kᵀ: the same values read in the other layout, in and out swapped
-                            let k_t = Linear {
-                                w: r.k.w.clone(),
-                                b: None,
-                                n_in: r.k.n_out,
-                                n_out: r.k.n_in,
-                                layout: flip(r.k.layout),
-                            };
-                            Ok(DeviceRetrievalV2 {
-                                ln_q: norm(dev, &v2.ln_q)?,
-                                ln_kv: norm(dev, &v2.ln_kv)?,
-                                ln_mlp: norm(dev, &v2.ln_mlp)?,
-                                fc_1: linear(dev, &v2.fc_1)?,
-                                fc_2: linear(dev, &v2.fc_2)?,
-                                k_t: linear(dev, &k_t)?,
-                            })
-                        })
-                        .transpose()?;
-                Ok(DeviceRetrieval {
+            .map(|r| match &r.v2 {
+                None => Ok(DeviceRetrieval::V1 {
                     q: linear(dev, &r.q)?,
                     k: linear(dev, &r.k)?,
                     v: linear(dev, &r.v)?,
                     o: linear(dev, &r.o)?,
-                    v2,
-                })
+                }),
+                Some(v2) => {
+                    // W_kᵀ: the same values read in the other layout, in and out swapped
+                    let k_t = MatRef { w: &r.k.w, n_in: r.k.n_out, n_out: r.k.n_in, layout: flip(r.k.layout) };
+                    Ok(DeviceRetrieval::V2 {
+                        ln_q: norm(dev, &v2.ln_q)?,
+                        ln_kv: norm(dev, &v2.ln_kv)?,
+                        ln_mlp: norm(dev, &v2.ln_mlp)?,
+                        fc_1: linear(dev, &v2.fc_1)?,
+                        fc_2: linear(dev, &v2.fc_2)?,
+                        qk: linear(dev, &composed(&r.q, k_t, None))?,
+                        vo: linear(dev, &composed(&r.v, r.o.mat(), r.o.b.as_deref()))?,
+                    })
+                }
             })
             .transpose()?;
         Ok(DeviceWeights {
@@ -151,6 +143,28 @@ impl<B> DeviceWeights<B> {
             retrieval,
         })
     }
+}
+
+/// `second(first(x))` as one layer, in f32: W = W_first · W_second (`[in, out]`) and b = b_first · W_second +
+/// b_second.
+fn composed(first: &Linear, second: MatRef<'_>, second_bias: Option<&[f32]>) -> Linear {
+    let (n_in, n_mid, n_out) = (first.n_in, first.n_out, second.n_out);
+    let first_in_out = match first.layout {
+        Layout::InOut => first.w.clone(),
+        Layout::OutIn => transposed(&first.w, n_mid, n_in),
+    };
+    let mut w = vec![0.0; n_in * n_out];
+    matmul(&first_in_out, n_in, second, None, &mut w, false);
+    let b = match (&first.b, second_bias) {
+        (None, None) => None,
+        (Some(b1), b2) => {
+            let mut b = vec![0.0; n_out];
+            matmul(b1, 1, second, b2, &mut b, false);
+            Some(b)
+        }
+        (None, Some(b2)) => Some(b2.to_vec()),
+    };
+    Linear { w, b, n_in, n_out, layout: Layout::InOut }
 }
 
 fn flip(layout: Layout) -> Layout {
