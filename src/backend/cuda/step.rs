@@ -108,6 +108,8 @@ struct StateCache<B> {
     partial: B,
     /// q·k of each query and stored row: `m × capacity` f32.
     scores: B,
+    /// The new memories of a chain's [`CHAIN_SEGMENTS`] segments (f32), until they go back to the session's store.
+    chained: B,
 }
 
 /// What a captured write step was recorded for.
@@ -436,6 +438,7 @@ impl<D: Device> CudaStep<D> {
                     hidden: dev.alloc(m * 4 * d * sz)?,
                     partial: dev.alloc(m * MAX_CHUNKS * (d + 2) * 4)?,
                     scores: dev.alloc(m * capacity * 4)?,
+                    chained: dev.alloc(CHAIN_SEGMENTS * m * d * 4)?,
                 });
             }
         }
@@ -686,7 +689,6 @@ impl<D: Device> CudaStep<D> {
         let bf16_store = KernelArg::I32((store.dtype() == StoreDtype::Bf16) as i32);
         self.upload_inputs(&[], memory, 1)?;
         let mut written = vec![0u8; CHAIN_SEGMENTS * md * 4];
-        let written_buf = self.m.dev.alloc(written.len())?;
         for chunk in tokens.chunks(CHAIN_SEGMENTS * seg) {
             let segments = chunk.len() / seg;
             // every row of a link: [M | R | tokens | M], M and R read from rows 0..m and m..2m of `mem`
@@ -699,16 +701,15 @@ impl<D: Device> CudaStep<D> {
                 let (a, s) = (self.act.as_mut().expect("allocated"), self.states.as_mut().expect("allocated"));
                 self.m.dev.copy((&s.rx, 0), (&mut a.mem, md * 4), md * 4)?;
                 self.replay_write(GraphKey { streams: 1, rows_per_stream: rows, write_rows: m, chain: true })?;
-                let a = self.act.as_ref().expect("allocated");
-                let s = self.states.as_ref().expect("allocated");
-                let written_at = self.at(&written_buf, j * md * 4);
-                let args = [written_at, self.ptr(&a.mem), KernelArg::I32(md as i32), KernelArg::I32(0)];
-                self.dev().launch("stored_state", [blocks_for(md, 256), 1, 1], [256, 1, 1], &args)?;
+                let (a, s) = (self.act.as_mut().expect("allocated"), self.states.as_mut().expect("allocated"));
+                self.m.dev.copy((&a.mem, 0), (&mut s.chained, j * md * 4), md * 4)?;
+                let (a, s) = (self.act.as_ref().expect("allocated"), self.states.as_ref().expect("allocated"));
                 let args = [self.ptr(&s.rx), self.ptr(&a.mem), KernelArg::I32(md as i32), bf16_store];
                 self.dev().launch("stored_state", [blocks_for(md, 256), 1, 1], [256, 1, 1], &args)?;
                 self.push_launches(m)?;
             }
-            self.m.dev.download(&written_buf, 0, &mut written[..segments * md * 4])?;
+            let chained = &self.states.as_ref().expect("allocated").chained;
+            self.m.dev.download(chained, 0, &mut written[..segments * md * 4])?;
             for state in written[..segments * md * 4].chunks_exact(md * 4) {
                 let values: Vec<f32> =
                     state.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
