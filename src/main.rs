@@ -117,13 +117,15 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Plot validation accuracy against training steps from a run's log.jsonl (SVG).
+    /// Plot validation accuracy against training steps from a run's log.jsonl (SVG); several logs are chained runs,
+    /// drawn in order on one step axis.
     TrainCurve {
-        /// The run's log.jsonl.
-        log: PathBuf,
-        /// The run's config, to label the stages by their segment counts.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        /// The runs' log.jsonl files, in order.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// Each run's config (one per log, in the same order), to label the stages by their segment counts.
+        #[arg(long = "config")]
+        configs: Vec<PathBuf>,
         /// SVG file to write.
         #[arg(short, long)]
         output: PathBuf,
@@ -225,8 +227,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
             BabilongCommand::Plot { results, output, title } => cli::babilong::plot(&results, &output, &title),
         }),
         Command::Train { config, output, resume, threads } => cli::train::run(&config, &output, resume, threads),
-        Command::TrainCurve { log, config, output, title } => {
-            done(cli::train::curve(&log, config.as_deref(), &output, &title))
+        Command::TrainCurve { logs, configs, output, title } => {
+            done(cli::train::curve(&logs, &configs, &output, &title))
         }
         Command::Info { file, dtype } => done(cli::info::run(&file, dtype)),
         Command::Init { config, seed, output, dtype } => done(cli::init::run(&config, seed, &output, dtype)),

@@ -272,6 +272,13 @@ fn eval_matches_infer_and_shards_merge_and_plots_draw() {
     assert!(o.status.success(), "{}", stderr(&o));
     let m = rmt_fast::babilong::eval::Results::read(&merged.with_extension("json")).unwrap();
     assert_eq!((m.cells.clone(), m.predictions.clone()), (r.cells.clone(), r.predictions.clone()));
+    // results of another sample set under the same indices are refused, not dropped as duplicates
+    let other = dir.join("other.json");
+    let mut o_res = rmt_fast::babilong::eval::Results::read(&a.with_extension("json")).unwrap();
+    o_res.predictions[0].question = "Where is nobody? ".into();
+    std::fs::write(&other, serde_json::to_string(&o_res).unwrap()).unwrap();
+    let o = rmt_fast(&["babilong", "merge", s(&a.with_extension("json")), s(&other), "-o", s(&merged)]);
+    assert!(!o.status.success() && stderr(&o).contains("disagree on"), "{}", stderr(&o));
     let o = rmt_fast(&["babilong", "eval", "--model", s(&model), "--data", s(&data), "--shard", "2/2"]);
     assert!(!o.status.success() && stderr(&o).contains("bad shard"));
 

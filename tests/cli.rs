@@ -146,7 +146,8 @@ fn demo_reads_a_generated_sample_and_answers() {
     assert!(!o.status.success());
 }
 
-/// `train-curve` draws validation accuracy against steps counted across stages, with the stages labelled.
+/// `train-curve` draws validation accuracy against steps counted across stages, with the stages labelled, and
+/// continues the axis across chained runs.
 #[test]
 fn train_curve_plots_validation_across_stages() {
     let dir = scratch("curve");
@@ -167,8 +168,42 @@ fn train_curve_plots_validation_across_stages() {
     // two validation points: step 2 of stage 1 and step 3 overall
     let points = text.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
     assert_eq!(points.split(' ').count(), 2, "{points}");
+    // a second run chained after it: its stages follow on the same axis, labelled from each run's config
+    let (log2, cfg1, cfg2) = (dir.join("log2.jsonl"), dir.join("a.json"), dir.join("b.json"));
+    std::fs::write(
+        &log2,
+        "{\"stage\":0,\"step\":4,\"loss\":0.7,\"grad_norm\":1.0,\"lr\":0.001,\"valid_accuracy\":0.75}\n",
+    )
+    .unwrap();
+    let cfg = |segments: &[usize]| {
+        let stages: Vec<String> = segments
+            .iter()
+            .map(|s| format!(r#"{{"segments": {s}, "steps": 4, "batch": 1, "lr": 1e-3, "warmup": 1}}"#))
+            .collect();
+        format!(
+            r#"{{"model": {{"from": "m.safetensors"}}, "tasks": ["qa1"], "stages": [{}], "valid_every": 1, "valid_samples": 1}}"#,
+            stages.join(",")
+        )
+    };
+    std::fs::write(&cfg1, cfg(&[1, 2])).unwrap();
+    std::fs::write(&cfg2, cfg(&[8])).unwrap();
+    let (l1, l2, c1, c2, out) = (
+        log.to_str().unwrap(),
+        log2.to_str().unwrap(),
+        cfg1.to_str().unwrap(),
+        cfg2.to_str().unwrap(),
+        svg.to_str().unwrap(),
+    );
+    let o = rmt_fast(&["train-curve", l1, l2, "--config", c1, "--config", c2, "-o", out]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(["≤1 seg", "≤2 seg", "≤8 seg", "7 in all"].iter().all(|l| text.contains(l)), "{text}");
+    let points = text.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+    assert_eq!(points.split(' ').count(), 3, "{points}");
+    let o = rmt_fast(&["train-curve", l1, l2, "--config", c1, "-o", out]);
+    assert!(common::stderr(&o).contains("one --config per log"), "{}", common::stderr(&o));
     std::fs::write(&log, "not json\n").unwrap();
-    assert!(!rmt_fast(&["train-curve", log.to_str().unwrap(), "-o", svg.to_str().unwrap()]).status.success());
+    assert!(!rmt_fast(&["train-curve", l1, "-o", out]).status.success());
 }
 
 /// `convert MODEL.safetensors --dtype bf16` re-stores a model in bf16 (half the file, values rounded); without

@@ -1,14 +1,14 @@
 //! The bundled default model (`models/default.safetensors`): it loads without `--model`, records its question
-//! format, and finds facts well above chance. On 60 fresh qa1 samples (bAbI test facts alone, 0k) its measured
-//! accuracy is far above the 1-in-6 of guessing a place; the test asks for a Wilson lower bound above 1/6, so a
-//! broken or untrained file fails while the real one passes with room.
+//! format, and answers qa1 on the facts alone (0k) almost always: 100 % of the card's 100 KJV-seed samples. On 60
+//! fresh samples the test asks for a Wilson lower bound above 85 % (60 of 60 gives 94 %, 57 of 60 gives 86 %), so a
+//! broken file, an untrained one or the previous model (45 % at 0k) fails.
 
 mod common;
 
 use common::{rmt_fast, scratch_dir, shared_data, stderr};
 
 #[test]
-fn bundled_model_answers_well_above_chance() {
+fn bundled_model_answers_the_facts_alone() {
     let dir = scratch_dir("default-model");
     let data = dir.join("data");
     let babi = shared_data("babi/tasks_1-20_v1-2/en-10k");
@@ -36,7 +36,7 @@ fn bundled_model_answers_well_above_chance() {
     let cells: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let (acc, low) = (cells[0]["accuracy"].as_f64().unwrap(), cells[0]["ci_low"].as_f64().unwrap());
     eprintln!("bundled model, qa1 0k: {:.1} % (Wilson lower bound {:.1} %)", 100.0 * acc, 100.0 * low);
-    assert!(low > 1.0 / 6.0, "accuracy {acc} is not clearly above chance");
+    assert!(low > 0.85, "accuracy {acc} (lower bound {low}): the facts alone should almost always be answered");
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn look_back_gradients_match_finite_differences() {
     let heads = LookBack::new(3, model.config.n_embd, 7);
     let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
     let weight = 0.5;
-    let (l0, mut g, mut gh) = look_back_loss_and_grads(&model, &heads, weight, &sample).unwrap();
+    let (l0, mut g, mut gh) = look_back_loss_and_grads(&model, &heads, weight, true, &sample).unwrap();
     let plain = loss(&model, &sample).unwrap();
     assert!(l0 > plain + 0.5, "the heads add their loss: {l0} vs {plain} without");
     assert_eq!(l0, look_back_loss(&model, &heads, weight, &sample).unwrap(), "forward only = forward of the backward");
@@ -94,6 +94,37 @@ fn look_back_gradients_match_finite_differences() {
         h.tensors_mut()[k].iter_mut().zip(v).for_each(|(w, d)| *w += sign * d);
         look_back_loss(&model, &h, weight, &sample).unwrap()
     });
+}
+
+/// `lm_head: false` holds the LM-head rows fixed for the heads: the gradient loses exactly the heads' share in the
+/// (tied) LM head's rows of the prompt's tokens, and nothing else changes.
+#[test]
+fn look_back_without_lm_head_leaves_only_the_candidates_rows_out() {
+    let model = Model::load(fixture("rmt.safetensors")).unwrap();
+    let heads = LookBack::new(3, model.config.n_embd, 7);
+    let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
+    let (l_with, mut with, h_with) = look_back_loss_and_grads(&model, &heads, 0.5, true, &sample).unwrap();
+    let (l_without, mut without, h_without) = look_back_loss_and_grads(&model, &heads, 0.5, false, &sample).unwrap();
+    assert_eq!(l_with, l_without);
+    assert_eq!(format!("{:?}", h_with.heads), format!("{:?}", h_without.heads), "the heads' own gradient");
+    let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
+    let d = model.config.n_embd;
+    let candidates: std::collections::BTreeSet<usize> = sample.prompt.iter().map(|&t| t as usize).collect();
+    let head = if model.weights.lm_head.is_some() { "lm_head.weight" } else { "wte.weight" };
+    let mut changed_rows = 0;
+    for ((name, a), b) in names.iter().zip(with.tensors_mut()).zip(without.tensors_mut()) {
+        if name.ends_with(head) {
+            for (row, (ra, rb)) in a.chunks_exact(d).zip(b.chunks_exact(d)).enumerate() {
+                if ra != rb {
+                    assert!(candidates.contains(&row), "row {row} of {name} is not a prompt token's");
+                    changed_rows += 1;
+                }
+            }
+        } else {
+            assert!(a == b, "{name} changed");
+        }
+    }
+    assert_eq!(changed_rows, candidates.len(), "every candidate's row loses the heads' share");
 }
 
 fn check_finite_differences(dropout: Option<Dropout>) {
@@ -213,6 +244,31 @@ fn check_resume(cfg: &rmt_fast::train::trainer::TrainConfig, name: &str) -> (std
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
     (a, b)
+}
+
+/// `stop_after` ends a stage early on the schedule planned for all its steps: the stopped run's log is the head of
+/// the full run's, learning rates included, and the run then counts as finished.
+#[test]
+fn stop_after_replays_the_head_of_the_full_stage() {
+    use rmt_fast::train::trainer::train;
+    let full = tiny_config(10, 4);
+    let mut stopped = full.clone();
+    stopped.stages[0].stop_after = Some(5);
+    let (a, b) = (common::scratch_dir("train-full"), common::scratch_dir("train-stopped"));
+    train(&full, &a, false, |_| true).unwrap();
+    let mut steps = 0;
+    train(&stopped, &b, false, |_| {
+        steps += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(steps, 5);
+    let (la, lb) =
+        (std::fs::read_to_string(a.join("log.jsonl")).unwrap(), std::fs::read_to_string(b.join("log.jsonl")).unwrap());
+    assert_eq!(lb.lines().collect::<Vec<_>>(), la.lines().take(5).collect::<Vec<_>>());
+    assert!(lb.lines().last().unwrap().contains("valid_accuracy"), "the stage's last step validates");
+    let err = train(&stopped, &b, true, |_| true).unwrap_err();
+    assert!(err.to_string().contains("has finished all 1 stages"), "{err}");
 }
 
 /// Training learns: on qa1 (built-in facts, synthetic background) the mean loss of steps 26–30 is at least 25 %

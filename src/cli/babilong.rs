@@ -254,6 +254,27 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
 
 pub fn merge(files: &[PathBuf], output: &Path) -> anyhow::Result<()> {
     let parts = files.iter().map(|f| Results::read(f)).collect::<Result<Vec<_>, _>>()?;
+    // shards of one data set (and one model) overlap only in identical predictions; anything else under the same
+    // index is another sample set or another model, which would be dropped silently as a duplicate
+    let mut seen = std::collections::HashMap::new();
+    for (file, p) in files.iter().zip(&parts).flat_map(|(f, r)| r.predictions.iter().map(move |p| (f, p))) {
+        if let Some((first, q)) = seen.insert((p.task.clone(), p.length, p.index), (file, p)) {
+            ensure!(
+                (&q.question, &q.target, &q.prediction) == (&p.question, &p.target, &p.prediction),
+                "{} and {} disagree on {} sample {} at length {} ({:?} → {:?} against {:?} → {:?}): merge shards of \
+                 one `babilong gen` data set, evaluated by one model",
+                first.display(),
+                file.display(),
+                p.task,
+                p.index,
+                p.length,
+                q.question,
+                q.prediction,
+                p.question,
+                p.prediction
+            );
+        }
+    }
     let source = parts.iter().map(|p| p.source.as_str()).collect::<Vec<_>>().join(" + ");
     let results = Results::from_predictions(source, parts.into_iter().flat_map(|p| p.predictions).collect());
     report(&results, output, false)

@@ -1,6 +1,6 @@
 //! `rmt-fast train`: curriculum training from a JSON config, with progress, validation and exact resume.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
         cfg.valid_every > 0 && cfg.checkpoint_every > 0,
         "valid_every and checkpoint_every must be at least 1"
     );
-    let total: u64 = cfg.stages.iter().map(|s| s.steps).sum();
+    let total: u64 = cfg.stages.iter().map(|s| s.run_steps()).sum();
     let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let pb = super::progress(total, "steps", quiet);
     let stop = Arc::new(AtomicBool::new(false));
@@ -63,34 +63,54 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
     Ok(0)
 }
 
-/// `rmt-fast train-curve`: validation accuracy against steps from a run's `log.jsonl`, as SVG. With the run's
-/// config the stages are labelled by their segment counts.
-pub fn curve(log: &Path, config: Option<&Path>, output: &Path, title: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    // (first global step, steps) of each stage seen, and the validation points on the global step axis
-    let (mut points, mut stages) = (Vec::new(), Vec::<(u64, u64)>::new());
-    for (i, line) in text.lines().enumerate() {
-        let e: StepLog = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a training log entry", log.display(), i + 1))?;
-        while stages.len() <= e.stage {
-            let start = stages.last().map_or(0, |(s, n)| s + n);
-            stages.push((start, 0));
-        }
-        stages[e.stage].1 = e.step;
-        if let Some(a) = e.valid_accuracy {
-            points.push((stages[e.stage].0 + e.step, a));
+/// `rmt-fast train-curve`: validation accuracy against steps from runs' `log.jsonl`, as SVG. Several logs are runs
+/// chained in order (each starting from the one before, as a recipe of several runs): their stages continue on one
+/// step axis. With the runs' configs (one per log) the stages are labelled by their segment counts.
+pub fn curve(logs: &[PathBuf], configs: &[PathBuf], output: &Path, title: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(!logs.is_empty(), "give at least one log");
+    anyhow::ensure!(
+        configs.is_empty() || configs.len() == logs.len(),
+        "give one --config per log ({} logs, {} configs)",
+        logs.len(),
+        configs.len()
+    );
+    // (first global step, steps, label) of each stage seen, and the validation points on the global step axis
+    let (mut points, mut stages) = (Vec::new(), Vec::<(u64, u64, String)>::new());
+    for (r, log) in logs.iter().enumerate() {
+        let segments: Option<Vec<usize>> = match configs.get(r) {
+            Some(c) => {
+                let cfg: TrainConfig = serde_json::from_str(&std::fs::read_to_string(c)?)
+                    .with_context(|| format!("{}: not a training config", c.display()))?;
+                Some(cfg.stages.iter().map(|s| s.segments).collect())
+            }
+            None => None,
+        };
+        let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+        let first = stages.len();
+        for (i, line) in text.lines().enumerate() {
+            let e: StepLog = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a training log entry", log.display(), i + 1))?;
+            while stages.len() <= first + e.stage {
+                let start = stages.last().map_or(0, |(s, n, _)| s + n);
+                let label = match &segments {
+                    Some(seg) => format!(
+                        "≤{} seg",
+                        seg.get(stages.len() - first).with_context(|| {
+                            format!("{}: stage {} is not in its config", log.display(), e.stage + 1)
+                        })?
+                    ),
+                    None => format!("stage {}", stages.len() + 1),
+                };
+                stages.push((start, 0, label));
+            }
+            stages[first + e.stage].1 = e.step;
+            if let Some(a) = e.valid_accuracy {
+                points.push((stages[first + e.stage].0 + e.step, a));
+            }
         }
     }
-    anyhow::ensure!(!points.is_empty(), "{}: no validation entries", log.display());
-    let labels: Vec<String> = match config {
-        Some(c) => {
-            let cfg: TrainConfig = serde_json::from_str(&std::fs::read_to_string(c)?)
-                .with_context(|| format!("{}: not a training config", c.display()))?;
-            cfg.stages.iter().map(|s| format!("≤{} seg", s.segments)).collect()
-        }
-        None => (1..=stages.len()).map(|k| format!("stage {k}")).collect(),
-    };
-    let marks: Vec<(u64, String)> = stages.iter().zip(labels).map(|((start, _), l)| (*start, l)).collect();
+    anyhow::ensure!(!points.is_empty(), "no validation entries in {}", logs[0].display());
+    let marks: Vec<(u64, String)> = stages.into_iter().map(|(start, _, l)| (start, l)).collect();
     let svg = rmt_fast::babilong::plot::training_curve(&points, &marks, title);
     std::fs::write(output, svg).with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {}", output.display());

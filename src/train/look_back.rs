@@ -27,10 +27,18 @@ pub struct LookBackConfig {
     /// Weight of each head's mean cross-entropy in the loss.
     #[serde(default = "weight")]
     pub weight: f32,
+    /// Whether the heads' loss also trains the LM-head rows it scores against (with tied weights: those tokens'
+    /// embeddings). `false` holds them fixed for the heads, so the heads' loss trains the heads and the trunk only:
+    /// the bundled model was trained so (models/recipe).
+    #[serde(default = "yes")]
+    pub lm_head: bool,
 }
 
 fn weight() -> f32 {
     0.2
+}
+fn yes() -> bool {
+    true
 }
 
 /// The heads' parameters (or their gradients, or AdamW's moments of them).

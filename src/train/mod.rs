@@ -252,24 +252,27 @@ pub fn look_back_loss(model: &Model, heads: &LookBack, weight: f32, sample: &Tra
     Ok(f.loss + aux as f32)
 }
 
-/// [`look_back_loss`] and its gradients: with respect to the model's weights and to the heads.
+/// [`look_back_loss`] and its gradients: with respect to the model's weights and to the heads. With `lm_head`
+/// false the heads' loss leaves the LM head out of the model's gradient (see [`LookBackConfig::lm_head`]).
 pub fn look_back_loss_and_grads(
     model: &Model,
     heads: &LookBack,
     weight: f32,
+    lm_head: bool,
     sample: &TrainSample,
 ) -> Result<(f32, Weights, LookBack)> {
     let (mut g, mut gh) = (model.weights.zeros_like(), heads.zeros_like());
-    let aux = LookBackStep { heads, weight, share: 1.0, grads: &mut gh };
+    let aux = LookBackStep { heads, weight, lm_head, share: 1.0, grads: &mut gh };
     let (loss, aux) = accumulate(model, sample, None, 1.0, &mut g, Some(aux))?;
     Ok((loss + aux, g, gh))
 }
 
-/// The look-back heads' part of one sample's gradient: the heads, their loss weight, the sample's share of the
-/// batch, and the heads' gradient buffer.
+/// The look-back heads' part of one sample's gradient: the heads, their loss weight, whether it reaches the LM
+/// head, the sample's share of the batch, and the heads' gradient buffer.
 pub(crate) struct LookBackStep<'a> {
     pub heads: &'a LookBack,
     pub weight: f32,
+    pub lm_head: bool,
     pub share: f32,
     pub grads: &'a mut LookBack,
 }
@@ -418,8 +421,10 @@ fn accumulate(
         }
     }
     if let (Some(a), Some(cand)) = (&aux, &cand) {
-        let gh = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
-        cand.scatter(&d_cand, gh, d);
+        if a.lm_head {
+            let gh = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
+            cand.scatter(&d_cand, gh, d);
+        }
         aux_loss /= a.share as f64;
     }
     Ok((loss, aux_loss as f32))

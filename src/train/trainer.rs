@@ -40,6 +40,17 @@ pub struct Stage {
     pub lr: f32,
     /// Warmup steps (then linear decay towards 0 at 2 × steps, as the authors schedule it).
     pub warmup: u64,
+    /// Ends the stage after this many steps, with the learning-rate schedule still planned for `steps`: how a
+    /// recipe replays a stage that was stopped by hand at its best validation. Absent: the stage runs all `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after: Option<u64>,
+}
+
+impl Stage {
+    /// The steps this stage runs: `steps`, or fewer with `stop_after`.
+    pub fn run_steps(&self) -> u64 {
+        self.stop_after.map_or(self.steps, |s| s.min(self.steps))
+    }
 }
 
 /// Where the model starts.
@@ -276,7 +287,7 @@ struct BatchGradient {
 /// bit-identical.
 fn batch_gradient(
     model: &Model,
-    heads: Option<(&LookBack, f32)>,
+    heads: Option<(&LookBack, &LookBackConfig)>,
     samples: &[TrainSample],
     dropout: Option<Dropout>,
 ) -> Result<BatchGradient> {
@@ -298,9 +309,10 @@ fn batch_gradient(
                 let d = dropout.map(|d| Dropout { p: d.p, seed: mix(d.seed, &[i as u64]) });
                 let w = (s.answer.len() + 1) as f32 / total as f32;
                 let share = 1.0 / samples.len() as f32;
-                let aux = heads.zip(part.heads.as_mut()).map(|((heads, weight), grads)| LookBackStep {
+                let aux = heads.zip(part.heads.as_mut()).map(|((heads, lb), grads)| LookBackStep {
                     heads,
-                    weight,
+                    weight: lb.weight,
+                    lm_head: lb.lm_head,
                     share,
                     grads,
                 });
@@ -469,12 +481,13 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         std::fs::OpenOptions::new().append(true).create(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
     while progress.stage < cfg.stages.len() {
         let st = cfg.stages[progress.stage].clone();
-        while progress.step < st.steps {
+        let end = st.run_steps();
+        while progress.step < end {
             let samples = batch(&model, cfg, &facts, &hay, progress.stage, progress.step)?;
             let dropout = (cfg.dropout > 0.0)
                 .then(|| Dropout { p: cfg.dropout, seed: mix(cfg.seed, &[progress.stage as u64, progress.step, 5]) });
-            let weight = cfg.look_back.as_ref().map_or(0.0, |lb| lb.weight);
-            let mut g = batch_gradient(&model, heads.as_ref().map(|(h, _)| (h, weight)), &samples, dropout)?;
+            let look_back = heads.as_ref().zip(cfg.look_back.as_ref()).map(|((h, _), lb)| (h, lb));
+            let mut g = batch_gradient(&model, look_back, &samples, dropout)?;
             let grads = g.model.tensors_mut().into_iter().chain(head_tensors(&mut g.heads)).collect();
             let grad_norm = clip_grad_norm(grads, cfg.clip);
             let lr = learning_rate(progress.step, st.lr, st.warmup, 2 * st.steps);
@@ -492,7 +505,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
                 look_back_loss: heads.as_ref().map(|_| g.look_back_loss as f32),
                 valid_accuracy: None,
             };
-            if progress.step % cfg.valid_every == 0 || progress.step == st.steps {
+            if progress.step % cfg.valid_every == 0 || progress.step == end {
                 let acc = validate(&model, cfg, &facts.valid, &valid_hay, st.segments)?;
                 entry.valid_accuracy = Some(acc);
                 if acc > progress.best_accuracy {
@@ -504,7 +517,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
             writeln!(log, "{}", serde_json::to_string(&entry).expect("serialises"))
                 .map_err(|e| Error::io(&log_path, e))?;
             let go_on = on_step(&entry);
-            if !go_on || progress.step % cfg.checkpoint_every == 0 || progress.step == st.steps {
+            if !go_on || progress.step % cfg.checkpoint_every == 0 || progress.step == end {
                 save_checkpoint(&ckpt, &model, &adam, heads.as_ref(), &progress)?;
             }
             if !go_on {
