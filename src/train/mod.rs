@@ -253,7 +253,7 @@ pub fn look_back_loss(model: &Model, heads: &LookBack, weight: f32, sample: &Tra
 }
 
 /// [`look_back_loss`] and its gradients: with respect to the model's weights and to the heads. With `lm_head`
-/// false the heads' loss leaves the LM head out of the model's gradient (see [`LookBackConfig::lm_head`]).
+/// false the heads' loss leaves the LM head out of the model's gradient (see [`look_back::LookBackConfig::lm_head`]).
 pub fn look_back_loss_and_grads(
     model: &Model,
     heads: &LookBack,
