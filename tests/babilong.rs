@@ -126,6 +126,52 @@ fn built_in_generators_and_synthetic_prose_are_reproducible() {
     assert_eq!(records(&a.join("qa5/2k.jsonl"))[0]["haystack"], "synthetic");
 }
 
+/// A random one-layer RMT with segments of 256, in `dir`.
+fn tiny_model(dir: &Path) -> std::path::PathBuf {
+    common::init_model(
+        dir,
+        r#"{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 600,
+        "memory": {"kind": "rmt", "num_mem_tokens": 4, "segment_size": 256}}"#,
+        2,
+    )
+}
+
+/// `gen` with more samples (same seed) writes the same first samples, so `eval --first` runs the new ones only,
+/// and merged with the old results they equal an evaluation of the whole grown set.
+#[test]
+fn grown_sets_are_evaluated_by_their_new_samples() {
+    let dir = scratch_dir("babilong-grow");
+    let model = tiny_model(&dir);
+    let (small, grown) = (dir.join("small"), dir.join("grown"));
+    for (out, n) in [(&small, "2"), (&grown, "4")] {
+        let o = gen(&["--tasks", "qa1,qa2", "--lengths", "0k,1000", "--samples", n, "--seed", "4", "-o", s(out)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    for f in ["qa1/0k", "qa1/1000", "qa2/0k", "qa2/1000"] {
+        let (a, b) = (records(&small.join(format!("{f}.jsonl"))), records(&grown.join(format!("{f}.jsonl"))));
+        assert_eq!((a.len(), b.len()), (2, 4));
+        assert_eq!(a[..], b[..2], "{f}: the first samples are the same");
+    }
+    let eval = |data: &Path, prefix: &Path, extra: &[&str]| {
+        let mut args = vec!["babilong", "eval", "--model", s(&model), "--data", s(data), "-o", s(prefix)];
+        args.extend_from_slice(extra);
+        let o = rmt_fast(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        rmt_fast::babilong::eval::Results::read(&prefix.with_extension("json")).unwrap()
+    };
+    let old = eval(&small, &dir.join("old"), &[]);
+    let new = eval(&grown, &dir.join("new"), &["--first", "2"]);
+    assert!(new.predictions.iter().all(|p| p.index >= 2) && new.predictions.len() == 8);
+    assert!(new.source.contains("from sample 2"), "{}", new.source);
+    let merged = dir.join("merged");
+    let o = rmt_fast(&["babilong", "merge", s(&dir.join("old.json")), s(&dir.join("new.json")), "-o", s(&merged)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = rmt_fast::babilong::eval::Results::read(&merged.with_extension("json")).unwrap();
+    let whole = eval(&grown, &dir.join("whole"), &[]);
+    assert_eq!((m.cells, m.predictions), (whole.cells, whole.predictions));
+    assert_eq!(old.predictions.len(), 8);
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = scratch_dir("babilong-bad");
@@ -190,12 +236,7 @@ fn score_counts_exactly_the_known_right_subset() {
 #[test]
 fn eval_matches_infer_and_shards_merge_and_plots_draw() {
     let dir = scratch_dir("babilong-eval");
-    let model = common::init_model(
-        &dir,
-        r#"{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 600,
-        "memory": {"kind": "rmt", "num_mem_tokens": 4, "segment_size": 256}}"#,
-        2,
-    );
+    let model = tiny_model(&dir);
     let data = dir.join("data");
     assert!(gen(&["--tasks", "qa1,qa2", "--lengths", "0k,1000", "--samples", "3", "--seed", "4", "-o", s(&data)])
         .status

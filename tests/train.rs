@@ -7,7 +7,7 @@ use common::fixture;
 use rmt_fast::rng::Rng;
 use rmt_fast::train::look_back::LookBack;
 use rmt_fast::train::{
-    look_back_loss, look_back_loss_and_grads, loss, loss_and_grads, loss_and_grads_with, loss_with, Dropout,
+    look_back_loss, look_back_loss_and_grads, loss, loss_and_grads, loss_and_grads_with, loss_with, Dropout, Probe,
     TrainSample,
 };
 use rmt_fast::{Engine, Model};
@@ -45,7 +45,7 @@ fn training_forward_agrees_with_the_inference_engine() {
         };
         targets.push(95);
         let want = targets.iter().zip(&steps).map(|(&t, l)| nll(l, t)).sum::<f64>() / targets.len() as f64;
-        let got = loss(&model, &TrainSample { prompt: p, answer: answer.tokens.clone() }).unwrap() as f64;
+        let got = loss(&model, &TrainSample::new(p, answer.tokens.clone())).unwrap() as f64;
         assert!((got - want).abs() <= 1e-5 * want.abs(), "prompt {n}: training loss {got} vs inference {want}");
     }
 }
@@ -57,13 +57,22 @@ fn training_forward_agrees_with_the_inference_engine() {
 /// 3.7e-3 relative where |analytic| > 1e-3).
 #[test]
 fn gradients_match_finite_differences() {
-    check_finite_differences(None);
+    check_finite_differences(&fixture_model(), &plain_sample(), None);
 }
 
 /// The same check with dropout 0.1 (fixed masks: the same seed in every evaluation).
 #[test]
 fn gradients_with_dropout_match_finite_differences() {
-    check_finite_differences(Some(Dropout { p: 0.1, seed: 4 }));
+    check_finite_differences(&fixture_model(), &plain_sample(), Some(Dropout { p: 0.1, seed: 4 }));
+}
+
+fn fixture_model() -> Model {
+    Model::load(fixture("rmt.safetensors")).unwrap()
+}
+
+/// Three segments of the fixture model (segments of 16): a 37-token prompt and a 3-token answer.
+fn plain_sample() -> TrainSample {
+    TrainSample::new(prompt(37, 1), vec![17, 3, 55])
 }
 
 /// The same check with three look-back heads on (loss weight 0.5), through the model and into the heads: the
@@ -72,7 +81,7 @@ fn gradients_with_dropout_match_finite_differences() {
 fn look_back_gradients_match_finite_differences() {
     let model = Model::load(fixture("rmt.safetensors")).unwrap();
     let heads = LookBack::new(3, model.config.n_embd, 7);
-    let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
+    let sample = TrainSample::new(prompt(37, 1), vec![17, 3, 55]);
     let weight = 0.5;
     let (l0, mut g, mut gh) = look_back_loss_and_grads(&model, &heads, weight, true, &sample).unwrap();
     let plain = loss(&model, &sample).unwrap();
@@ -102,7 +111,7 @@ fn look_back_gradients_match_finite_differences() {
 fn look_back_without_lm_head_leaves_only_the_candidates_rows_out() {
     let model = Model::load(fixture("rmt.safetensors")).unwrap();
     let heads = LookBack::new(3, model.config.n_embd, 7);
-    let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
+    let sample = TrainSample::new(prompt(37, 1), vec![17, 3, 55]);
     let (l_with, mut with, h_with) = look_back_loss_and_grads(&model, &heads, 0.5, true, &sample).unwrap();
     let (l_without, mut without, h_without) = look_back_loss_and_grads(&model, &heads, 0.5, false, &sample).unwrap();
     assert_eq!(l_with, l_without);
@@ -127,17 +136,39 @@ fn look_back_without_lm_head_leaves_only_the_candidates_rows_out() {
     assert_eq!(changed_rows, candidates.len(), "every candidate's row loses the heads' share");
 }
 
-fn check_finite_differences(dropout: Option<Dropout>) {
+/// The same check with two memory probes (after segments 0 and 1 of three): their loss adds to the answer's, and
+/// their gradient crosses the hand-offs back to the learned memory. With dropout, so the probes' own masks are
+/// checked too.
+#[test]
+fn probe_gradients_match_finite_differences() {
     let model = Model::load(fixture("rmt.safetensors")).unwrap();
-    let sample = TrainSample { prompt: prompt(37, 1), answer: vec![17, 3, 55] };
-    let (l0, grads) = loss_and_grads_with(&model, &sample, dropout).unwrap();
+    let mut sample = TrainSample::new(prompt(37, 1), vec![17, 3, 55]);
+    let plain = loss(&model, &sample).unwrap();
+    let probe =
+        |after: usize, seed: u64, weight: f32| Probe { after, prompt: prompt(6, seed), answer: vec![40], weight };
+    sample.probes = vec![probe(0, 5, 0.7), probe(1, 6, 0.4)];
+    let with = loss(&model, &sample).unwrap();
+    assert!(with > plain + 0.5, "the probes add their loss: {with} vs {plain} without");
+    check_finite_differences(&model, &sample, Some(Dropout { p: 0.1, seed: 4 }));
+    // a probe after the last segment is allowed; one past it, or one longer than a segment, is not
+    sample.probes = vec![probe(2, 5, 1.0)];
+    assert!(loss(&model, &sample).is_ok());
+    sample.probes = vec![probe(3, 5, 1.0)];
+    assert!(loss(&model, &sample).unwrap_err().to_string().contains("after segment 3"));
+    sample.probes = vec![Probe { after: 0, prompt: prompt(16, 5), answer: vec![1], weight: 1.0 }];
+    assert!(loss(&model, &sample).unwrap_err().to_string().contains("does not fit"));
+}
+
+/// Every weight's gradient of `sample`'s loss against finite differences (see [`compare_directional`]).
+fn check_finite_differences(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) {
+    let (l0, grads) = loss_and_grads_with(model, sample, dropout).unwrap();
     assert!(l0.is_finite());
     let names: Vec<String> = model.weights.named(&model.config).into_iter().map(|(n, _, _)| n).collect();
     let analytic = grads.clone().tensors_mut().into_iter().map(|t| t.clone()).collect();
     compare_directional(&names, analytic, |k, v, sign| {
         let mut m = model.clone();
         m.weights.tensors_mut()[k].iter_mut().zip(v).for_each(|(w, d)| *w += sign * d);
-        loss_with(&m, &sample, dropout).unwrap()
+        loss_with(&m, sample, dropout).unwrap()
     });
     let memory = &grads.memory;
     assert!(memory.iter().any(|&x| x != 0.0), "the gradient reaches the learned memory through two hand-offs");
@@ -170,16 +201,10 @@ fn compare_directional(names: &[String], analytic: Vec<Vec<f32>>, shifted: impl 
 #[test]
 fn bad_samples_are_errors() {
     let model = Model::load(fixture("rmt.safetensors")).unwrap();
-    assert!(loss(&model, &TrainSample { prompt: vec![], answer: vec![1] }).unwrap_err().to_string().contains("prompt"));
-    assert!(loss(&model, &TrainSample { prompt: vec![1, 500], answer: vec![] })
-        .unwrap_err()
-        .to_string()
-        .contains("500"));
+    assert!(loss(&model, &TrainSample::new(vec![], vec![1])).unwrap_err().to_string().contains("prompt"));
+    assert!(loss(&model, &TrainSample::new(vec![1, 500], vec![])).unwrap_err().to_string().contains("500"));
     let rmt_r = Model::load(fixture("rmt_r_v2.safetensors")).unwrap();
-    assert!(loss(&rmt_r, &TrainSample { prompt: vec![1, 94], answer: vec![] })
-        .unwrap_err()
-        .to_string()
-        .contains("RMT-R"));
+    assert!(loss(&rmt_r, &TrainSample::new(vec![1, 94], vec![])).unwrap_err().to_string().contains("RMT-R"));
 }
 
 fn tiny_config(steps: u64, checkpoint_every: u64) -> rmt_fast::train::trainer::TrainConfig {
@@ -222,6 +247,25 @@ fn resumed_training_with_look_back_heads_equals_uninterrupted_training() {
     assert!(log.lines().all(|l| l.contains("look_back_loss")), "every step logs the heads' loss");
     let err = rmt_fast::train::trainer::train(&tiny_config(10, 4), &b, true, |_| true).unwrap_err();
     assert!(err.to_string().contains("3 look-back heads, the config 0"), "{err}");
+}
+
+/// The same with memory probes on: the trainer asks them (their loss is logged and not zero), resuming stays
+/// exact, and a run with a task other than qa1 is refused.
+#[test]
+fn resumed_training_with_probes_equals_uninterrupted_training() {
+    let cfg = tiny_config_with(10, 4, r#""probes": {"weight": 1.0},"#);
+    let (a, _) = check_resume(&cfg, "train-probes");
+    let log = std::fs::read_to_string(a.join("log.jsonl")).unwrap();
+    let probe_losses: Vec<f64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["probe_loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(probe_losses.len(), 10);
+    assert!(probe_losses.iter().all(|&l| l > 0.0), "every batch has probes: {probe_losses:?}");
+    let mut qa2 = cfg.clone();
+    qa2.tasks = vec!["qa1".into(), "qa2".into()];
+    let err = rmt_fast::train::trainer::train(&qa2, &a.join("qa2"), false, |_| true).unwrap_err();
+    assert!(err.to_string().contains("probes are defined for qa1"), "{err}");
 }
 
 /// Runs `cfg` uninterrupted, then again with a crash after step 5 and a resume; asserts the two end with the same
@@ -393,7 +437,7 @@ fn train_command_reports_bad_configs() {
 fn gradients_match_pytorch() {
     let model = Model::load(fixture("rmt_train.safetensors")).unwrap();
     let exp = common::Expected::load("rmt_train.expected.safetensors");
-    let sample = TrainSample { prompt: exp.tokens("prompt"), answer: exp.tokens("answer") };
+    let sample = TrainSample::new(exp.tokens("prompt"), exp.tokens("answer"));
     let (loss, grads) = loss_and_grads(&model, &sample).unwrap();
     let want = exp.f32("loss").1[0];
     assert!(((loss - want) / want).abs() <= 1e-5, "loss {loss} vs PyTorch {want}");
@@ -410,7 +454,7 @@ fn gradients_match_pytorch() {
 #[test]
 fn dropout_zero_is_exact_and_masks_follow_the_seed() {
     let model = Model::load(fixture("rmt.safetensors")).unwrap();
-    let sample = TrainSample { prompt: prompt(37, 2), answer: vec![5, 6] };
+    let sample = TrainSample::new(prompt(37, 2), vec![5, 6]);
     let plain = loss_and_grads(&model, &sample).unwrap();
     let zero = loss_and_grads_with(&model, &sample, Some(Dropout { p: 0.0, seed: 1 })).unwrap();
     assert_eq!(plain.0.to_bits(), zero.0.to_bits());

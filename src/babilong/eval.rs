@@ -207,13 +207,33 @@ pub fn data_files(data: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs `engine` over every record of `data` whose index is `shard.0` mod `shard.1`, `batch` samples at a time
-/// (independent sessions run concurrently on the thread pool); `progress` is told each finished sample's context
-/// length. Predictions come back in file order whatever the batch.
+/// Which samples of a data set an evaluation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// Only indices that are `shard.0` modulo `shard.1` (`(0, 1)`: all), to split work across machines.
+    pub shard: (usize, usize),
+    /// Only indices from this one on. `babilong gen` with more `--samples` and the same seed writes the same first
+    /// samples, so a grown set's new samples can be evaluated alone and merged with the old results.
+    pub first: usize,
+}
+
+impl Selection {
+    /// Every sample.
+    pub const ALL: Selection = Selection { shard: (0, 1), first: 0 };
+
+    /// Whether sample `index` is selected.
+    pub fn takes(&self, index: usize) -> bool {
+        index >= self.first && index % self.shard.1 == self.shard.0
+    }
+}
+
+/// Runs `engine` over every record of `data` that `selection` takes, `batch` samples at a time (independent
+/// sessions run concurrently on the thread pool); `progress` is told each finished sample's context length.
+/// Predictions come back in file order whatever the batch.
 pub fn evaluate(
     engine: &Engine,
     data: &Path,
-    shard: (usize, usize),
+    selection: Selection,
     max_new: usize,
     batch: usize,
     progress: impl Fn(usize) + Sync,
@@ -226,7 +246,7 @@ pub fn evaluate(
         for (line_no, line) in text.lines().enumerate() {
             let r: Record = serde_json::from_str(line)
                 .map_err(|e| Error::Input(format!("{}:{}: not a BABILong record: {e}", file.display(), line_no + 1)))?;
-            if r.index % shard.1 != shard.0 {
+            if !selection.takes(r.index) {
                 continue;
             }
             if !twins.contains_key(&r.tokens.file) {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
 use rmt_fast::babilong::babi::{self, task_number, Split};
-use rmt_fast::babilong::eval::Results;
+use rmt_fast::babilong::eval::{Results, Selection};
 use rmt_fast::babilong::generate::generate;
 use rmt_fast::babilong::haystack::Haystack;
 use rmt_fast::babilong::sample::{build, parse_length};
@@ -217,6 +217,10 @@ pub struct EvalArgs {
     /// Evaluate only samples whose index is K modulo N (`K/N`), to split work across machines.
     #[arg(long, default_value = "0/1", value_parser = parse_shard)]
     pub shard: (usize, usize),
+    /// Evaluate only samples whose index is at least this: after `gen` grew a set (same seed, more `--samples`:
+    /// the first samples are the same), evaluate the new ones and `merge` them with the old results.
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
     /// Most tokens generated per answer.
     #[arg(long, default_value_t = 10)]
     pub max_new_tokens: usize,
@@ -235,19 +239,21 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let EvalArgs { model, data, shard, max_new_tokens: max_new, batch, threads, output, json } = a;
+    let EvalArgs { model, data, shard, first, max_new_tokens: max_new, batch, threads, output, json } = a;
     let (model, data) = (model.as_deref(), data.as_path());
     super::set_threads(threads)?;
     let model_name = model.map_or("the bundled model".to_string(), |p| p.display().to_string());
     let engine = rmt_fast::Engine::cpu(super::load_model(model)?);
     let quiet = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let pb = super::progress(0, "context tokens", quiet);
-    let predictions = rmt_fast::babilong::eval::evaluate(&engine, data, shard, max_new, batch, |n| {
+    let selection = Selection { shard, first };
+    let predictions = rmt_fast::babilong::eval::evaluate(&engine, data, selection, max_new, batch, |n| {
         pb.inc_length(n as u64);
         pb.inc(n as u64)
     })?;
     pb.finish_and_clear();
-    let source = format!("{model_name} on {} (shard {}/{})", data.display(), shard.0, shard.1);
+    let from = if first > 0 { format!(", from sample {first}") } else { String::new() };
+    let source = format!("{model_name} on {} (shard {}/{}{from})", data.display(), shard.0, shard.1);
     let results = Results::from_predictions(source, predictions);
     report(&results, &output.unwrap_or_else(|| data.join("results")), json)
 }

@@ -9,6 +9,7 @@
 pub mod look_back;
 pub mod ops;
 pub mod optim;
+pub mod probes;
 pub mod trainer;
 
 use crate::backend::cpu::fast;
@@ -19,13 +20,40 @@ use crate::model::weights::{Layout, Weights};
 use crate::model::{MemoryKind, Model};
 use look_back::{Candidates, LookBack, SegmentGrads, SegmentRows};
 
-/// One training sample: `prompt` (context + question + GEN) and the answer tokens (EOS is appended).
+/// One training sample: `prompt` (context + question + GEN) and the answer tokens (EOS is appended), with
+/// optional memory probes.
 #[derive(Clone, Debug)]
 pub struct TrainSample {
     /// Context, question and the GEN marker.
     pub prompt: Vec<u32>,
     /// Answer tokens, without EOS.
     pub answer: Vec<u32>,
+    /// Questions asked of the memory between segments (training only; see [`Probe`]).
+    pub probes: Vec<Probe>,
+}
+
+impl TrainSample {
+    /// A sample without probes.
+    pub fn new(prompt: Vec<u32>, answer: Vec<u32>) -> Self {
+        TrainSample { prompt, answer, probes: Vec::new() }
+    }
+}
+
+/// A memory probe: a question put to the memory that segment `after` writes, read as a one-segment
+/// `[mem | prompt answer EOS | mem]` beside the sample's next segment. Its loss, `weight ×` the mean
+/// cross-entropy of its answer and EOS, is added to the sample's: every memory hand-off gets a direct target
+/// (what the stream has said so far), not only the one the final question reaches through BPTT. The probes
+/// never touch the sample's own segments; their gradient joins the memory's on its way back.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// The segment whose written memory is asked (0-based; any segment of the sample).
+    pub after: usize,
+    /// Question and GEN.
+    pub prompt: Vec<u32>,
+    /// Answer tokens, without EOS.
+    pub answer: Vec<u32>,
+    /// Weight of its mean cross-entropy in the sample's loss.
+    pub weight: f32,
 }
 
 /// Dropout while training (GPT-2's four sites: embeddings, attention probabilities, both residual branches).
@@ -156,31 +184,60 @@ fn labels(model: &Model, sample: &TrainSample) -> Vec<Label> {
 /// A labelled position: (segment, row in the segment, target token).
 type Label = (usize, usize, u32);
 
+/// One probe's forward: its segment, its labelled rows `(row, target)`, and the softmax of the LM head there.
+struct ProbeForward {
+    cache: SegmentCache,
+    labels: Vec<(usize, u32)>,
+    probs: Vec<f32>,
+}
+
 /// The forward pass of one sample: per-segment caches, the labels, and the softmax of the LM head at every label
-/// (`[labels, vocab]`, which the backward reuses).
+/// (`[labels, vocab]`, which the backward reuses); the probes' likewise.
 struct Forward {
     caches: Vec<SegmentCache>,
     labels: Vec<Label>,
     probs: Vec<f32>,
     loss: f32,
+    probes: Vec<ProbeForward>,
+    probe_loss: f32,
 }
 
-/// Forward over all segments, then the LM head on the label rows only, as one GEMM.
+/// `prompt`, `answer` and EOS: the tokens a sample (or a probe) runs, checked against the vocabulary.
+fn with_answer(cfg: &crate::model::Config, prompt: &[u32], answer: &[u32]) -> Result<Vec<u32>> {
+    if prompt.is_empty() {
+        return Err(Error::Input("a training sample needs a prompt ending with GEN".into()));
+    }
+    let mut input = prompt.to_vec();
+    input.extend(answer);
+    input.push(cfg.eos_token_id);
+    match input.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        Some(&t) => Err(Error::Input(format!("token {t} is outside the vocabulary ({})", cfg.vocab_size))),
+        None => Ok(input),
+    }
+}
+
+/// The LM head on `rows` (`[n, d]`), as one GEMM: the softmax per row, and the summed cross-entropy of `targets`.
+fn head_softmax(model: &Model, rows: &[f32], targets: impl Iterator<Item = u32>) -> (Vec<f32>, f64) {
+    let (d, v) = (model.config.n_embd, model.config.vocab_size);
+    let n = rows.len() / d;
+    let mut probs = vec![0.0; n * v];
+    matmul(rows, n, head_mat(&model.weights, &model.config), None, &mut probs, false);
+    let mut nll = 0.0f64;
+    for (p, target) in probs.chunks_exact_mut(v).zip(targets) {
+        fast::softmax(p);
+        nll -= (p[target as usize] as f64).ln();
+    }
+    (probs, nll)
+}
+
+/// Forward over all segments, then the LM head on the label rows only; then each probe from the memory it asks.
 fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<Forward> {
     let cfg = &model.config;
     if cfg.memory.kind != MemoryKind::Rmt {
         return Err(Error::Input("training supports RMT models (RMT-R is not implemented yet)".into()));
     }
-    if sample.prompt.is_empty() {
-        return Err(Error::Input("a training sample needs a prompt ending with GEN".into()));
-    }
-    let (seg, m, d, v) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd, cfg.vocab_size);
-    let mut input = sample.prompt.clone();
-    input.extend(&sample.answer);
-    input.push(cfg.eos_token_id);
-    if let Some(&t) = input.iter().find(|&&t| t as usize >= v) {
-        return Err(Error::Input(format!("token {t} is outside the vocabulary ({v})")));
-    }
+    let (seg, m, d) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd);
+    let input = with_answer(cfg, &sample.prompt, &sample.answer)?;
     let mut mem = model.weights.memory.clone();
     let mut caches = Vec::new();
     for (s, chunk) in input.chunks(seg).enumerate() {
@@ -190,14 +247,31 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
     }
     let labels = labels(model, sample);
     let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
-    let mut probs = vec![0.0; labels.len() * v];
-    matmul(&rows, labels.len(), head_mat(&model.weights, cfg), None, &mut probs, false);
-    let mut loss = 0.0f64;
-    for (p, &(_, _, target)) in probs.chunks_exact_mut(v).zip(&labels) {
-        fast::softmax(p);
-        loss -= (p[target as usize] as f64).ln();
+    let (probs, nll) = head_softmax(model, &rows, labels.iter().map(|l| l.2));
+    let mut probes = Vec::with_capacity(sample.probes.len());
+    let mut probe_loss = 0.0f64;
+    for (i, p) in sample.probes.iter().enumerate() {
+        let Some(asked) = caches.get(p.after) else {
+            return Err(Error::Input(format!(
+                "a probe asks after segment {}; the sample has {}",
+                p.after,
+                caches.len()
+            )));
+        };
+        let input = with_answer(cfg, &p.prompt, &p.answer)?;
+        if input.len() > seg {
+            return Err(Error::Input(format!("a probe of {} tokens does not fit a segment of {seg}", input.len())));
+        }
+        let written = &asked.lnf[(asked.t - m) * d..];
+        let cache = forward_segment(model, written, &input, dropout.map(|d| (d, caches.len() + i)));
+        let labels: Vec<(usize, u32)> = (p.prompt.len() - 1..input.len() - 1).map(|q| (m + q, input[q + 1])).collect();
+        let rows: Vec<f32> = labels.iter().flat_map(|&(row, _)| &cache.lnf[row * d..][..d]).copied().collect();
+        let (probs, nll) = head_softmax(model, &rows, labels.iter().map(|l| l.1));
+        probe_loss += p.weight as f64 * nll / labels.len() as f64;
+        probes.push(ProbeForward { cache, labels, probs });
     }
-    Ok(Forward { caches, loss: (loss / labels.len() as f64) as f32, labels, probs })
+    let loss = (nll / labels.len() as f64) as f32;
+    Ok(Forward { caches, loss, labels, probs, probes, probe_loss: probe_loss as f32 })
 }
 
 /// The LM head as the right-hand side of `h · Wᵀ`.
@@ -205,14 +279,37 @@ fn head_mat<'a>(w: &'a Weights, cfg: &crate::model::Config) -> MatRef<'a> {
     MatRef { w: head(w), n_in: cfg.n_embd, n_out: cfg.vocab_size, layout: Layout::OutIn }
 }
 
-/// The loss of `sample` (forward only).
+/// Back through the LM head at `rows` (`[n, d]`): `dlogits` (`[n, vocab]`) goes into the head's gradient, and
+/// ∂/∂rows comes back.
+fn head_backward(model: &Model, g: &mut Weights, dlogits: &[f32], rows: &[f32]) -> Vec<f32> {
+    let (w, d, v) = (&model.weights, model.config.n_embd, model.config.vocab_size);
+    let n = rows.len() / d;
+    // dH = dlogits · W ; dW += dlogitsᵀ · H
+    let mut d_rows = vec![0.0f32; n * d];
+    matmul(dlogits, n, MatRef { w: head(w), n_in: v, n_out: d, layout: Layout::InOut }, None, &mut d_rows, false);
+    let gw = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
+    let rows_view = Strided::rows(0, d);
+    gemm_strided((v, d, n), gw, rows_view, true, dlogits, Strided { offset: 0, rs: 1, cs: v }, rows, rows_view);
+    d_rows
+}
+
+/// Turns softmax rows into `scale ·` (softmax − one-hot of the target): the cross-entropy's ∂/∂logits.
+fn softmax_to_dlogits(probs: &mut [f32], v: usize, targets: impl Iterator<Item = u32>, scale: f32) {
+    for (p, target) in probs.chunks_exact_mut(v).zip(targets) {
+        p[target as usize] -= 1.0;
+        p.iter_mut().for_each(|x| *x *= scale);
+    }
+}
+
+/// The loss of `sample` (forward only): the answer's, plus its probes' when it has any.
 pub fn loss(model: &Model, sample: &TrainSample) -> Result<f32> {
     loss_with(model, sample, None)
 }
 
 /// The loss of `sample` with optional dropout.
 pub fn loss_with(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<f32> {
-    Ok(forward(model, sample, dropout)?.loss)
+    let f = forward(model, sample, dropout)?;
+    Ok(f.loss + f.probe_loss)
 }
 
 /// The loss of `sample` and its gradient with respect to every weight (full BPTT), as a [`Weights`] of the same
@@ -237,10 +334,11 @@ pub fn accumulate_grads(
     scale: f32,
     g: &mut Weights,
 ) -> Result<f32> {
-    Ok(accumulate(model, sample, dropout, scale, g, None)?.0)
+    let l = accumulate(model, sample, dropout, (scale, scale), g, None)?;
+    Ok(l.answer + l.probes)
 }
 
-/// The answer loss plus the look-back heads' loss (see [`look_back`]) of `sample`, forward only.
+/// The answer loss plus the probes' and the look-back heads' losses (see [`look_back`]) of `sample`, forward only.
 pub fn look_back_loss(model: &Model, heads: &LookBack, weight: f32, sample: &TrainSample) -> Result<f32> {
     let f = forward(model, sample, None)?;
     let cand = Candidates::new(&sample.prompt, head(&model.weights), model.config.n_embd);
@@ -249,7 +347,7 @@ pub fn look_back_loss(model: &Model, heads: &LookBack, weight: f32, sample: &Tra
     for (s, c) in f.caches.iter().enumerate() {
         aux += heads.segment_loss(&look_back_rows(model, c, s, sample), &cand, &scales, None);
     }
-    Ok(f.loss + aux as f32)
+    Ok(f.loss + f.probe_loss + aux as f32)
 }
 
 /// [`look_back_loss`] and its gradients: with respect to the model's weights and to the heads. With `lm_head`
@@ -263,8 +361,8 @@ pub fn look_back_loss_and_grads(
 ) -> Result<(f32, Weights, LookBack)> {
     let (mut g, mut gh) = (model.weights.zeros_like(), heads.zeros_like());
     let aux = LookBackStep { heads, weight, lm_head, share: 1.0, grads: &mut gh };
-    let (loss, aux) = accumulate(model, sample, None, 1.0, &mut g, Some(aux))?;
-    Ok((loss + aux, g, gh))
+    let l = accumulate(model, sample, None, (1.0, 1.0), &mut g, Some(aux))?;
+    Ok((l.answer + l.probes + l.look_back, g, gh))
 }
 
 /// The look-back heads' part of one sample's gradient: the heads, their loss weight, whether it reaches the LM
@@ -310,43 +408,51 @@ fn look_back_scales(
         .collect()
 }
 
-/// [`accumulate_grads`] with the look-back heads optionally on: returns the answer loss and the look-back loss
-/// (per sample, not scaled by `share`).
-fn accumulate(
+/// One sample's losses, each per sample (not scaled by the batch).
+pub(crate) struct SampleLosses {
+    /// Mean cross-entropy of the answer and EOS.
+    pub answer: f32,
+    /// Σ over the probes of weight × mean cross-entropy.
+    pub probes: f32,
+    /// The look-back heads' loss (0 without them).
+    pub look_back: f32,
+}
+
+/// [`accumulate_grads`] with the look-back heads optionally on. `scales` is (the answer's, the probes'): the
+/// factors of their gradients, a sample's share of the batch for each.
+pub(crate) fn accumulate(
     model: &Model,
     sample: &TrainSample,
     dropout: Option<Dropout>,
-    scale: f32,
+    scales: (f32, f32),
     g: &mut Weights,
     mut aux: Option<LookBackStep<'_>>,
-) -> Result<(f32, f32)> {
-    let Forward { caches, labels, mut probs, loss } = forward(model, sample, dropout)?;
+) -> Result<SampleLosses> {
+    let Forward { caches, labels, mut probs, loss, probes, probe_loss } = forward(model, sample, dropout)?;
     let cfg = &model.config;
-    let (d, m, v, h) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size, cfg.n_head);
+    let (d, m, v) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size);
     let w = &model.weights;
-    // LM head: dlogits = scale · (softmax − onehot) / labels; dH = dlogits · W ; dW += dlogitsᵀ · H
     let n = labels.len();
-    for (p, &(_, _, target)) in probs.chunks_exact_mut(v).zip(&labels) {
-        p[target as usize] -= 1.0;
-        p.iter_mut().for_each(|x| *x *= scale / n as f32);
-    }
+    softmax_to_dlogits(&mut probs, v, labels.iter().map(|l| l.2), scales.0 / n as f32);
     let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
-    let mut d_rows = vec![0.0f32; n * d];
-    matmul(&probs, n, MatRef { w: head(w), n_in: v, n_out: d, layout: Layout::InOut }, None, &mut d_rows, false);
-    let gw = if w.lm_head.is_some() { g.lm_head.as_mut().expect("same shapes") } else { &mut g.wte };
-    gemm_strided(
-        (v, d, n),
-        gw,
-        Strided::rows(0, d),
-        true,
-        &probs,
-        Strided { offset: 0, rs: 1, cs: v },
-        &rows,
-        Strided::rows(0, d),
-    );
+    let d_rows = head_backward(model, g, &probs, &rows);
+    // each probe's gradient reaches the memory it asked: what segment `after` wrote
+    let mut d_written = vec![vec![0.0f32; m * d]; if probes.is_empty() { 0 } else { caches.len() }];
+    for (mut pf, p) in probes.into_iter().zip(&sample.probes) {
+        let scale = scales.1 * p.weight / pf.labels.len() as f32;
+        softmax_to_dlogits(&mut pf.probs, v, pf.labels.iter().map(|l| l.1), scale);
+        let rows: Vec<f32> = pf.labels.iter().flat_map(|&(row, _)| &pf.cache.lnf[row * d..][..d]).copied().collect();
+        let d_rows = head_backward(model, g, &pf.probs, &rows);
+        let mut dlnf = vec![0.0f32; pf.cache.t * d];
+        for (&(row, _), dr) in pf.labels.iter().zip(d_rows.chunks_exact(d)) {
+            dlnf[row * d..][..d].copy_from_slice(dr);
+        }
+        let dmem = segment_backward(model, &pf.cache, dlnf, g);
+        d_written[p.after].iter_mut().zip(&dmem).for_each(|(a, b)| *a += b);
+    }
     let cand = aux.as_ref().map(|_| Candidates::new(&sample.prompt, head(w), d));
     let mut d_cand = vec![0.0f32; cand.as_ref().map_or(0, |c| c.count() * d)];
-    let scales = aux
+    let lb_scales = aux
         .as_ref()
         .map_or(Vec::new(), |a| look_back_scales(model, &caches, sample, a.heads.heads.len(), a.weight, a.share));
     let mut aux_loss = 0.0f64;
@@ -355,65 +461,17 @@ fn accumulate(
         let t = c.t;
         let mut dlnf = vec![0.0f32; t * d];
         dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
+        if let Some(asked) = d_written.get(s) {
+            dlnf[(t - m) * d..].iter_mut().zip(asked).for_each(|(a, b)| *a += b);
+        }
         for (i, &(_, row, _)) in labels.iter().enumerate().filter(|(_, l)| l.0 == s) {
             dlnf[row * d..][..d].iter_mut().zip(&d_rows[i * d..][..d]).for_each(|(a, b)| *a += b);
         }
         if let (Some(a), Some(cand)) = (aux.as_mut(), cand.as_ref()) {
             let grads = SegmentGrads { dlnf: &mut dlnf, heads: &mut *a.grads, candidates: &mut d_cand };
-            aux_loss += a.heads.segment_loss(&look_back_rows(model, c, s, sample), cand, &scales, Some(grads));
+            aux_loss += a.heads.segment_loss(&look_back_rows(model, c, s, sample), cand, &lb_scales, Some(grads));
         }
-        let mut dx = vec![0.0f32; t * d];
-        ops::layer_norm_backward(&dlnf, &c.x_out, &c.lnf_stats.0, &c.lnf_stats.1, &w.ln_f, &mut g.ln_f, &mut dx);
-        for (l, (lc, b)) in c.layers.iter().zip(&w.blocks).enumerate().rev() {
-            let gb = &mut g.blocks[l];
-            // x_out = x_mid + mlp_proj(gelu(c_fc(ln_2(x_mid))))
-            let mut d_branch = dx.clone();
-            apply(&mut d_branch, &lc.drop_resid_mlp);
-            let mut d_act = vec![0.0; t * 4 * d];
-            ops::linear_backward(&lc.act, t, &b.mlp_proj, &d_branch, &mut d_act, &mut gb.mlp_proj);
-            let mut d_fc = vec![0.0; t * 4 * d];
-            fast::gelu_backward(&lc.fc, &d_act, &mut d_fc);
-            let mut d_ln2 = vec![0.0; t * d];
-            ops::linear_backward(&lc.ln2, t, &b.c_fc, &d_fc, &mut d_ln2, &mut gb.c_fc);
-            let mut dx_mid = dx;
-            ops::layer_norm_backward(
-                &d_ln2,
-                &lc.x_mid,
-                &lc.ln2_stats.0,
-                &lc.ln2_stats.1,
-                &b.ln_2,
-                &mut gb.ln_2,
-                &mut dx_mid,
-            );
-            // x_mid = x_in + attn_proj(attention(c_attn(ln_1(x_in))))
-            let mut d_branch = dx_mid.clone();
-            apply(&mut d_branch, &lc.drop_resid_attn);
-            let mut d_att = vec![0.0; t * d];
-            ops::linear_backward(&lc.att, t, &b.attn_proj, &d_branch, &mut d_att, &mut gb.attn_proj);
-            let mut d_qkv = vec![0.0; t * 3 * d];
-            ops::attention_backward(&lc.qkv, &lc.probs, lc.drop_attn.as_deref(), t, h, &d_att, &mut d_qkv);
-            let mut d_ln1 = vec![0.0; t * d];
-            ops::linear_backward(&lc.ln1, t, &b.c_attn, &d_qkv, &mut d_ln1, &mut gb.c_attn);
-            dx = dx_mid;
-            ops::layer_norm_backward(
-                &d_ln1,
-                &lc.x_in,
-                &lc.ln1_stats.0,
-                &lc.ln1_stats.1,
-                &b.ln_1,
-                &mut gb.ln_1,
-                &mut dx,
-            );
-        }
-        // x0 = dropout([mem | wte[tokens] | mem] + wpe[0..t])
-        apply(&mut dx, &c.drop_embed);
-        g.wpe[..t * d].iter_mut().zip(&dx).for_each(|(gv, dv)| *gv += dv);
-        for (i, &tok) in c.tokens.iter().enumerate() {
-            let row = &dx[(m + i) * d..][..d];
-            g.wte[tok as usize * d..][..d].iter_mut().zip(row).for_each(|(gv, dv)| *gv += dv);
-        }
-        // the same memory is read at the start and written at the end: both rows' gradients
-        let dmem: Vec<f32> = dx[..m * d].iter().zip(&dx[(t - m) * d..]).map(|(a, b)| a + b).collect();
+        let dmem = segment_backward(model, c, dlnf, g);
         if s == 0 {
             g.memory.iter_mut().zip(&dmem).for_each(|(gv, dv)| *gv += dv);
         } else {
@@ -427,5 +485,55 @@ fn accumulate(
         }
         aux_loss /= a.share as f64;
     }
-    Ok((loss, aux_loss as f32))
+    Ok(SampleLosses { answer: loss, probes: probe_loss, look_back: aux_loss as f32 })
+}
+
+/// Back through one segment from ∂/∂ its `ln_f` rows: adds every weight's gradient into `g` and returns
+/// ∂/∂ the memory it read (both its read and its write rows embed it).
+fn segment_backward(model: &Model, c: &SegmentCache, dlnf: Vec<f32>, g: &mut Weights) -> Vec<f32> {
+    let (w, cfg) = (&model.weights, &model.config);
+    let (d, m, h, t) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.n_head, c.t);
+    let mut dx = vec![0.0f32; t * d];
+    ops::layer_norm_backward(&dlnf, &c.x_out, &c.lnf_stats.0, &c.lnf_stats.1, &w.ln_f, &mut g.ln_f, &mut dx);
+    for (l, (lc, b)) in c.layers.iter().zip(&w.blocks).enumerate().rev() {
+        let gb = &mut g.blocks[l];
+        // x_out = x_mid + mlp_proj(gelu(c_fc(ln_2(x_mid))))
+        let mut d_branch = dx.clone();
+        apply(&mut d_branch, &lc.drop_resid_mlp);
+        let mut d_act = vec![0.0; t * 4 * d];
+        ops::linear_backward(&lc.act, t, &b.mlp_proj, &d_branch, &mut d_act, &mut gb.mlp_proj);
+        let mut d_fc = vec![0.0; t * 4 * d];
+        fast::gelu_backward(&lc.fc, &d_act, &mut d_fc);
+        let mut d_ln2 = vec![0.0; t * d];
+        ops::linear_backward(&lc.ln2, t, &b.c_fc, &d_fc, &mut d_ln2, &mut gb.c_fc);
+        let mut dx_mid = dx;
+        ops::layer_norm_backward(
+            &d_ln2,
+            &lc.x_mid,
+            &lc.ln2_stats.0,
+            &lc.ln2_stats.1,
+            &b.ln_2,
+            &mut gb.ln_2,
+            &mut dx_mid,
+        );
+        // x_mid = x_in + attn_proj(attention(c_attn(ln_1(x_in))))
+        let mut d_branch = dx_mid.clone();
+        apply(&mut d_branch, &lc.drop_resid_attn);
+        let mut d_att = vec![0.0; t * d];
+        ops::linear_backward(&lc.att, t, &b.attn_proj, &d_branch, &mut d_att, &mut gb.attn_proj);
+        let mut d_qkv = vec![0.0; t * 3 * d];
+        ops::attention_backward(&lc.qkv, &lc.probs, lc.drop_attn.as_deref(), t, h, &d_att, &mut d_qkv);
+        let mut d_ln1 = vec![0.0; t * d];
+        ops::linear_backward(&lc.ln1, t, &b.c_attn, &d_qkv, &mut d_ln1, &mut gb.c_attn);
+        dx = dx_mid;
+        ops::layer_norm_backward(&d_ln1, &lc.x_in, &lc.ln1_stats.0, &lc.ln1_stats.1, &b.ln_1, &mut gb.ln_1, &mut dx);
+    }
+    // x0 = dropout([mem | wte[tokens] | mem] + wpe[0..t])
+    apply(&mut dx, &c.drop_embed);
+    g.wpe[..t * d].iter_mut().zip(&dx).for_each(|(gv, dv)| *gv += dv);
+    for (i, &tok) in c.tokens.iter().enumerate() {
+        let row = &dx[(m + i) * d..][..d];
+        g.wte[tok as usize * d..][..d].iter_mut().zip(row).for_each(|(gv, dv)| *gv += dv);
+    }
+    dx[..m * d].iter().zip(&dx[(t - m) * d..]).map(|(a, b)| a + b).collect()
 }

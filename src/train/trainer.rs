@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::look_back::{LookBack, LookBackConfig};
 use super::optim::{clip_grad_norm, learning_rate, AdamState, AdamW};
+use super::probes::{qa1_probes, ProbeConfig};
 use super::{accumulate, Dropout, LookBackStep, TrainSample};
 use crate::babilong::babi::{self, Sample, Split};
 use crate::babilong::generate::generate;
@@ -106,6 +107,9 @@ pub struct TrainConfig {
     /// Training-only look-back heads (see [`super::look_back`]); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub look_back: Option<LookBackConfig>,
+    /// Training-only memory probes, qa1 (see [`super::probes`]); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbeConfig>,
 }
 
 fn clip() -> f32 {
@@ -145,6 +149,9 @@ pub struct StepLog {
     /// The look-back heads' loss (weighted, added to `loss` in the objective), when they are on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub look_back_loss: Option<f32>,
+    /// The probes' loss (weighted, added to `loss` in the objective), when they are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_loss: Option<f32>,
     /// Validation accuracy, on validation steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_accuracy: Option<f64>,
@@ -187,7 +194,8 @@ impl Facts {
 /// One sample of `n_seg` segments: a context of uniformly random length that ends in the `n_seg`-th segment and
 /// leaves `qa_margin` tokens for the question and answer, then the question and GEN. The question lands anywhere in
 /// the last segment, as it does when a stream of any length is read: with learned positions, a model trained only
-/// on full segments cannot answer at other offsets.
+/// on full segments cannot answer at other offsets. With `probes`, the memory is asked after every segment but the
+/// last.
 fn make_sample(
     model: &Model,
     s: &Sample,
@@ -195,6 +203,7 @@ fn make_sample(
     margin: usize,
     hay: &Haystack,
     seed: u64,
+    probes: Option<&ProbeConfig>,
 ) -> Result<TrainSample> {
     let seg = model.config.memory.segment_size;
     let longest = (n_seg * seg).saturating_sub(margin);
@@ -219,7 +228,14 @@ fn make_sample(
     };
     prompt.extend(&layout.question);
     prompt.push(model.config.gen_token_id);
-    Ok(TrainSample { prompt, answer: layout.target })
+    let probes = match probes {
+        Some(p) => {
+            let (gen, len) = (model.config.gen_token_id, prompt.len());
+            qa1_probes(s, &layout.fact_positions, len, seg, gen, p.weight, seed)?
+        }
+        None => Vec::new(),
+    };
+    Ok(TrainSample { prompt, answer: layout.target, probes })
 }
 
 /// The batch of step `step` of stage `stage`: a function of the seed alone, so a resumed run sees the same data.
@@ -239,7 +255,7 @@ fn batch(
             let task = &facts.train[rng.below(facts.train.len() as u64) as usize];
             let s = &task[rng.below(task.len() as u64) as usize];
             let n_seg = 1 + rng.below(st.segments as u64) as usize;
-            make_sample(model, s, n_seg, cfg.qa_margin, hay, rng.next_u64())
+            make_sample(model, s, n_seg, cfg.qa_margin, hay, rng.next_u64(), cfg.probes.as_ref())
         })
         .collect()
 }
@@ -258,7 +274,8 @@ pub fn validate(
         .map(|i| {
             let task = &facts_valid[i % facts_valid.len()];
             let s = &task[(i / facts_valid.len()) % task.len()];
-            Ok((make_sample(model, s, n_seg, cfg.qa_margin, hay, mix(cfg.seed, &[i as u64, 4]))?, s.answer.clone()))
+            let sample = make_sample(model, s, n_seg, cfg.qa_margin, hay, mix(cfg.seed, &[i as u64, 4]), None)?;
+            Ok((sample, s.answer.clone()))
         })
         .collect::<Result<_>>()?;
     let right: Vec<bool> = samples
@@ -272,16 +289,17 @@ pub fn validate(
     Ok(right.iter().filter(|&&r| r).count() as f64 / right.len().max(1) as f64)
 }
 
-/// One batch's losses (answer; look-back, when the heads are on) and gradients (model; heads).
+/// One batch's losses (answer; look-back, when the heads are on; probes) and gradients (model; heads).
 struct BatchGradient {
     loss: f64,
     look_back_loss: f64,
+    probe_loss: f64,
     model: Weights,
     heads: Option<LookBack>,
 }
 
 /// Averages per-sample gradients weighted by their label counts: the loss is the mean over every answer token of
-/// the batch (RMT-SPEC §1.6); the look-back loss is the mean over samples of each sample's. The batch is cut into
+/// the batch (RMT-SPEC §1.6); the look-back and probe losses are the means over samples of each sample's. The batch is cut into
 /// one contiguous run of samples per thread, each accumulating into its own buffers in order, and the buffers are
 /// summed in order: the result depends on the thread count only, never on scheduling, so a resumed run is
 /// bit-identical.
@@ -300,10 +318,11 @@ fn batch_gradient(
             let mut part = BatchGradient {
                 loss: 0.0,
                 look_back_loss: 0.0,
+                probe_loss: 0.0,
                 model: model.weights.zeros_like(),
                 heads: heads.map(|(h, _)| h.zeros_like()),
             };
-            let (mut loss, mut aux_loss) = (0.0f64, 0.0f64);
+            let (mut loss, mut aux_loss, mut probe_loss) = (0.0f64, 0.0f64, 0.0f64);
             for (j, s) in chunk.iter().enumerate() {
                 let i = c * per_thread + j;
                 let d = dropout.map(|d| Dropout { p: d.p, seed: mix(d.seed, &[i as u64]) });
@@ -316,11 +335,12 @@ fn batch_gradient(
                     share,
                     grads,
                 });
-                let (l, a) = accumulate(model, s, d, w, &mut part.model, aux)?;
-                loss += l as f64 * w as f64;
-                aux_loss += a as f64 * share as f64;
+                let l = accumulate(model, s, d, (w, share), &mut part.model, aux)?;
+                loss += l.answer as f64 * w as f64;
+                aux_loss += l.look_back as f64 * share as f64;
+                probe_loss += l.probes as f64 * share as f64;
             }
-            (part.loss, part.look_back_loss) = (loss, aux_loss);
+            (part.loss, part.look_back_loss, part.probe_loss) = (loss, aux_loss, probe_loss);
             Ok(part)
         })
         .collect::<Result<_>>()?;
@@ -329,6 +349,7 @@ fn batch_gradient(
     for mut p in parts {
         sum.loss += p.loss;
         sum.look_back_loss += p.look_back_loss;
+        sum.probe_loss += p.probe_loss;
         let acc = sum.model.tensors_mut().into_iter().chain(head_tensors(&mut sum.heads));
         for (acc, x) in acc.zip(p.model.tensors_mut().into_iter().chain(head_tensors(&mut p.heads))) {
             acc.par_iter_mut().zip(x.par_iter()).for_each(|(a, b)| *a += b);
@@ -447,6 +468,9 @@ fn truncate_log(path: &Path, at: &Progress) -> Result<()> {
 /// the run returns (resume continues it exactly). Returns the last stage's best validation accuracy.
 pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMut(&StepLog) -> bool) -> Result<f64> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if let Some(p) = &cfg.probes {
+        p.check(&cfg.tasks)?;
+    }
     let facts = Facts::load(cfg)?;
     let hay = if cfg.haystack.is_empty() { Haystack::Synthetic } else { Haystack::books(&cfg.haystack)? };
     let valid_hay =
@@ -503,6 +527,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
                 grad_norm,
                 lr,
                 look_back_loss: heads.as_ref().map(|_| g.look_back_loss as f32),
+                probe_loss: cfg.probes.as_ref().map(|_| g.probe_loss as f32),
                 valid_accuracy: None,
             };
             if progress.step % cfg.valid_every == 0 || progress.step == end {
@@ -557,7 +582,7 @@ mod tests {
         let facts = generate(1, 50, &mut Rng::new(1)).unwrap();
         let lengths: Vec<usize> = (0..200)
             .map(|i| {
-                let s = make_sample(&model, &facts[i % 50], 2, 16, &Haystack::Synthetic, i as u64).unwrap();
+                let s = make_sample(&model, &facts[i % 50], 2, 16, &Haystack::Synthetic, i as u64, None).unwrap();
                 s.prompt.len()
             })
             .collect();

@@ -1,0 +1,140 @@
+//! Memory probes for qa1: after every segment but the last, ask the memory where one person is, as far as the
+//! stream has told (see [`super::Probe`]). The final question reaches the memory only through BPTT from the end
+//! of the sample; the probes give every hand-off its own target, so keeping a person's last place across many
+//! segments is trained directly.
+//!
+//! qa1's facts all read "{person} {verb …} the {place}.", so the state after a prefix of the stream is the last
+//! place of each person whose fact has ended in it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Probe;
+use crate::babilong::babi::Sample;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::stream::tokenizer::Tokenizer;
+
+/// The `probes` section of a training config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeConfig {
+    /// Weight of the probes' loss: each sample's probes share it (mean over its probes).
+    pub weight: f32,
+}
+
+impl ProbeConfig {
+    /// Probes are defined for qa1 only.
+    pub fn check(&self, tasks: &[String]) -> Result<()> {
+        if tasks.iter().any(|t| t != "qa1") {
+            return Err(Error::Input(format!(
+                "probes are defined for qa1 (facts \"{{person}} … the {{place}}.\"); the run has tasks {tasks:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The person and place of a qa1 fact ("Mary moved to the bathroom." → Mary, bathroom).
+fn person_and_place(fact: &str) -> Result<(&str, &str)> {
+    let words: Vec<&str> = fact.split_whitespace().collect();
+    match (words.first(), words.last()) {
+        (Some(p), Some(place)) if words.len() >= 3 && place.ends_with('.') => Ok((p, place.trim_end_matches('.'))),
+        _ => Err(Error::Input(format!("not a qa1 fact (\"{{person}} … the {{place}}.\"): `{fact}`"))),
+    }
+}
+
+/// One probe after each segment of the prompt but the last (the one the question is in), for a person drawn
+/// (with `seed`) among those whose place the stream has given by then; none after a segment that no fact has
+/// ended in yet. `fact_positions` are the facts' token offsets in the prompt (as [`crate::babilong::sample::build`]
+/// lays them out); every probe weighs `weight` over the number of probes.
+pub fn qa1_probes(
+    sample: &Sample,
+    fact_positions: &[usize],
+    prompt_len: usize,
+    segment: usize,
+    gen: u32,
+    weight: f32,
+    seed: u64,
+) -> Result<Vec<Probe>> {
+    let tok = Tokenizer::gpt2();
+    // (end offset, person, place) per fact, in story order (as `build` tokenizes them)
+    let mut ends = Vec::with_capacity(sample.facts.len());
+    for (f, &at) in sample.facts.iter().zip(fact_positions) {
+        let (person, place) = person_and_place(f)?;
+        ends.push((at + tok.encode(&format!(" {f}")).len(), person, place));
+    }
+    let mut rng = Rng::new(seed ^ 0x009b_0be5);
+    let mut place_of: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut next = 0;
+    let mut probes = Vec::new();
+    for after in 0..(prompt_len.saturating_sub(1)) / segment {
+        while next < ends.len() && ends[next].0 <= (after + 1) * segment {
+            place_of.insert(ends[next].1, ends[next].2);
+            next += 1;
+        }
+        if place_of.is_empty() {
+            continue;
+        }
+        let (person, place) = place_of.iter().nth(rng.below(place_of.len() as u64) as usize).expect("in range");
+        let mut prompt = tok.encode(&format!("Where is {person}? "));
+        prompt.push(gen);
+        probes.push(Probe { after, prompt, answer: tok.encode(place), weight });
+    }
+    let n = probes.len() as f32;
+    probes.iter_mut().for_each(|p| p.weight /= n);
+    Ok(probes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn story(facts: &[&str]) -> Sample {
+        Sample {
+            task: 1,
+            facts: facts.iter().map(|f| f.to_string()).collect(),
+            question: "Where is Mary? ".into(),
+            answer: "garden".into(),
+            supporting: vec![],
+        }
+    }
+
+    fn decode(t: &[u32]) -> String {
+        Tokenizer::gpt2().decode(t).unwrap()
+    }
+
+    /// Facts end at 6, 12 and 45 (each " Mary moved to the bathroom." is 6 tokens); segments of 10 tokens, a
+    /// 57-token prompt: probes after segments 0–4 (not 5, which holds GEN). Segment 0 has no finished fact.
+    #[test]
+    fn probes_ask_for_the_last_place_the_stream_has_given() {
+        let s = story(&["Mary moved to the bathroom.", "John went to the hallway.", "Mary moved to the garden."]);
+        let probes = qa1_probes(&s, &[0, 6, 39], 57, 10, 9999, 0.5, 1).unwrap();
+        assert_eq!(probes.iter().map(|p| p.after).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        // after segment 0 (tokens < 10) only Mary's first fact has ended
+        assert_eq!(decode(&probes[0].prompt[..probes[0].prompt.len() - 1]), "Where is Mary? ");
+        assert_eq!(decode(&probes[0].answer), "bathroom");
+        assert_eq!(*probes[0].prompt.last().unwrap(), 9999);
+        for p in &probes[1..4] {
+            let q = decode(&p.prompt[..p.prompt.len() - 1]);
+            let want = if q.contains("Mary") { "bathroom" } else { "hallway" };
+            assert_eq!(decode(&p.answer), want, "after segment {}: {q}", p.after);
+        }
+        // Mary's second fact ends at 45, inside segment 4
+        let last = &probes[4];
+        if decode(&last.prompt).contains("Mary") {
+            assert_eq!(decode(&last.answer), "garden");
+        }
+        assert!(probes.iter().all(|p| (p.weight - 0.1).abs() < 1e-7), "the weight is shared");
+        assert!(probes.iter().any(|p| decode(&p.prompt).contains("John")), "both people get asked");
+    }
+
+    #[test]
+    fn non_qa1_facts_and_tasks_are_refused() {
+        let s = story(&["Mary picked up the apple there"]);
+        assert!(qa1_probes(&s, &[0], 40, 10, 1, 1.0, 0).unwrap_err().to_string().contains("not a qa1 fact"));
+        let cfg = ProbeConfig { weight: 1.0 };
+        assert!(cfg.check(&["qa1".into()]).is_ok());
+        assert!(cfg.check(&["qa1".into(), "qa2".into()]).unwrap_err().to_string().contains("qa1"));
+    }
+}
