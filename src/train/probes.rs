@@ -21,6 +21,10 @@ use crate::stream::tokenizer::Tokenizer;
 pub struct ProbeConfig {
     /// Weight of the probes' loss: each sample's probes share it (mean over its probes).
     pub weight: f32,
+    /// Ask after every segment for every person placed so far, not for one drawn at random (≈ 1 segment more of
+    /// work per segment, at qa1's four people).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_person: bool,
 }
 
 impl ProbeConfig {
@@ -44,17 +48,17 @@ fn person_and_place(fact: &str) -> Result<(&str, &str)> {
     }
 }
 
-/// One probe after each segment of the prompt but the last (the one the question is in), for a person drawn
-/// (with `seed`) among those whose place the stream has given by then; none after a segment that no fact has
-/// ended in yet. `fact_positions` are the facts' token offsets in the prompt (as [`crate::babilong::sample::build`]
-/// lays them out); every probe weighs `weight` over the number of probes.
+/// Probes after each segment of the prompt but the last (the one the question is in): for a person drawn (with
+/// `seed`) among those whose place the stream has given by then, or with `cfg.every_person` for each of them; none
+/// after a segment that no fact has ended in yet. `fact_positions` are the facts' token offsets in the prompt (as
+/// [`crate::babilong::sample::build`] lays them out); every probe weighs `cfg.weight` over the number of probes.
 pub fn qa1_probes(
     sample: &Sample,
     fact_positions: &[usize],
     prompt_len: usize,
     segment: usize,
     gen: u32,
-    weight: f32,
+    cfg: &ProbeConfig,
     seed: u64,
 ) -> Result<Vec<Probe>> {
     let tok = Tokenizer::gpt2();
@@ -76,10 +80,16 @@ pub fn qa1_probes(
         if place_of.is_empty() {
             continue;
         }
-        let (person, place) = place_of.iter().nth(rng.below(place_of.len() as u64) as usize).expect("in range");
-        let mut prompt = tok.encode(&format!("Where is {person}? "));
-        prompt.push(gen);
-        probes.push(Probe { after, prompt, answer: tok.encode(place), weight });
+        let asked: Vec<(&&str, &&str)> = if cfg.every_person {
+            place_of.iter().collect()
+        } else {
+            place_of.iter().skip(rng.below(place_of.len() as u64) as usize).take(1).collect()
+        };
+        for (person, place) in asked {
+            let mut prompt = tok.encode(&format!("Where is {person}? "));
+            prompt.push(gen);
+            probes.push(Probe { after, prompt, answer: tok.encode(place), weight: cfg.weight });
+        }
     }
     let n = probes.len() as f32;
     probes.iter_mut().for_each(|p| p.weight /= n);
@@ -109,7 +119,8 @@ mod tests {
     #[test]
     fn probes_ask_for_the_last_place_the_stream_has_given() {
         let s = story(&["Mary moved to the bathroom.", "John went to the hallway.", "Mary moved to the garden."]);
-        let probes = qa1_probes(&s, &[0, 6, 39], 57, 10, 9999, 0.5, 1).unwrap();
+        let one = ProbeConfig { weight: 0.5, every_person: false };
+        let probes = qa1_probes(&s, &[0, 6, 39], 57, 10, 9999, &one, 1).unwrap();
         assert_eq!(probes.iter().map(|p| p.after).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
         // after segment 0 (tokens < 10) only Mary's first fact has ended
         assert_eq!(decode(&probes[0].prompt[..probes[0].prompt.len() - 1]), "Where is Mary? ");
@@ -127,13 +138,26 @@ mod tests {
         }
         assert!(probes.iter().all(|p| (p.weight - 0.1).abs() < 1e-7), "the weight is shared");
         assert!(probes.iter().any(|p| decode(&p.prompt).contains("John")), "both people get asked");
+        // every person: Mary alone after segment 0, then Mary and John
+        let every = ProbeConfig { weight: 0.5, every_person: true };
+        let all = qa1_probes(&s, &[0, 6, 39], 57, 10, 9999, &every, 1).unwrap();
+        let asked: Vec<(usize, String, String)> =
+            all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        let want = |after, who: &str, place: &str| (after, format!("Where is {who}? "), place.to_string());
+        let mut expected = vec![want(0, "Mary", "bathroom")];
+        for after in 1..4 {
+            expected.extend([want(after, "John", "hallway"), want(after, "Mary", "bathroom")]);
+        }
+        expected.extend([want(4, "John", "hallway"), want(4, "Mary", "garden")]);
+        assert_eq!(asked, expected);
+        assert!(all.iter().all(|p| (p.weight - 0.5 / 9.0).abs() < 1e-7));
     }
 
     #[test]
     fn non_qa1_facts_and_tasks_are_refused() {
         let s = story(&["Mary picked up the apple there"]);
-        assert!(qa1_probes(&s, &[0], 40, 10, 1, 1.0, 0).unwrap_err().to_string().contains("not a qa1 fact"));
-        let cfg = ProbeConfig { weight: 1.0 };
+        let cfg = ProbeConfig { weight: 1.0, every_person: false };
+        assert!(qa1_probes(&s, &[0], 40, 10, 1, &cfg, 0).unwrap_err().to_string().contains("not a qa1 fact"));
         assert!(cfg.check(&["qa1".into()]).is_ok());
         assert!(cfg.check(&["qa1".into(), "qa2".into()]).unwrap_err().to_string().contains("qa1"));
     }

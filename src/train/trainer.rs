@@ -231,7 +231,7 @@ fn make_sample(
     let probes = match probes {
         Some(p) => {
             let (gen, len) = (model.config.gen_token_id, prompt.len());
-            qa1_probes(s, &layout.fact_positions, len, seg, gen, p.weight, seed)?
+            qa1_probes(s, &layout.fact_positions, len, seg, gen, p, seed)?
         }
         None => Vec::new(),
     };
