@@ -299,10 +299,10 @@ struct BatchGradient {
 }
 
 /// Averages per-sample gradients weighted by their label counts: the loss is the mean over every answer token of
-/// the batch (RMT-SPEC §1.6); the look-back and probe losses are the means over samples of each sample's. The batch is cut into
-/// one contiguous run of samples per thread, each accumulating into its own buffers in order, and the buffers are
-/// summed in order: the result depends on the thread count only, never on scheduling, so a resumed run is
-/// bit-identical.
+/// the batch (RMT-SPEC §1.6); the look-back and probe losses are the means over samples of each sample's. The batch
+/// is cut into one contiguous run of samples per thread, each accumulating into its own buffers in order, and the
+/// buffers are summed in order: the result depends on the thread count only, never on scheduling, so a resumed run
+/// is bit-identical.
 fn batch_gradient(
     model: &Model,
     heads: Option<(&LookBack, &LookBackConfig)>,
