@@ -170,6 +170,9 @@ fn grown_sets_are_evaluated_by_their_new_samples() {
     let whole = eval(&grown, &dir.join("whole"), &[]);
     assert_eq!((m.cells, m.predictions), (whole.cells, whole.predictions));
     assert_eq!(old.predictions.len(), 8);
+    // a selection past the set's end is an error, not an empty table
+    let o = rmt_fast(&["babilong", "eval", "--model", s(&model), "--data", s(&grown), "--first", "4"]);
+    assert!(!o.status.success() && stderr(&o).contains("no sample is selected"), "{}", stderr(&o));
 }
 
 #[test]

@@ -276,6 +276,13 @@ pub fn evaluate(
             out.extend(answered.into_iter().collect::<Result<Vec<_>>>()?);
         }
     }
+    if out.is_empty() {
+        let Selection { shard: (k, n), first } = selection;
+        return Err(Error::Input(format!(
+            "{}: no sample is selected (shard {k}/{n}, from index {first}): is --first past the set's size?",
+            data.display()
+        )));
+    }
     Ok(out)
 }
 
