@@ -2,7 +2,7 @@
 """What kind of wrong answers a model gives on BABILong qa1: which place it named instead of the asked person's
 last one. Standard library only.
 
-    python3 scripts/qa1-error-kinds.py RESULTS.json DATA_DIR
+    python3 scripts/qa1-error-kinds.py RESULTS.json DATA_DIR [SEGMENT]
 
 RESULTS.json is written by `rmt-fast babilong eval` (its predictions), DATA_DIR is the `babilong gen` directory it
 read (DATA_DIR/qa1/<length>.jsonl). For each length it prints the answers by kind:
@@ -16,6 +16,15 @@ read (DATA_DIR/qa1/<length>.jsonl). For each length it prints the answers by kin
 
 and the mean position of the asked person's last fact, as a fraction of the context from its end, for right and
 wrong answers (how far back the answer was).
+
+A second table sorts the questions by where the answer had to come from, with segments of SEGMENT tokens (default
+128, the bundled model's), and gives right / asked for each:
+
+- in segment: the asked person's last fact is in the question's own segment;
+- memory, latest: it is in an earlier segment and no fact comes after it;
+- memory, later in segment: facts about others come after it, all in the question's segment;
+- memory, overwritten: facts about others come after it in earlier segments too, so the memory was written again
+  after it (a memory that keeps only the latest fact is at chance here).
 """
 import json
 import re
@@ -25,6 +34,7 @@ from pathlib import Path
 
 FACT = re.compile(r"\b(Mary|John|Sandra|Daniel) (?:went back|went|journeyed|travelled|moved) to the (\w+)\.")
 KINDS = ["correct", "latest fact", "stale", "other fact", "not in story"]
+SOURCES = ["in segment", "memory, latest", "memory, later in segment", "memory, overwritten"]
 
 
 def kind(prediction, person, facts):
@@ -41,34 +51,72 @@ def kind(prediction, person, facts):
     return "not in story"
 
 
+def length_name(n):
+    """The name `babilong gen` gives a length's file (as `babilong::eval::length_name`): 1M, 4k, 0k or 230."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def source(row, person, segment):
+    """Where the answer to `row` (a `babilong gen` record) had to come from, with segments of `segment` tokens."""
+    tokens = row["tokens"]
+    question_segment = (tokens["context"] + tokens["question"]) // segment * segment
+    facts = list(zip(row["fact_positions"], (f.split()[0] for f in row["facts"])))
+    last = max(i for i, (_, who) in enumerate(facts) if who == person)
+    later = [at for at, _ in facts[last + 1 :]]
+    if facts[last][0] >= question_segment:
+        return "in segment"
+    if not later:
+        return "memory, latest"
+    if all(at >= question_segment for at in later):
+        return "memory, later in segment"
+    return "memory, overwritten"
+
+
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     results, data = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+    segment = int(sys.argv[3]) if len(sys.argv) == 4 else 128
     by_length = {}
     for p in results["predictions"]:
         if p["task"] == "qa1":
             by_length.setdefault(p["length"], []).append(p)
-    print("| length | n | " + " | ".join(KINDS) + " | last fact from the end: right / wrong |")
-    print("|---|---|" + "---|" * (len(KINDS) + 1))
+    kinds_table, sources_table = [], []
     for length, preds in sorted(by_length.items()):
-        name = f"{length // 1000}k" if length < 1_000_000 else f"{length // 1_000_000}M"
+        name = length_name(length)
         path = data / "qa1" / f"{name}.jsonl"
         if not path.exists():
             continue
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-        kinds, back = Counter(), {True: [], False: []}
+        kinds, back, asked, right = Counter(), {True: [], False: []}, Counter(), Counter()
         for p in preds:
-            text = rows[p["index"]]["input"]
+            row = rows[p["index"]]
+            text = row["input"]
             facts = [(m.start(), m.group(1), m.group(2)) for m in FACT.finditer(text)]
             person = re.search(r"Where is (\w+)", p["question"]).group(1)
             k = kind(p["prediction"], person, facts)
             kinds[k] += 1
             last = [f for f in facts if f[1] == person][-1][0]
             back[k == "correct"].append((len(text) - last) / max(len(text), 1))
+            where = source(row, person, segment)
+            asked[where] += 1
+            right[where] += k == "correct"
         mean = lambda xs: f"{sum(xs) / len(xs):.2f}" if xs else "–"
         cells = " | ".join(str(kinds[k]) for k in KINDS)
-        print(f"| {name} | {len(preds)} | {cells} | {mean(back[True])} / {mean(back[False])} |")
+        kinds_table.append(f"| {name} | {len(preds)} | {cells} | {mean(back[True])} / {mean(back[False])} |")
+        cells = " | ".join(f"{right[w]} / {asked[w]}" for w in SOURCES)
+        sources_table.append(f"| {name} | {cells} |")
+    print("| length | n | " + " | ".join(KINDS) + " | last fact from the end: right / wrong |")
+    print("|---|---|" + "---|" * (len(KINDS) + 1))
+    print("\n".join(kinds_table))
+    print(f"\nright / asked, by where the answer was (segments of {segment} tokens):\n")
+    print("| length | " + " | ".join(SOURCES) + " |")
+    print("|---|" + "---|" * len(SOURCES))
+    print("\n".join(sources_table))
 
 
 if __name__ == "__main__":

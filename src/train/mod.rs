@@ -10,6 +10,7 @@ pub mod look_back;
 pub mod ops;
 pub mod optim;
 pub mod probes;
+pub mod qa1;
 pub mod trainer;
 
 use crate::backend::cpu::fast;

@@ -3,16 +3,17 @@
 //! of the sample; the probes give every hand-off its own target, so keeping a person's last place across many
 //! segments is trained directly.
 //!
-//! qa1's facts all read "{person} {verb …} the {place}.", so the state after a prefix of the stream is the last
-//! place of each person whose fact has ended in it.
+//! qa1's facts all read "{person} {verb …} the {place}." ([`super::qa1`]), so the state after a prefix of the
+//! stream is the last place of each person whose fact has ended in it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::qa1::{check_tasks, person_and_place};
 use super::Probe;
 use crate::babilong::babi::Sample;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rng::Rng;
 use crate::stream::tokenizer::Tokenizer;
 
@@ -30,21 +31,7 @@ pub struct ProbeConfig {
 impl ProbeConfig {
     /// Probes are defined for qa1 only.
     pub fn check(&self, tasks: &[String]) -> Result<()> {
-        if tasks.iter().any(|t| t != "qa1") {
-            return Err(Error::Input(format!(
-                "probes are defined for qa1 (facts \"{{person}} … the {{place}}.\"); the run has tasks {tasks:?}"
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// The person and place of a qa1 fact ("Mary moved to the bathroom." → Mary, bathroom).
-fn person_and_place(fact: &str) -> Result<(&str, &str)> {
-    let words: Vec<&str> = fact.split_whitespace().collect();
-    match (words.first(), words.last()) {
-        (Some(p), Some(place)) if words.len() >= 3 && place.ends_with('.') => Ok((p, place.trim_end_matches('.'))),
-        _ => Err(Error::Input(format!("not a qa1 fact (\"{{person}} … the {{place}}.\"): `{fact}`"))),
+        check_tasks("probes", tasks)
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::look_back::{LookBack, LookBackConfig};
 use super::optim::{clip_grad_norm, learning_rate, AdamState, AdamW};
 use super::probes::{qa1_probes, ProbeConfig};
+use super::qa1::{asks_the_latest_mover, check_tasks};
 use super::{accumulate, Dropout, LookBackStep, TrainSample};
 use crate::babilong::babi::{self, Sample, Split};
 use crate::babilong::generate::generate;
@@ -110,6 +111,11 @@ pub struct TrainConfig {
     /// Training-only memory probes, qa1 (see [`super::probes`]); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<ProbeConfig>,
+    /// qa1: the fraction of training samples drawn among the questions about someone other than the story's latest
+    /// mover ([`super::qa1::asks_the_latest_mover`]); absent: drawn as they come (about half are about the latest
+    /// mover, which a memory that keeps only the latest place answers). Validation is never filtered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_questions: Option<f64>,
 }
 
 fn clip() -> f32 {
@@ -166,6 +172,8 @@ fn mix(seed: u64, parts: &[u64]) -> u64 {
 struct Facts {
     train: Vec<Vec<Sample>>,
     valid: Vec<Vec<Sample>>,
+    /// With `hard_questions`: per task, the indices of the train samples not about the latest mover.
+    hard: Vec<Vec<usize>>,
 }
 
 impl Facts {
@@ -174,7 +182,7 @@ impl Facts {
         if tasks.is_empty() {
             return Err(Error::Input("train: give at least one task".into()));
         }
-        let mut f = Facts { train: Vec::new(), valid: Vec::new() };
+        let mut f = Facts { train: Vec::new(), valid: Vec::new(), hard: Vec::new() };
         for &t in &tasks {
             match &cfg.babi {
                 Some(dir) => {
@@ -187,7 +195,39 @@ impl Facts {
                 }
             }
         }
+        if let Some(h) = cfg.hard_questions {
+            check_tasks("hard questions", &cfg.tasks)?;
+            if !(0.0..=1.0).contains(&h) {
+                return Err(Error::Input(format!("hard_questions is a fraction (0 … 1), not {h}")));
+            }
+            for task in &f.train {
+                let mut hard = Vec::new();
+                for (i, s) in task.iter().enumerate() {
+                    if !asks_the_latest_mover(s)? {
+                        hard.push(i);
+                    }
+                }
+                if hard.is_empty() {
+                    return Err(Error::Input("hard_questions: every train question is about the latest mover".into()));
+                }
+                f.hard.push(hard);
+            }
+        }
         Ok(f)
+    }
+
+    /// A train sample: a task, then a sample of it; with `hard_questions` (the fraction h), with probability h one
+    /// not about the latest mover.
+    fn draw(&self, hard_questions: Option<f64>, rng: &mut Rng) -> &Sample {
+        let t = rng.below(self.train.len() as u64) as usize;
+        let task = &self.train[t];
+        let s = &task[rng.below(task.len() as u64) as usize];
+        // the extra draws happen only with the option on, so runs without it keep their data bit for bit
+        if hard_questions.is_some_and(|h| rng.uniform() < h) {
+            let hard = &self.hard[t];
+            return &task[hard[rng.below(hard.len() as u64) as usize]];
+        }
+        s
     }
 }
 
@@ -252,8 +292,7 @@ fn batch(
         .into_par_iter()
         .map(|b| {
             let mut rng = Rng::new(mix(cfg.seed, &[stage as u64, step, b as u64, 3]));
-            let task = &facts.train[rng.below(facts.train.len() as u64) as usize];
-            let s = &task[rng.below(task.len() as u64) as usize];
+            let s = facts.draw(cfg.hard_questions, &mut rng);
             let n_seg = 1 + rng.below(st.segments as u64) as usize;
             make_sample(model, s, n_seg, cfg.qa_margin, hay, rng.next_u64(), cfg.probes.as_ref())
         })
@@ -589,5 +628,38 @@ mod tests {
         assert!(lengths.iter().all(|&l| l <= 128), "{lengths:?}");
         assert!(lengths.iter().any(|&l| l < 64 + 24), "no short sample: {lengths:?}");
         assert!(lengths.iter().any(|&l| l > 128 - 24), "no long sample: {lengths:?}");
+    }
+
+    fn qa1_config(extra: &str) -> TrainConfig {
+        serde_json::from_str(&format!(
+            r#"{{"model": {{"from": "unused.safetensors"}}, "tasks": ["qa1"], {extra}
+                "stages": [{{"segments": 1, "steps": 1, "batch": 1, "lr": 1e-3, "warmup": 0}}],
+                "valid_every": 1, "valid_samples": 1}}"#
+        ))
+        .unwrap()
+    }
+
+    /// `hard_questions` draws that fraction of samples among the questions not about the latest mover: all of them
+    /// at 1, none more than the data holds when absent (about half of qa1's questions are about the latest mover).
+    #[test]
+    fn hard_questions_are_drawn_at_their_fraction() {
+        let latest_share = |extra: &str| {
+            let cfg = qa1_config(extra);
+            let facts = Facts::load(&cfg).unwrap();
+            let mut rng = Rng::new(9);
+            let n = 2000;
+            let latest = (0..n).filter(|_| asks_the_latest_mover(facts.draw(cfg.hard_questions, &mut rng)).unwrap());
+            latest.count() as f64 / n as f64
+        };
+        let natural = latest_share("");
+        assert!((0.35..0.65).contains(&natural), "{natural}");
+        assert_eq!(latest_share(r#""hard_questions": 1.0,"#), 0.0);
+        let half = latest_share(r#""hard_questions": 0.5,"#);
+        assert!((half - natural / 2.0).abs() < 0.05, "{half} against {natural} / 2");
+        let bad = |extra: &str| Facts::load(&qa1_config(extra)).err().unwrap().to_string();
+        assert!(bad(r#""hard_questions": 1.5,"#).contains("fraction"));
+        let mut qa2 = qa1_config(r#""hard_questions": 0.5,"#);
+        qa2.tasks.push("qa2".into());
+        assert!(Facts::load(&qa2).err().unwrap().to_string().contains("hard questions are defined for qa1"));
     }
 }
