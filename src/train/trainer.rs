@@ -182,6 +182,13 @@ impl Facts {
         if tasks.is_empty() {
             return Err(Error::Input("train: give at least one task".into()));
         }
+        // checked before any file is read
+        if let Some(h) = cfg.hard_questions {
+            check_tasks("hard questions", &cfg.tasks)?;
+            if !(0.0..=1.0).contains(&h) {
+                return Err(Error::Input(format!("hard_questions is a fraction (0 … 1), not {h}")));
+            }
+        }
         let mut f = Facts { train: Vec::new(), valid: Vec::new(), hard: Vec::new() };
         for &t in &tasks {
             match &cfg.babi {
@@ -195,11 +202,7 @@ impl Facts {
                 }
             }
         }
-        if let Some(h) = cfg.hard_questions {
-            check_tasks("hard questions", &cfg.tasks)?;
-            if !(0.0..=1.0).contains(&h) {
-                return Err(Error::Input(format!("hard_questions is a fraction (0 … 1), not {h}")));
-            }
+        if cfg.hard_questions.is_some() {
             for task in &f.train {
                 let mut hard = Vec::new();
                 for (i, s) in task.iter().enumerate() {
@@ -639,8 +642,8 @@ mod tests {
         .unwrap()
     }
 
-    /// `hard_questions` draws that fraction of samples among the questions not about the latest mover: all of them
-    /// at 1, none more than the data holds when absent (about half of qa1's questions are about the latest mover).
+    /// `hard_questions` draws that fraction of samples among the questions not about the latest mover: absent, the
+    /// data's own share is about the latest mover (about half); at 1, none; at 0.5, half the data's share.
     #[test]
     fn hard_questions_are_drawn_at_their_fraction() {
         let latest_share = |extra: &str| {
