@@ -1,7 +1,8 @@
 //! Segment-step throughput of the CUDA backend (bf16) on GPU 0: GPT-2-small RMT (16 + 512 + 16 positions) with
 //! 1, 8 and 16 streams in one step, RMT-R v2 retrieval over the store of a 1M-token stream (1,954 stored
-//! states), and every matmul tile of `cuda/matmul.cu` on the step's four projections (the data behind
-//! [`MatmulTile::for_shape`]). Without a GPU it prints why and exits 0 (nothing is measured, nothing is claimed).
+//! states), and the matmul tiles of `cuda/matmul.cu` on the step's four projections and on RMT-R's 16-row
+//! matmuls (the data behind [`MatmulTile::for_shape`]). Without a GPU it prints why and exits 0 (nothing is
+//! measured, nothing is claimed).
 //!
 //!     cargo bench --bench cuda        (scripts/gpu-check.sh runs the prebuilt binary)
 //!
@@ -137,12 +138,28 @@ fn main() {
     c.final_summary();
 }
 
-/// Each matmul tile on the step's four matmuls at 1 and 16 streams (544 and 8,704 rows), launched as the step
+/// The matmul tiles on the step's four matmuls at 1 and 16 streams (544 and 8,704 rows), launched as the step
 /// launches them: qkv and fc + GELU into bf16, the two projections into f32 with K split in the tile's
-/// [`MatmulTile::k_shares`]. A graph of `REPS` launches per iteration; throughput in FLOP/s ("elem/s"). The tile the
-/// step picks for the shape is marked.
+/// [`MatmulTile::k_shares`]; and on RMT-R v2's 16-row matmuls (the folded query map, fc_1 + GELU, the folded
+/// output map and fc_2 as projections, and the scores over a 1M-token store in one share). A graph of `REPS`
+/// launches per iteration; throughput in FLOP/s ("elem/s"). The tile the step picks for the shape is marked.
 fn matmul_tiles(c: &mut Criterion) {
     const REPS: usize = 20;
+    /// (name, N, K, GELU, out): what one of the step's matmuls computes.
+    type Shape = (&'static str, usize, usize, usize, Out);
+    const WRITE_STEP: [Shape; 4] = [
+        ("qkv", 2304, 768, 0, Out::Stored),
+        ("attn proj", 768, 768, 0, Out::Shares),
+        ("fc", 3072, 768, 1, Out::Stored),
+        ("fc proj", 768, 3072, 0, Out::Shares),
+    ];
+    const RETRIEVAL: [Shape; 5] = [
+        ("query map", 768, 768, 0, Out::Stored),
+        ("output map", 768, 768, 0, Out::Shares),
+        ("fc_1", 3072, 768, 1, Out::Stored),
+        ("fc_2", 768, 3072, 0, Out::Shares),
+        ("scores at 1M", 1954 * 16, 768, 0, Out::F32),
+    ];
     let gpu = Gpu::new(0, Precision::Bf16).unwrap();
     let filled = |bytes: usize| {
         let mut buf = gpu.alloc(bytes).unwrap();
@@ -151,29 +168,23 @@ fn matmul_tiles(c: &mut Criterion) {
         buf
     };
     let i32_arg = |v: usize| KernelArg::I32(v as i32);
-    for streams in [1usize, 16] {
-        let m = streams * 544;
+    for (m, shapes) in [(16, &RETRIEVAL[..]), (544, &WRITE_STEP[..]), (16 * 544, &WRITE_STEP[..])] {
         let mut group = c.benchmark_group(format!("cuda matmul tiles, {m} rows (elem/s = FLOP/s)"));
         group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_millis(700)).sample_size(20);
-        // (name, N, K, GELU, projection: f32 shares out)
-        for (name, n, k, gelu, projection) in [
-            ("qkv", 2304, 768, 0, false),
-            ("attn proj", 768, 768, 0, true),
-            ("fc", 3072, 768, 1, false),
-            ("fc proj", 768, 3072, 0, true),
-        ] {
+        for &(name, n, k, gelu, out_kind) in shapes {
             let (input, w, bias) = (filled(m * k * 2), filled(n * k * 2), filled(n * 2));
             let out = gpu.alloc(MatmulTile::shares_capacity(m, n) * 4).unwrap();
             let ptr = |b| KernelArg::Ptr(gpu.address(b));
             let mut args = vec![ptr(&out), ptr(&input), ptr(&w), ptr(&bias), i32_arg(m), i32_arg(n), i32_arg(k)];
             args.push(i32_arg(gelu));
-            if !projection {
+            if out_kind == Out::Stored {
                 args.extend([i32_arg(m), i32_arg(0)]);
             }
             group.throughput(Throughput::Elements((2 * m * n * k * REPS) as u64));
-            for tile in MATMUL_TILES {
-                let shares = if projection { tile.k_shares(m, n, k) } else { 1 };
-                let kernel = if projection { tile.kernel_f32 } else { tile.kernel };
+            // the few-rows tile on few rows only, the 2-D tiles against it at 16 rows and with each other above
+            for tile in MATMUL_TILES.into_iter().filter(|t| (t.rows == 16) == (m <= 16) || t.rows == 64) {
+                let shares = if out_kind == Out::Shares { tile.k_shares(m, n, k) } else { 1 };
+                let kernel = if out_kind == Out::Stored { tile.kernel } else { tile.kernel_f32 };
                 let [x, y, _] = tile.grid(m, n);
                 let mut launches = || {
                     (0..REPS)
@@ -191,4 +202,12 @@ fn matmul_tiles(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+/// Where a benchmarked matmul writes: activations (bf16), f32 K shares (a projection), or f32 in one share.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    Stored,
+    Shares,
+    F32,
 }

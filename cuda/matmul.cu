@@ -1,6 +1,7 @@
 // out = in · Wᵀ + bias, optionally GELU, with f32 accumulation: every linear layer of the step. Bias and GELU
 // are fused in the epilogue. W is [N, K] (each output's weights contiguous), the "col" operand of mma.
-// bf16 builds run a tensor-core kernel (mma.sync m16n8k16); the f32 checking build a SIMT kernel. The f32-output
+// bf16 builds run a tensor-core kernel (mma.sync m16n8k16); the f32 checking build a SIMT kernel; outputs of at
+// most 16 rows a SIMT kernel in both (the 16 × 8 tile: W is read once, nothing is multiplied by zeros). The f32-output
 // kernels can split K over gridDim.z (split-K, for outputs with too few blocks to fill the GPU): block z writes
 // the partial sums of its share to out + z·M·N, the bias in share 0 only, and the consumer adds the shares up in
 // order (residual_layernorm), so results do not depend on scheduling.
@@ -190,15 +191,106 @@ DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const flo
 }
 #endif
 
+// Few rows (decode rows, RMT-R's 16 memory rows), where a 64-row tile would mostly multiply zeros: a warp computes
+// ROWS_COLS output columns for up to 16 rows, its lanes striding K 8 elements at a time, so W, the only large
+// operand, is read once in 16-byte loads and each of its elements feeds up to 16 FMAs. SIMT in both builds; the
+// rows come from L1 (16 × K is small). Grid (ceil(N / 8), ceil(M / 16), shares of K), 128 threads.
+#define ROWS_M 16
+#define ROWS_COLS 2  // output columns per warp: 4 warps, 8 columns per block
+
+// x[e] = p[e] for e < valid (≤ 8), 0 beyond: one 16-byte load when all 8 are there and `vec` says p is aligned.
+DEVICE void load8(const float* p, int valid, bool, float x[8]) {
+#pragma unroll
+    for (int e = 0; e < 8; e++) x[e] = e < valid ? p[e] : 0.0f;
+}
+DEVICE void load8(const bf16* p, int valid, bool vec, float x[8]) {
+    bf16x8 v = {};
+    if (vec && valid == 8) {
+        v = *(const bf16x8*)p;
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            if (e < valid) v.w[e / 2] |= (u32)p[e].bits << (16 * (e % 2));
+    }
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        x[2 * e] = __uint_as_float(v.w[e] << 16);
+        x[2 * e + 1] = __uint_as_float(v.w[e] & 0xffff0000u);
+    }
+}
+
+// One round of a warp's reduce-scatter of 2·HALF values per lane: a lane swaps half of them with lane ^ HALF and
+// adds the other half, keeping the upper half when its HALF bit is set. After rounds 16, 8, 4, 2, 1 (31 shuffles,
+// against 160 for 32 warp sums), lane L holds the warp's sum of value L. Written per round so that every index is a
+// compile-time constant (the values stay in registers).
+template <int HALF>
+DEVICE void reduce_scatter_round(float* v, int lane) {
+    bool upper = lane & HALF;
+#pragma unroll
+    for (int i = 0; i < HALF; i++) {
+        float send = upper ? v[i] : v[i + HALF], keep = upper ? v[i + HALF] : v[i];
+        v[i] = keep + __shfl_xor_sync(FULL_MASK, send, HALF);
+    }
+}
+
+template <class TOut>
+DEVICE void matmul_rows(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K, int kb,
+                        int ke, int gelu_act, int per, int stride) {
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = blockDim.x / WARP;
+    int m0 = blockIdx.y * ROWS_M, rows = M - m0 < ROWS_M ? M - m0 : ROWS_M;
+    int n0 = (blockIdx.x * warps + warp) * ROWS_COLS;
+    bool vec = K % 8 == 0 && ((unsigned long long)in & 15) == 0 && ((unsigned long long)w & 15) == 0;
+    float acc[ROWS_COLS * ROWS_M] = {};  // acc[j · 16 + r]: column n0 + j, row m0 + r
+    for (int k = kb + 8 * lane; k < ke; k += 8 * WARP) {
+        int valid = ke - k < 8 ? ke - k : 8;
+        float wv[ROWS_COLS][8];
+#pragma unroll
+        for (int j = 0; j < ROWS_COLS; j++) load8(w + (long)(n0 + j) * K + k, n0 + j < N ? valid : 0, vec, wv[j]);
+#pragma unroll
+        for (int r = 0; r < ROWS_M; r++) {
+            if (r >= rows) break;
+            float a[8];
+            load8(in + (long)(m0 + r) * K + k, valid, vec, a);
+#pragma unroll
+            for (int j = 0; j < ROWS_COLS; j++)
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[j * ROWS_M + r] += a[e] * wv[j][e];
+        }
+    }
+    // the warp's sums, reduce-scattered: lane L ends with output L, column L / 16, row L % 16
+    static_assert(ROWS_COLS * ROWS_M == WARP, "one output per lane");
+    reduce_scatter_round<16>(acc, lane);
+    reduce_scatter_round<8>(acc, lane);
+    reduce_scatter_round<4>(acc, lane);
+    reduce_scatter_round<2>(acc, lane);
+    reduce_scatter_round<1>(acc, lane);
+    epilogue(out, bias, gelu_act, M, N, m0 + lane % ROWS_M, n0 + lane / ROWS_M, acc[0], per, stride);
+}
+
+// The block tile of BM × BN outputs: 16 × 8 is the few-rows kernel, the others the 2-D tiles above.
+template <int BM, int BN, class TOut>
+DEVICE void block_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K, int kb,
+                       int ke, int gelu_act, int per, int stride) {
+    if constexpr (BM == ROWS_M)
+        matmul_rows(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+    else
+        matmul_block<BM, BN>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+}
+
 // Activations out, one kernel per block tile (rows × columns of outputs): grid (ceil(N / columns), ceil(M / rows)),
-// 128 threads (256 for 128 × 128, and for every tile in the f32 build). The host picks the tile per shape.
+// 128 threads (256 for 128 × 128, and for the 64 × 64 and 128 × 128 tiles of the f32 build). The host picks the
+// tile per shape.
+KERNEL void matmul_16x8(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                        int gelu_act, int per, int stride) {
+    block_tile<16, 8>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+}
 KERNEL void matmul(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                    int gelu_act, int per, int stride) {
-    matmul_block<64, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+    block_tile<64, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
 }
 KERNEL void matmul_128x128(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                            int gelu_act, int per, int stride) {
-    matmul_block<128, 128>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+    block_tile<128, 128>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
 }
 
 // f32 out, K split over gridDim.z (no GELU then): the projections before a residual add (the shares summed by
@@ -209,7 +301,11 @@ DEVICE void matmul_f32_split(float* out, const floatX* in, const floatX* w, cons
     int kb, ke;
     k_split(K, kb, ke);
     const floatX* share_bias = blockIdx.z == 0 ? bias : nullptr;
-    matmul_block<BM, BN>(out + blockIdx.z * (long)M * N, in, w, share_bias, M, N, K, kb, ke, gelu_act, M, 0);
+    block_tile<BM, BN>(out + blockIdx.z * (long)M * N, in, w, share_bias, M, N, K, kb, ke, gelu_act, M, 0);
+}
+KERNEL void matmul_f32_16x8(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                            int gelu_act) {
+    matmul_f32_split<16, 8>(out, in, w, bias, M, N, K, gelu_act);
 }
 KERNEL void matmul_f32(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                        int gelu_act) {

@@ -5,11 +5,12 @@
 #   scripts/gpu-check.sh              # everything; writes bench/results/<date>-gpu-check-<gpu>.md
 #   scripts/gpu-check.sh --dry-run    # on a machine without a GPU: runs every step that does not need one
 #   SEGMENTS=21485 scripts/gpu-check.sh   # the end-to-end runs at 11M tokens instead of 1M (1954 segments)
+#   SEGMENTS=1954,21485 scripts/gpu-check.sh   # at both lengths
 #
 # Knobs for a short lease: REPORT (the report's path; every step's full output goes to $REPORT.log beside it, both
 # written as the run goes, so a run cut short keeps what it did), STEP_TIMEOUT (seconds per step, default 600),
 # BENCH_ARGS (Criterion's, default a 1 s warm-up and 3 s of measurement), PT_SEGMENTS (segments of the PyTorch loop,
-# default SEGMENTS) and PT_MODES (default eager,compile; empty: the PyTorch loop is not run).
+# default the first of SEGMENTS) and PT_MODES (default eager,compile; empty: the PyTorch loop is not run).
 #
 # Steps: 1. the device; 2. parity on the GPU (tests/cuda_gpu.rs: every kernel, tiny and GPT-2-small streams, bf16
 # and f32, against the CPU backend); 3. rmt-fast's benchmarks: benches/cuda.rs (single and batched steps, retrieval
@@ -26,7 +27,7 @@ PACK=${PACK:-target/gpu-pack}
 SEGMENTS=${SEGMENTS:-1954}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 BENCH_ARGS=${BENCH_ARGS:---warm-up-time 1 --measurement-time 3}
-PT_SEGMENTS=${PT_SEGMENTS:-$SEGMENTS}
+PT_SEGMENTS=${PT_SEGMENTS:-${SEGMENTS%%,*}}
 PT_MODES=${PT_MODES-eager,compile}
 PYTHON=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
@@ -72,10 +73,10 @@ run() {
   local t0=$SECONDS
   echo "== $name: \$ $*" >> "$REPORT.log"
   timeout --kill-after=10 "$STEP_TIMEOUT" "$@" 2>&1 | tee "$log" >> "$REPORT.log"
-  local rc=${PIPESTATUS[0]}
+  local rc=${PIPESTATUS[0]} why
   if [[ $rc == 0 ]]; then echo "- $name: passed ($((SECONDS - t0)) s)" >> "$REPORT"; else
-    [[ $rc == 124 || $rc == 137 ]] && rc="$rc: stopped after STEP_TIMEOUT=$STEP_TIMEOUT s"
-    echo "- $name: **FAILED** (exit $rc, $((SECONDS - t0)) s)" >> "$REPORT"; failed=1; fi
+    why=$rc; [[ $rc == 124 || $rc == 137 ]] && why="$rc: stopped after STEP_TIMEOUT=$STEP_TIMEOUT s"
+    echo "- $name: **FAILED** (exit $why, $((SECONDS - t0)) s)" >> "$REPORT"; failed=1; fi
   { echo; echo '```'; echo "\$ $*"; tail -60 "$log"; echo '```'; } >> "$REPORT"
   return $rc
 }
@@ -121,10 +122,13 @@ else
   printf '\nNo Criterion results in its output.\n' >> "$REPORT"
 fi
 # end to end; a dry run reads 2 segments on the CPU instead (GPT-2 small takes ~1 s a segment there)
-if [[ $DRY == 1 ]]; then device=cpu; long=$(tokens 1024); else device=cuda; long=$(tokens $((SEGMENTS * 512))); fi
-for kind in rmt rmt-r; do
-  run "rmt-fast infer, $kind, $device, $(( $(stat -c %s "$long") / 2 )) tokens" \
-    "$PACK/rmt-fast" infer "$long" --model "$WORK/$kind.safetensors" --device "$device" --json
+for segments in ${SEGMENTS//,/ }; do
+  if [[ $DRY == 1 ]]; then device=cpu; long=$(tokens 1024); else device=cuda; long=$(tokens $((segments * 512))); fi
+  for kind in rmt rmt-r; do
+    run "rmt-fast infer, $kind, $device, $(( $(stat -c %s "$long") / 2 )) tokens" \
+      "$PACK/rmt-fast" infer "$long" --model "$WORK/$kind.safetensors" --device "$device" --json
+  done
+  rm -f "$long"
 done
 
 section "4. compute-sanitizer (memcheck) on a short stream"

@@ -4,7 +4,7 @@
 
 use crate::common::rel_err;
 use rmt_fast::backend::cpu::ops::{gelu_new, layer_norm, matmul, MatRef};
-use rmt_fast::backend::cuda::{Device, KernelArg, Precision, MATMUL_TILES};
+use rmt_fast::backend::cuda::{Device, KernelArg, MatmulTile, Precision, MATMUL_TILES};
 use rmt_fast::model::weights::{LayerNorm, Layout};
 use rmt_fast::{Config, Engine, Model};
 
@@ -134,8 +134,9 @@ pub fn matmul_kernels<D: Device>(dev: D) {
     let p = lab.dev.precision();
     // shapes that leave partial tiles in every dimension of every tile (m = 130: a third row block of 128, with
     // its first rows the only ones within M); K = 27 takes the element-by-element tile loads, the others the
-    // 16-byte ones
+    // 16-byte ones; K = 520 takes the 16 × 8 tile's lanes around K three times, the last time 8 elements
     for (m, n, k, gelu) in [
+        (16, 21, 520, false),
         (37, 70, 40, false),
         (5, 130, 96, true),
         (64, 64, 64, false),
@@ -303,8 +304,8 @@ pub fn retrieval<D: Device>(dev: D) {
     // scores q·kᵀ on the matmul kernel, then the chunks, then their merge
     let scores = lab.zeros(m * n);
     let args = [lab.p(&scores), lab.p(&qb), lab.p(&kb), KernelArg::Ptr(0), i(m), i(n), i(d), i(0)];
-    let tile = MATMUL_TILES[0];
-    lab.run("matmul_f32", tile.grid(m, n), tile.block(lab.dev.precision()), &args);
+    let tile = MatmulTile::for_shape(m, n);
+    lab.run(tile.kernel_f32, tile.grid(m, n), tile.block(lab.dev.precision()), &args);
     for chunk in [100, 2] {
         let chunks = n.div_ceil(chunk);
         let partial = lab.zeros(m * chunks * (d + 2));

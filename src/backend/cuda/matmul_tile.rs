@@ -13,6 +13,10 @@
 //!
 //! So the larger tile is picked once it fills the GPU. With one stream the projections' 768 columns give 108
 //! blocks of 64 × 64 for 132 SMs, so those split K (each share a block of its own).
+//!
+//! Outputs of at most 16 rows (RMT-R's retrieval over 16 memory rows, decode rows) take the 16 × 8 tile, a SIMT
+//! kernel that reads each weight once for all the rows. On a 64 × 64 tile at least 48 of the 64 rows are zeros,
+//! and the H200 profile (run 9) showed each such 16-row matmul of the retrieval at 11–19 µs for a few MB of weights.
 
 use super::device::Precision;
 
@@ -28,19 +32,30 @@ pub struct MatmulTile {
     pub rows: usize,
     /// Output columns per block.
     pub cols: usize,
-    /// Threads per block of the tensor-core (bf16) build.
-    tensor_threads: u32,
+    /// Threads per block of the bf16 build.
+    bf16_threads: u32,
+    /// Threads per block of the f32 checking build.
+    f32_threads: u32,
 }
 
-/// Every tile, smallest first.
-pub const MATMUL_TILES: [MatmulTile; 2] = [
-    MatmulTile { kernel: "matmul", kernel_f32: "matmul_f32", rows: 64, cols: 64, tensor_threads: 128 },
+/// Every tile: the few-rows tile, then the 2-D tiles smallest first.
+pub const MATMUL_TILES: [MatmulTile; 3] = [
+    MatmulTile {
+        kernel: "matmul_16x8",
+        kernel_f32: "matmul_f32_16x8",
+        rows: 16,
+        cols: 8,
+        bf16_threads: 128,
+        f32_threads: 128,
+    },
+    MatmulTile { kernel: "matmul", kernel_f32: "matmul_f32", rows: 64, cols: 64, bf16_threads: 128, f32_threads: 256 },
     MatmulTile {
         kernel: "matmul_128x128",
         kernel_f32: "matmul_f32_128x128",
         rows: 128,
         cols: 128,
-        tensor_threads: 256,
+        bf16_threads: 256,
+        f32_threads: 256,
     },
 ];
 
@@ -50,11 +65,15 @@ const FILL_BLOCKS: usize = 132;
 const MIN_SHARE_K: usize = 256;
 
 impl MatmulTile {
-    /// The tile for an `m × n` output: the largest that still fills the GPU (fewer bytes per FLOP), else the
-    /// smallest (most blocks).
+    /// The tile for an `m × n` output: 16 × 8 for at most 16 rows; else the largest 2-D tile that still fills
+    /// the GPU (fewer bytes per FLOP), else the smallest (most blocks).
     pub fn for_shape(m: usize, n: usize) -> MatmulTile {
+        let (few_rows, tiles) = (MATMUL_TILES[0], &MATMUL_TILES[1..]);
+        if m <= few_rows.rows {
+            return few_rows;
+        }
         let fills = |t: &&MatmulTile| t.blocks(m, n) >= FILL_BLOCKS;
-        *MATMUL_TILES.iter().rev().find(fills).unwrap_or(&MATMUL_TILES[0])
+        *tiles.iter().rev().find(fills).unwrap_or(&tiles[0])
     }
 
     /// Blocks of an `m × n` output.
@@ -74,8 +93,10 @@ impl MatmulTile {
 
     /// f32 elements that hold the K shares of any split-K matmul of up to `max_m` rows and `n` columns on the
     /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only with fewer than 132 blocks (one
-    /// wave), which only the smallest tile can have (a larger one is picked only with at least as many), so
-    /// `m · n < 132 · 64²`, and with at most `264 / blocks + 1` shares, so `shares · m · n < 3 · 132 · 64²`.
+    /// wave). Among the 2-D tiles only the smallest can have that (a larger one is picked only with at least as
+    /// many), so `m · n < 132 · 64²`, and with at most `264 / blocks + 1` shares, `shares · m · n < 3 · 132 · 64²`.
+    /// The 16 × 8 tile has `m ≤ 16` and `n < 132 · 8`, so `shares · m · n ≤ (264 / blocks + 1) · 16 · n`, which
+    /// is below `16 · (8 · 265 + n) < 3 · 132 · 64²`.
     pub fn shares_capacity(max_m: usize, n: usize) -> usize {
         (max_m * n).max(3 * FILL_BLOCKS * 64 * 64)
     }
@@ -85,11 +106,11 @@ impl MatmulTile {
         [n.div_ceil(self.cols) as u32, m.div_ceil(self.rows) as u32, 1]
     }
 
-    /// The launch block: the f32 checking build runs every tile as 64 × 64 SIMT tiles of 16 × 16 threads.
+    /// The launch block: the f32 checking build runs the 2-D tiles as 64 × 64 SIMT tiles of 16 × 16 threads.
     pub fn block(&self, precision: Precision) -> [u32; 3] {
         let threads = match precision {
-            Precision::Bf16 => self.tensor_threads,
-            Precision::F32 => 256,
+            Precision::Bf16 => self.bf16_threads,
+            Precision::F32 => self.f32_threads,
         };
         [threads, 1, 1]
     }
@@ -114,8 +135,13 @@ mod tests {
         // 16 streams: every matmul takes the largest tile and one share
         assert_eq!(pick(16 * 544, 768).kernel, "matmul_128x128");
         assert_eq!(pick(16 * 544, 768).k_shares(16 * 544, 768, 3072), 1);
-        // a decode row: K = 768 in at most 3 shares of 256
+        // up to 16 rows (RMT-R's retrieval, decode rows): the few-rows tile; 17 rows: 64 × 64
+        assert_eq!(pick(16, 768).kernel, "matmul_16x8");
+        assert_eq!(pick(1, 50257).kernel, "matmul_16x8");
+        assert_eq!(pick(17, 768).kernel, "matmul");
+        // a decode row: 96 blocks of 8 columns, so K = 768 in 3 shares of 256
         assert_eq!(pick(1, 768).k_shares(1, 768, 768), 3);
+        assert_eq!(pick(16, 768).grid(16, 768), [96, 1, 1]);
         assert_eq!(MatmulTile::for_shape(1, 1).grid(1, 1), [1, 1, 1]);
     }
 
