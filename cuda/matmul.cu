@@ -198,14 +198,16 @@ DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const flo
 #define ROWS_M 16
 #define ROWS_COLS 2  // output columns per warp: 4 warps, 8 columns per block
 
-// x[e] = p[e] for e < valid (≤ 8), 0 beyond: one 16-byte load when all 8 are there and `vec` says p is aligned.
-DEVICE void load8(const float* p, int valid, bool, float x[8]) {
+// x = p[0..8): with FULL one 16-byte load (bf16; p 16-byte aligned), else element by element, zero from `valid` on.
+template <bool FULL>
+DEVICE void load8(const float* p, int valid, float x[8]) {
 #pragma unroll
-    for (int e = 0; e < 8; e++) x[e] = e < valid ? p[e] : 0.0f;
+    for (int e = 0; e < 8; e++) x[e] = FULL || e < valid ? p[e] : 0.0f;
 }
-DEVICE void load8(const bf16* p, int valid, bool vec, float x[8]) {
+template <bool FULL>
+DEVICE void load8(const bf16* p, int valid, float x[8]) {
     bf16x8 v = {};
-    if (vec && valid == 8) {
+    if (FULL) {
         v = *(const bf16x8*)p;
     } else {
 #pragma unroll
@@ -216,6 +218,27 @@ DEVICE void load8(const bf16* p, int valid, bool vec, float x[8]) {
     for (int e = 0; e < 4; e++) {
         x[2 * e] = __uint_as_float(v.w[e] << 16);
         x[2 * e + 1] = __uint_as_float(v.w[e] & 0xffff0000u);
+    }
+}
+
+// acc[j · 16 + r] += in[m0 + r][k .. k + 8) · w[n0 + j][k .. k + 8) for the 16 rows and 2 columns of a warp. Rows
+// past `rows` and columns past N re-read the last one (in bounds; their sums are never written), so that no branch
+// separates the 18 loads: they all go out before the first FMA waits (with a branch per row, each row's load
+// waited for the previous row's FMAs, one memory latency per row).
+template <bool FULL>
+DEVICE void row_products(float* acc, const floatX* in, const floatX* w, int m0, int rows, int n0, int N, int K, int k,
+                         int valid) {
+    float wv[ROWS_COLS][8];
+#pragma unroll
+    for (int j = 0; j < ROWS_COLS; j++) load8<FULL>(w + (long)(n0 + j < N ? n0 + j : N - 1) * K + k, valid, wv[j]);
+#pragma unroll
+    for (int r = 0; r < ROWS_M; r++) {
+        float a[8];
+        load8<FULL>(in + (long)(m0 + (r < rows ? r : rows - 1)) * K + k, valid, a);
+#pragma unroll
+        for (int j = 0; j < ROWS_COLS; j++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[j * ROWS_M + r] += a[e] * wv[j][e];
     }
 }
 
@@ -243,19 +266,10 @@ DEVICE void matmul_rows(TOut* out, const floatX* in, const floatX* w, const floa
     float acc[ROWS_COLS * ROWS_M] = {};  // acc[j · 16 + r]: column n0 + j, row m0 + r
     for (int k = kb + 8 * lane; k < ke; k += 8 * WARP) {
         int valid = ke - k < 8 ? ke - k : 8;
-        float wv[ROWS_COLS][8];
-#pragma unroll
-        for (int j = 0; j < ROWS_COLS; j++) load8(w + (long)(n0 + j) * K + k, n0 + j < N ? valid : 0, vec, wv[j]);
-#pragma unroll
-        for (int r = 0; r < ROWS_M; r++) {
-            if (r >= rows) break;
-            float a[8];
-            load8(in + (long)(m0 + r) * K + k, valid, vec, a);
-#pragma unroll
-            for (int j = 0; j < ROWS_COLS; j++)
-#pragma unroll
-                for (int e = 0; e < 8; e++) acc[j * ROWS_M + r] += a[e] * wv[j][e];
-        }
+        if (vec && valid == 8)
+            row_products<true>(acc, in, w, m0, rows, n0, N, K, k, valid);
+        else
+            row_products<false>(acc, in, w, m0, rows, n0, N, K, k, valid);
     }
     // the warp's sums, reduce-scattered: lane L ends with output L, column L / 16, row L % 16
     static_assert(ROWS_COLS * ROWS_M == WARP, "one output per lane");
