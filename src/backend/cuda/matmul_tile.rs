@@ -14,9 +14,16 @@
 //! So the larger tile is picked once it fills the GPU. With one stream the projections' 768 columns give 108
 //! blocks of 64 × 64 for 132 SMs, so those split K (each share a block of its own).
 //!
-//! Outputs of at most 16 rows (RMT-R's retrieval over 16 memory rows, decode rows) take the 16 × 8 tile, a SIMT
-//! kernel that reads each weight once for all the rows. On a 64 × 64 tile at least 48 of the 64 rows are zeros,
-//! and the H200 profile (run 9) showed each such 16-row matmul of the retrieval at 11–19 µs for a few MB of weights.
+//! Outputs of at most 16 rows (RMT-R's retrieval over 16 memory rows, decode rows) have a third tile, 16 × 8: a
+//! SIMT kernel that reads each weight once for all the rows, where a 64 × 64 tile multiplies at least 48 rows of
+//! zeros. On an H200 (bench/results/2026-11-26-cuda-runs10-12.md, run 12), 16 rows, per launch:
+//! - the retrieval's fixed matmuls, whose 64 × 64 grids leave SMs idle: 16 × 8 is 2.2–2.6× faster on the folded
+//!   query and output maps (768 × 768) and fc_1 (3,072 × 768), 1.2× on fc_2 (768 × 3,072, K split);
+//! - the scores over a 1M-token store (31,264 × 768), 489 blocks of 64 × 64: 64 × 64 is 1.46× faster. It reads the
+//!   16 rows once per 64 columns, 16 × 8 once per 8: past one wave the traffic decides.
+//!
+//! So with at most 16 rows the rule is the same, with 16 × 8 as the smallest tile: 64 × 64 once it fills the GPU,
+//! else 16 × 8 (128 × 128 is not measured on 16 rows and not picked there).
 
 use super::device::Precision;
 
@@ -65,13 +72,10 @@ const FILL_BLOCKS: usize = 132;
 const MIN_SHARE_K: usize = 256;
 
 impl MatmulTile {
-    /// The tile for an `m × n` output: 16 × 8 for at most 16 rows; else the largest 2-D tile that still fills
-    /// the GPU (fewer bytes per FLOP), else the smallest (most blocks).
+    /// The tile for an `m × n` output: the largest that still fills the GPU (fewer bytes per FLOP), else the
+    /// smallest (most blocks). Up to 16 rows the tiles are 16 × 8 and 64 × 64, beyond them 64 × 64 and 128 × 128.
     pub fn for_shape(m: usize, n: usize) -> MatmulTile {
-        let (few_rows, tiles) = (MATMUL_TILES[0], &MATMUL_TILES[1..]);
-        if m <= few_rows.rows {
-            return few_rows;
-        }
+        let tiles = if m <= MATMUL_TILES[0].rows { &MATMUL_TILES[..2] } else { &MATMUL_TILES[1..] };
         let fills = |t: &&MatmulTile| t.blocks(m, n) >= FILL_BLOCKS;
         *tiles.iter().rev().find(fills).unwrap_or(&tiles[0])
     }
@@ -95,8 +99,8 @@ impl MatmulTile {
     /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only with fewer than 132 blocks (one
     /// wave). Among the 2-D tiles only the smallest can have that (a larger one is picked only with at least as
     /// many), so `m · n < 132 · 64²`, and with at most `264 / blocks + 1` shares, `shares · m · n < 3 · 132 · 64²`.
-    /// The 16 × 8 tile has `m ≤ 16` and `n < 132 · 8`, so `shares · m · n ≤ (264 / blocks + 1) · 16 · n`, which
-    /// is below `16 · (8 · 265 + n) < 3 · 132 · 64²`.
+    /// The 16 × 8 tile splits with `m ≤ 16` and `n < 132 · 8`, so `shares · m · n ≤ (264 / blocks + 1) · 16 · n`,
+    /// below `16 · (8 · 265 + n) < 3 · 132 · 64²`.
     pub fn shares_capacity(max_m: usize, n: usize) -> usize {
         (max_m * n).max(3 * FILL_BLOCKS * 64 * 64)
     }
@@ -135,9 +139,14 @@ mod tests {
         // 16 streams: every matmul takes the largest tile and one share
         assert_eq!(pick(16 * 544, 768).kernel, "matmul_128x128");
         assert_eq!(pick(16 * 544, 768).k_shares(16 * 544, 768, 3072), 1);
-        // up to 16 rows (RMT-R's retrieval, decode rows): the few-rows tile; 17 rows: 64 × 64
+        // up to 16 rows (RMT-R's retrieval, decode rows): 16 × 8 while 64 × 64 leaves SMs idle (the retrieval's
+        // maps and MLP), 64 × 64 once it fills the GPU (scores over a long store, the LM head); 17 rows: 64 × 64
         assert_eq!(pick(16, 768).kernel, "matmul_16x8");
-        assert_eq!(pick(1, 50257).kernel, "matmul_16x8");
+        assert_eq!(pick(16, 3072).kernel, "matmul_16x8");
+        assert_eq!(pick(16, 131 * 64).kernel, "matmul_16x8");
+        assert_eq!(pick(16, 132 * 64).kernel, "matmul");
+        assert_eq!(pick(16, 1954 * 16).kernel, "matmul");
+        assert_eq!(pick(1, 50257).kernel, "matmul");
         assert_eq!(pick(17, 768).kernel, "matmul");
         // a decode row: 96 blocks of 8 columns, so K = 768 in 3 shares of 256
         assert_eq!(pick(1, 768).k_shares(1, 768, 768), 3);
