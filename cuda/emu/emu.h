@@ -6,10 +6,11 @@
 //   __syncthreads: every thread of the block;  __syncwarp, shuffles, mma: the 32 lanes of the warp.
 // Anything else — a thread that returns while others wait, lanes at different sites, a deadlock — is reported
 // as divergence and the launch fails, where a GPU would hang or silently compute garbage.
-// Warp-collective operations exchange values through per-lane slots; mma_16x8x16 gathers the fragments of the
-// whole warp and computes each lane's outputs in the PTX ISA's layout for mma.m16n8k16 (see common.cuh), and
-// ldmatrix_x4 hands each lane its words of four 8×8 matrices from the rows the lanes point at. cp.async copies
-// land at the latest moment the PTX ISA allows (the thread's covering cp.async.wait_group).
+// Warp-collective operations exchange values through per-lane slots (two, used in turn, so one barrier each);
+// mma_16x8x16 gathers the fragments of the whole warp and computes each lane's outputs in the PTX ISA's layout for
+// mma.m16n8k16 (see common.cuh), and ldmatrix_x4 hands each lane its words of four 8×8 matrices from the rows the
+// lanes point at. cp.async copies land at the latest moment the PTX ISA allows (the thread's covering
+// cp.async.wait_group).
 #pragma once
 
 #include <cmath>
@@ -47,7 +48,8 @@ struct Thread {
     dim3 idx;
     State state = RUNNABLE;
     int site = 0;  // the barrier's source line
-    Lane lane;
+    Lane lanes[2];            // warp-collective operations use the two in turn (see next_slot)
+    unsigned collectives = 0;  // warp-collective operations so far
     std::vector<Copy> open;                 // cp.async issued since the last commit
     std::vector<std::vector<Copy>> groups;  // committed groups, oldest first, not yet waited for
 };
@@ -82,31 +84,36 @@ inline void check_mask(unsigned mask) {
     if (mask != 0xffffffffu && run.error.empty()) run.error = "only full-warp masks are emulated";
 }
 
+// The slot this lane offers its operands in, for its next warp-collective operation. One barrier per operation
+// suffices: consecutive operations use alternate slots, and a lane writes this slot again only after the next
+// operation's barrier, which every lane of the warp reaches after reading this one.
+inline unsigned next_slot() { return self().collectives++ % 2; }
+
 inline float shfl(unsigned mask, float v, unsigned src, int site) {
     check_mask(mask);
-    self().lane.value = v;
+    unsigned slot = next_slot();
+    self().lanes[slot].value = v;
     syncwarp(site);
     unsigned warp = flat(self().idx) / 32;
-    float r = lane_thread(warp, src % 32).lane.value;
-    syncwarp(site);  // nobody overwrites a slot before every lane has read it
-    return r;
+    return lane_thread(warp, src % 32).lanes[slot].value;
 }
 
 inline float bf16_bits(unsigned reg, int high) { unsigned u = (high ? reg >> 16 : reg & 0xffffu) << 16; float f; memcpy(&f, &u, 4); return f; }
 
 // One lane's share of D += A·B for mma.m16n8k16.row.col.f32.bf16.bf16.f32 (layouts in common.cuh).
 inline void mma(float d[4], const unsigned a[4], const unsigned b[2], int site) {
-    memcpy(self().lane.a, a, sizeof self().lane.a);
-    memcpy(self().lane.b, b, sizeof self().lane.b);
+    unsigned slot = next_slot();
+    memcpy(self().lanes[slot].a, a, sizeof self().lanes[slot].a);
+    memcpy(self().lanes[slot].b, b, sizeof self().lanes[slot].b);
     syncwarp(site);
     unsigned warp = flat(self().idx) / 32;
     auto A = [&](int row, int col) {  // A[row][col] from the lane that holds it
         int g = row % 8, t = (col % 8) / 2, reg = (row >= 8) + 2 * (col >= 8);
-        return bf16_bits(lane_thread(warp, 4 * g + t).lane.a[reg], col % 2);
+        return bf16_bits(lane_thread(warp, 4 * g + t).lanes[slot].a[reg], col % 2);
     };
     auto B = [&](int k, int col) {
         int t = (k % 8) / 2, reg = k >= 8;
-        return bf16_bits(lane_thread(warp, 4 * col + t).lane.b[reg], k % 2);
+        return bf16_bits(lane_thread(warp, 4 * col + t).lanes[slot].b[reg], k % 2);
     };
     int g = lane_id() / 4, t = lane_id() % 4;
     for (int e = 0; e < 4; e++) {
@@ -115,7 +122,6 @@ inline void mma(float d[4], const unsigned a[4], const unsigned b[2], int site) 
         for (int k = 0; k < 16; k++) acc += A(row, k) * B(k, col);
         d[e] = acc;
     }
-    syncwarp(site);
 }
 
 // One lane's share of ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane 8j + i points at row i of 8×8
@@ -123,11 +129,12 @@ inline void mma(float d[4], const unsigned a[4], const unsigned b[2], int site) 
 // matrix j, or with `trans` the pair (rows 2(t%4), +1; col t/4), the lower index in the low half.
 inline void load_matrices(unsigned r[4], const void* row, bool trans, int site) {
     if (((unsigned long long)row & 15) != 0 && run.error.empty()) run.error = "ldmatrix: a row address is not 16-byte aligned";
-    self().lane.row = (const unsigned short*)row;
+    unsigned slot = next_slot();
+    self().lanes[slot].row = (const unsigned short*)row;
     syncwarp(site);
     unsigned warp = flat(self().idx) / 32, t = lane_id();
     auto at = [&](int j, int i, int c) -> unsigned {  // element (i, c) of matrix j
-        const unsigned short* p = lane_thread(warp, 8 * j + i).lane.row;
+        const unsigned short* p = lane_thread(warp, 8 * j + i).lanes[slot].row;
         return p ? p[c] : 0u;
     };
     for (int j = 0; j < 4; j++) {
@@ -135,7 +142,6 @@ inline void load_matrices(unsigned r[4], const void* row, bool trans, int site) 
         unsigned hi = trans ? at(j, 2 * (t % 4) + 1, t / 4) : at(j, t / 4, 2 * (t % 4) + 1);
         r[j] = lo | (hi << 16);
     }
-    syncwarp(site);
 }
 
 // cp.async is asynchronous on a GPU: the copy may land any time before the thread's cp.async.wait_group. The
