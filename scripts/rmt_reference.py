@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for rmt-fast: HF `transformers` GPT-2 + an RMT / RMT-R wrapper written from
-../shared/docs/RMT-SPEC.md (§1.4-1.7 RMT, §2.2-2.3 RMT-R v1/v2).
+../shared/docs/RMT-SPEC.md (§1.4-1.7 RMT, §2.2-2.3 RMT-R v1/v2), and ARMT's associative memory as hooks around
+each GPT-2 block (§3.1, as the authors' AssociativeLayerWrapper wraps them).
 
 It is the oracle the Rust engine is tested against, and the PyTorch baseline it is benchmarked against.
 PyTorch is never a runtime or CI dependency of rmt-fast.
@@ -8,7 +9,8 @@ PyTorch is never a runtime or CI dependency of rmt-fast.
     fixtures  write tiny random models and their expected outputs to tests/fixtures/ (safetensors)
     bench     time the RMT segment loop (GPT-2 small shape, random weights) on CPU or CUDA
 
-Fixture command (the committed fixtures were made with exactly this):
+Fixture command (the committed fixtures were made with exactly this; the ARMT ones, added later, with
+`--only armt`, torch 2.15.0 and transformers 5.24.0):
     python3 scripts/rmt_reference.py fixtures --out tests/fixtures
 """
 import argparse
@@ -17,6 +19,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -155,6 +158,170 @@ class RMT(nn.Module):
         return {k: v.detach().contiguous().clone() for k, v in t.items()}
 
 
+def dpfp(x, nu=3):
+    """ARMT's key map (RMT-SPEC §3.1): [relu(x), relu(-x)], then its products with its rolls by 1..nu."""
+    x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
+    return torch.cat([x * x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+
+
+class ARMT(nn.Module):
+    """ARMT (RMT-SPEC §3.1) around HF GPT2LMHeadModel: before each block every row reads the layer's associative
+    state, after it the segment's memory rows (the learned `memory`, appended after the tokens) update the state
+    with the delta rule. The question segment and decoding only read (the authors' generate mode)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        mem, d = cfg["memory"], cfg["n_embd"]
+        self.m, self.seg, dm = mem["num_mem_tokens"], mem["segment_size"], mem["d_mem"]
+        self.gpt2 = GPT2LMHeadModel(gpt2_config(cfg))
+        self.memory = nn.Parameter(torch.randn(self.m, d) * self.gpt2.transformer.wte.weight.std())
+        layers = range(cfg["n_layer"])
+        self.W_mq = nn.ModuleList(nn.Linear(d, dm, bias=False) for _ in layers)
+        self.W_mk = nn.ModuleList(nn.Linear(d, dm, bias=False) for _ in layers)
+        self.W_mv = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in layers)
+        self.W_mb = nn.ModuleList(nn.Linear(d, 1) for _ in layers)
+        for w in self.W_mv:
+            nn.init.zeros_(w.weight)
+        self.state, self.writing = None, False
+        for l, block in enumerate(self.gpt2.transformer.h):
+            block.register_forward_pre_hook(partial(self._read, l), with_kwargs=True)
+            block.register_forward_hook(partial(self._write, l))
+
+    def new_state(self, B=1):
+        d, dk, dt = self.cfg["n_embd"], 6 * self.cfg["memory"]["d_mem"], self.memory.dtype
+        return [(torch.zeros(B, dk, d, dtype=dt), torch.zeros(B, dk, dtype=dt)) for _ in range(self.cfg["n_layer"])]
+
+    def _read(self, l, module, args, kwargs):
+        A, z = self.state[l]
+        h = args[0] if args else kwargs["hidden_states"]
+        q = dpfp(self.W_mq[l](h))
+        h = h + (q @ A) / ((q * z[:, None]).sum(-1, keepdim=True) + 1e-5)
+        if args:
+            return (h,) + tuple(args[1:]), kwargs
+        return args, dict(kwargs, hidden_states=h)
+
+    def _write(self, l, module, args, output):
+        if not self.writing:
+            return None
+        h = output[0] if isinstance(output, tuple) else output
+        M = h[:, -self.m:]
+        A, z = self.state[l]
+        k, v, beta = dpfp(self.W_mk[l](M)), self.W_mv[l](M), torch.sigmoid(self.W_mb[l](M))
+        kz = (k * z[:, None]).sum(-1, keepdim=True)
+        v_old = (k @ A) / (kz + 1e-5)
+        gamma = (1 - kz / ((k * k).sum(-1, keepdim=True) + 1e-5)).clamp(0, 1).detach()
+        A = A + torch.einsum("ijk,ijt,ij->ikt", k, v - v_old, beta[..., 0])
+        z = z + (gamma * k).sum(1)
+        self.state[l] = (A, z)
+        return None
+
+    def segment(self, tokens, write):
+        """One segment: `[tokens | memory]` updating the state (write) or `tokens` alone; ln_f of the token rows."""
+        x = self.gpt2.transformer.wte(tokens)
+        if write:
+            x = torch.cat([x, self.memory.expand(tokens.shape[0], -1, -1)], dim=1)
+        self.writing = write
+        h = self.gpt2.transformer(inputs_embeds=x).last_hidden_state
+        self.writing = False
+        return h[:, : tokens.shape[1]]
+
+    def generate(self, prompt, max_new, eos):
+        """Left-aligned split: all but the last segment write; the last only reads, then greedy decoding with the
+        KV cache. Returns the per-step logits and the tokens."""
+        self.state = self.new_state(prompt.shape[0])
+        starts = list(range(0, prompt.shape[1], self.seg))
+        for s in starts[:-1]:
+            self.segment(prompt[:, s:s + self.seg], True)
+        out = self.gpt2(input_ids=prompt[:, starts[-1]:], use_cache=True)
+        past, pos, logits, toks = out.past_key_values, prompt.shape[1] - starts[-1], [], []
+        for _ in range(max_new):
+            row = out.logits[:, -1]
+            logits.append(row)
+            t = int(row.argmax(-1))
+            toks.append(t)
+            if t == eos or len(toks) == max_new:
+                break
+            out = self.gpt2(input_ids=torch.tensor([[t]]), past_key_values=past, use_cache=True,
+                            position_ids=torch.tensor([[pos]]))
+            past, pos = out.past_key_values, pos + 1
+        return torch.stack(logits, 1), toks
+
+    def training_loss(self, prompt, answer):
+        """As RMT's (CE over GEN -> answer -> EOS), with ARMT's segments: all but the last write, full BPTT."""
+        tokens = torch.tensor([prompt + answer + [self.cfg["eos_token_id"]]])
+        self.state = self.new_state()
+        starts = list(range(0, tokens.shape[1], self.seg))
+        h = torch.cat([self.segment(tokens[:, s:s + self.seg], s != starts[-1]) for s in starts], dim=1)
+        logits = self.gpt2.lm_head(h)[0]
+        first = len(prompt) - 1
+        return F.cross_entropy(logits[first:-1], tokens[0, first + 1:])
+
+    def tensors(self):
+        t = {k: v for k, v in self.gpt2.transformer.state_dict().items()
+             if not (k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"))}
+        t["memory"] = self.memory
+        for l in range(self.cfg["n_layer"]):
+            for name in ["W_mq", "W_mk", "W_mv", "W_mb"]:
+                for k, v in getattr(self, name)[l].state_dict().items():
+                    t[f"h.{l}.{name}.{k}"] = v
+        return {k: v.detach().contiguous().clone() for k, v in t.items()}
+
+    def parameter(self, name):
+        """The parameter stored under `name` in our model file."""
+        if name == "memory":
+            return self.memory
+        if name.startswith("h.") and name.split(".")[2].startswith("W_m"):
+            _, l, attr, k = name.split(".")
+            return getattr(getattr(self, attr)[int(l)], k)
+        return dict(self.gpt2.transformer.named_parameters())[name]
+
+
+def armt_fixture(out):
+    """A tiny ARMT: greedy answers of prompts of one partial to five segments (inference parity), and one
+    4-segment sample's loss and gradients (three writes, so the detached γ of later writes matters).
+
+    ARMT can be ill-conditioned: a query that meets keys the state has barely seen divides by ≈ ε = 1e-5, and the
+    delta rule subtracts nearly equal values. So the expected values are computed in float64, and next to each
+    the error of PyTorch's own float32 run against them (`*.torch_f32_err`, normalised): a float32 engine is held
+    to a bound that grows with it, not to a bound no float32 implementation could meet."""
+    torch.manual_seed(91)
+    cfg = dict(TINY, memory=dict(kind="armt", num_mem_tokens=4, segment_size=16, d_mem=4))
+    model = ARMT(cfg).eval()
+    perturb(model)
+    exact = ARMT(cfg).double().eval()
+    exact.load_state_dict(model.state_dict())
+    err = lambda a, b: ((a.double() - b).norm() / b.norm()).reshape(1)
+    g = torch.Generator().manual_seed(92)
+    expected = {}
+    for i, n in enumerate(PROMPT_LENGTHS):
+        ctx = torch.randint(0, cfg["gen_token_id"], (1, n - 1), generator=g)
+        prompt = torch.cat([ctx, torch.tensor([[cfg["gen_token_id"]]])], dim=1)
+        with torch.no_grad():
+            logits, toks = exact.generate(prompt, MAX_NEW, cfg["eos_token_id"])
+            logits32, toks32 = model.generate(prompt, MAX_NEW, cfg["eos_token_id"])
+        assert toks32 == toks, f"case {i}: float32 and float64 answers differ"
+        expected[f"case{i}.prompt"] = prompt[0].to(torch.int64)
+        expected[f"case{i}.logits"] = logits[0].float()
+        expected[f"case{i}.logits.torch_f32_err"] = err(logits32[0], logits[0]).float()
+        expected[f"case{i}.tokens"] = torch.tensor(toks, dtype=torch.int64)
+    prompt = torch.randint(0, cfg["gen_token_id"], (52,), generator=g).tolist() + [cfg["gen_token_id"]]
+    answer = [17, 3, 55]
+    loss, loss32 = exact.training_loss(prompt, answer), model.training_loss(prompt, answer)
+    loss.backward()
+    loss32.backward()
+    expected.update({"loss": loss.detach().float().reshape(1), "prompt": torch.tensor(prompt),
+                     "answer": torch.tensor(answer), "loss.torch_f32_err": err(loss32.detach(), loss.detach()).float()})
+    for k in model.tensors():
+        want = exact.parameter(k).grad.detach()
+        expected["grad." + k] = want.float().clone()
+        expected[f"grad.{k}.torch_f32_err"] = err(model.parameter(k).grad.detach(), want).float()
+    save_model(model, f"{out}/armt.safetensors")
+    save_file(expected, f"{out}/armt.expected.safetensors")
+    worst = max(v.item() for k, v in expected.items() if k.endswith("torch_f32_err"))
+    print(f"wrote {out}/armt.* (loss {loss.item():.6f}; PyTorch float32 against float64: at most {worst:.2e})")
+
+
 def file_config(cfg):
     keys = ["n_layer", "n_head", "n_embd", "vocab_size", "n_positions", "layer_norm_epsilon",
             "memory", "eos_token_id", "gen_token_id"]
@@ -213,6 +380,9 @@ def expected_outputs(model, seed):
 
 def cmd_fixtures(args):
     os.makedirs(args.out, exist_ok=True)
+    if args.only == "armt":
+        armt_fixture(args.out)
+        return
     for seed, (name, cfg) in enumerate(fixture_models().items()):
         torch.manual_seed(1000 + seed)
         model = RMT(cfg).eval()
@@ -229,6 +399,7 @@ def cmd_fixtures(args):
         print(f"wrote {args.out}/{name}.*")
     checkpoint_fixture(args.out)
     gradient_fixture(args.out)
+    armt_fixture(args.out)
     print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}")
 
 
@@ -383,6 +554,7 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fixtures", help="write tiny models + expected outputs")
     f.add_argument("--out", default="tests/fixtures")
+    f.add_argument("--only", choices=["armt"], help="write only these fixtures (the ARMT ones were added later)")
     b = sub.add_parser("bench", help="time the RMT segment loop, GPT-2 small shape")
     b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     b.add_argument("--dtype", default="bf16", choices=["f32", "bf16"])

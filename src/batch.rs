@@ -43,7 +43,7 @@ impl Batch {
                 .zip(&segments)
                 .map(|((read, write), segs)| SegmentInput { read, tokens: &segs[k], write })
                 .collect();
-            let per = blocks[0].1.len();
+            let per = self.sessions[0].model().config.written_len();
             let mut out = vec![0.0; per * inputs.len()];
             self.step.write_segments(&inputs, &mut out)?;
             for (s, next) in self.sessions.iter_mut().zip(out.chunks_exact(per)) {

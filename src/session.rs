@@ -17,7 +17,8 @@ use crate::store::{RowStore, StoreConfig};
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
     /// The memory the next segment reads: the learned memory (`read_rows × d`) before the first segment,
-    /// then the last written memory `M_t` (`m × d`).
+    /// then the last written memory `M_t` (`m × d`). ARMT: the associative state of every layer, zero before the
+    /// first segment (see [`crate::Config::associative_state_len`]).
     pub memory: Vec<f32>,
     /// RMT-R: every written memory state `M_1 … M_t`, `(t·m)` rows of `d`; empty for RMT. It may live in a
     /// spill file (see [`crate::store`]).
@@ -76,8 +77,12 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(model: Arc<Model>, step: Box<dyn Step>, store: &StoreConfig) -> Self {
+        let memory = match model.config.memory.kind {
+            MemoryKind::Armt => vec![0.0; model.config.associative_state_len()],
+            _ => model.weights.memory.clone(),
+        };
         let state = State {
-            memory: model.weights.memory.clone(),
+            memory,
             store: RowStore::new(model.config.n_embd, store.clone()),
             tail: Vec::new(),
             tokens_read: 0,
@@ -91,14 +96,18 @@ impl Session {
     pub(crate) fn restore(model: Arc<Model>, mut step: Box<dyn Step>, state: State) -> Result<Self> {
         let cfg = &model.config;
         let (m, d) = (cfg.memory.num_mem_tokens, cfg.n_embd);
-        let rows = if state.segments == 0 { cfg.memory.read_rows() } else { m };
+        let values = match cfg.memory.kind {
+            MemoryKind::Armt => cfg.associative_state_len(),
+            _ if state.segments == 0 => cfg.memory.read_rows() * d,
+            _ => m * d,
+        };
         let store_rows = match cfg.memory.kind {
-            MemoryKind::Rmt => 0,
+            MemoryKind::Rmt | MemoryKind::Armt => 0,
             MemoryKind::RmtR => state.segments as usize * m,
         };
-        if state.memory.len() != rows * d {
+        if state.memory.len() != values {
             return Err(Error::Input(format!(
-                "state memory has {} values, the model needs {rows}×{d}",
+                "state memory has {} values, the model needs {values}",
                 state.memory.len()
             )));
         }
@@ -164,7 +173,7 @@ impl Session {
             self.step.write_chain(&mut self.state.memory, segments, seg)?;
             self.state.segments += (full / seg) as u64;
             segments = &[];
-        } else {
+        } else if self.model.config.memory.kind == MemoryKind::RmtR {
             // RMT-R: the first segment reads the learned memory whole; after it, a device may chain the rest
             if self.state.segments == 0 && !segments.is_empty() {
                 self.write_segment(&segments[..seg])?;
@@ -270,11 +279,15 @@ impl Session {
 
     /// The (read, write) memory blocks of the next segment. First segment: the learned memory is read whole and
     /// its first `m` rows are the write placeholder. Later: RMT reads and writes `M_t`; RMT-R reads
-    /// `[M_t ; retrieve(store, M_t)]` and writes `M_t` (RMT-SPEC §2.2).
+    /// `[M_t ; retrieve(store, M_t)]` and writes `M_t` (RMT-SPEC §2.2). ARMT reads the associative state and
+    /// writes with the learned memory rows (RMT-SPEC §3.1).
     pub(crate) fn blocks(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
         let cfg = &self.model.config;
         let md = cfg.memory.num_mem_tokens * cfg.n_embd;
         let mem = &self.state.memory;
+        if cfg.memory.kind == MemoryKind::Armt {
+            return Ok((mem.clone(), self.model.weights.memory.clone()));
+        }
         if self.state.segments == 0 || cfg.memory.kind == MemoryKind::Rmt {
             return Ok((mem.clone(), mem[..md].to_vec()));
         }
@@ -286,7 +299,7 @@ impl Session {
 
     fn write_segment(&mut self, tokens: &[u32]) -> Result<()> {
         let (read, write) = self.blocks()?;
-        let mut next = vec![0.0; write.len()];
+        let mut next = vec![0.0; self.model.config.written_len()];
         self.step.write_segment(&read, tokens, &write, &mut next)?;
         self.finish_segment(next)
     }

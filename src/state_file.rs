@@ -58,10 +58,13 @@ pub fn save_state(path: &Path, state: &State, fingerprint: u64, n_embd: usize) -
         StoreDtype::Bf16 => "BF16",
     };
     let (a, b, c) = (memory.len(), memory.len() + store.len(), memory.len() + store.len() + tail.len());
+    // rows of memory (RMT, RMT-R); ARMT's associative state is no whole number of rows and is stored flat
+    let n = state.memory.len();
+    let memory_shape = if n % n_embd == 0 { vec![n / n_embd, n_embd] } else { vec![n] };
     // serde_json's map is ordered by key: the header, and so the file, is the same for the same state
     let header = json!({
         "__metadata__": { KEY: serde_json::to_string(&meta).expect("serialises") },
-        "memory": {"dtype": "F32", "shape": [state.memory.len() / n_embd, n_embd], "data_offsets": [0, a]},
+        "memory": {"dtype": "F32", "shape": memory_shape, "data_offsets": [0, a]},
         "store": {"dtype": store_dtype, "shape": [state.store.rows(), n_embd], "data_offsets": [a, b]},
         "tail": {"dtype": "U32", "shape": [state.tail.len()], "data_offsets": [b, c]},
     });

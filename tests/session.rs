@@ -8,9 +8,9 @@ use rmt_fast::state_file::{load_state, save_state};
 use rmt_fast::store::{StoreConfig, StoreDtype};
 use rmt_fast::{Config, Engine, Model, Session};
 
-/// The three fixture models (RMT, RMT-R v1, RMT-R v2): segment_size 16, vocabulary 96 (GEN 94, EOS 95).
+/// The fixture models (RMT, RMT-R v1, RMT-R v2, ARMT): segment_size 16, vocabulary 96 (GEN 94, EOS 95).
 fn engines() -> Vec<Engine> {
-    ["rmt", "rmt_r_v1", "rmt_r_v2"]
+    ["rmt", "rmt_r_v1", "rmt_r_v2", "armt"]
         .iter()
         .map(|n| Engine::cpu(Model::load(fixture(&format!("{n}.safetensors"))).unwrap()))
         .collect()
@@ -233,8 +233,9 @@ fn bf16_store_is_close_to_f32_and_restores_exactly() {
     }
 }
 
-/// Throughput mode: three streams read as a batch (one stacked step per segment) end with the memory and RMT-R
-/// store of three separate sessions, within 1e-5 (the stacked GEMM may round differently), and answer alike.
+/// Throughput mode: three streams read as a batch (one stacked step per segment; ARMT's one after the other) end
+/// with the memory and RMT-R store of three separate sessions, within 1e-5 (the stacked GEMM may round
+/// differently), and answer alike.
 #[test]
 fn batched_streams_equal_separate_sessions() {
     for engine in engines() {

@@ -230,6 +230,29 @@ fn resumed_training_equals_uninterrupted_training() {
     check_resume(&tiny_config(10, 4), "train");
 }
 
+/// The same for ARMT, started from the backbone of an RMT model; a backbone of another shape is refused.
+#[test]
+fn resumed_armt_training_from_an_rmt_backbone_equals_uninterrupted_training() {
+    use rmt_fast::train::trainer::{train, Start};
+    let rmt = tiny_config(2, 4);
+    let rmt_dir = common::scratch_dir("train-armt-backbone");
+    train(&rmt, &rmt_dir, false, |_| true).unwrap();
+    let backbone = rmt_dir.join("model_best.safetensors");
+    let armt_json = r#"{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 96,
+        "memory": {"kind": "armt", "num_mem_tokens": 4, "segment_size": 40, "d_mem": 8}}"#;
+    let mut cfg = tiny_config(10, 4);
+    cfg.model = Start::Backbone { init: rmt_fast::Config::from_json(armt_json).unwrap(), from: backbone.clone() };
+    let (a, _) = check_resume(&cfg, "train-armt");
+    assert_eq!(Model::load(a.join("model_best.safetensors")).unwrap().weights.associative.len(), 1);
+    let mut wide = cfg.clone();
+    wide.model = Start::Backbone {
+        init: rmt_fast::Config::from_json(&armt_json.replace("\"n_embd\": 32", "\"n_embd\": 64")).unwrap(),
+        from: backbone,
+    };
+    let err = train(&wide, &common::scratch_dir("train-armt-wide"), false, |_| true).unwrap_err();
+    assert!(err.to_string().contains("backbone's GPT-2 shape"), "{err}");
+}
+
 /// The same with look-back heads on: the checkpoint carries the heads and their moments, so resuming stays exact;
 /// `model_best` is the model alone; a resume whose config drops the heads is refused.
 #[test]

@@ -28,6 +28,8 @@ pub struct SegmentInput<'a> {
 /// inputs fit the model's positions before calling.
 pub trait Step: Send {
     /// Runs `[read | tokens | write]` and writes `ln_f` of the last `write.len() / d` rows (the new memory) to `out`.
+    /// ARMT: `read` is the associative state, the step runs `[tokens | write]` reading it in every block and
+    /// updating it from the `write` rows, and `out` (as long as `read`) gets the new state; `prefill` reads it.
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()>;
     /// Several independent streams' write segments of the same shape in one step (throughput mode): `out` gets
     /// each stream's new memory, in order. The default runs them one after the other.

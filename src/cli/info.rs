@@ -45,7 +45,10 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
             println!("  tokens read  {}", meta.tokens_read);
             println!("  segments     {}", meta.segments);
             println!("  tail         {} tokens", state.tail.len());
-            println!("  memory       {} × {}", state.memory.len() / meta.n_embd, meta.n_embd);
+            match state.memory.len() % meta.n_embd {
+                0 => println!("  memory       {} × {}", state.memory.len() / meta.n_embd, meta.n_embd),
+                _ => println!("  memory       {} values (ARMT's associative state)", state.memory.len()),
+            }
             println!(
                 "  store        {} × {} (RMT-R past memory states, {:?})",
                 state.store.rows(),
@@ -83,6 +86,9 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
                 c.memory.num_mem_tokens,
                 c.memory.segment_size,
                 c.memory.retrieval.map_or(String::new(), |r| format!(", retrieval {r:?}"))
+                    + &c.memory
+                        .d_mem
+                        .map_or(String::new(), |k| format!(", associative keys {k} → {}", c.memory.key_width()))
             );
             println!(
                 "  backbone     GPT-2, {} layers × {} wide, {} heads, {} positions",

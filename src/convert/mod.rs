@@ -120,6 +120,7 @@ fn infer_config(shapes: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, opts: &
                 RetrievalVersion::V1
             }
         }),
+        d_mem: None,
     };
     let n_head = match opts.n_head {
         Some(h) => h,

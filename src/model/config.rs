@@ -14,6 +14,10 @@ pub enum MemoryKind {
     /// RMT-R: reads `[M_t ; R_t]` (2m rows: recurrent + retrieved from all past states), writes `m` rows.
     #[serde(rename = "rmt-r")]
     RmtR,
+    /// ARMT (RMT-SPEC §3.1): every block reads a per-layer associative matrix before it and, in segments that
+    /// write, `m` learned memory rows appended after the tokens update it with the delta rule after it.
+    #[serde(rename = "armt")]
+    Armt,
 }
 
 /// RMT-R retrieval block (RMT-SPEC §2.3).
@@ -36,18 +40,39 @@ pub struct MemoryConfig {
     pub num_mem_tokens: usize,
     /// Tokens per segment (512 in the papers).
     pub segment_size: usize,
-    /// Retrieval block version; required for RMT-R, absent for RMT.
+    /// Retrieval block version; required for RMT-R, absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<RetrievalVersion>,
+    /// ARMT: width of the key projections before the DPFP map (64 in the paper); the associative keys are
+    /// [`DPFP_NU`]` · 2 ·` this wide. Required for ARMT, absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_mem: Option<usize>,
 }
 
+/// ARMT's DPFP order ν (RMT-SPEC §3.1: 3 in every released config).
+pub const DPFP_NU: usize = 3;
+
 impl MemoryConfig {
-    /// Rows of the read block: `m` for RMT, `2m` for RMT-R.
+    /// Rows of the read block before the tokens: `m` for RMT, `2m` for RMT-R, none for ARMT.
     pub fn read_rows(&self) -> usize {
         match self.kind {
             MemoryKind::Rmt => self.num_mem_tokens,
             MemoryKind::RmtR => 2 * self.num_mem_tokens,
+            MemoryKind::Armt => 0,
         }
+    }
+
+    /// Rows of the learned `memory` tensor: the first read block (RMT, RMT-R) or the write rows (ARMT).
+    pub fn memory_rows(&self) -> usize {
+        match self.kind {
+            MemoryKind::Armt => self.num_mem_tokens,
+            _ => self.read_rows(),
+        }
+    }
+
+    /// ARMT: width of the associative keys (`2 · ν · d_mem`); 0 for the other kinds.
+    pub fn key_width(&self) -> usize {
+        self.d_mem.map_or(0, |k| 2 * DPFP_NU * k)
     }
 }
 
@@ -112,6 +137,21 @@ impl Config {
         }
     }
 
+    /// ARMT: values of the associative state, per layer `A` (`key_width × d`, row-major) then `z` (`key_width`);
+    /// 0 for the other kinds.
+    pub fn associative_state_len(&self) -> usize {
+        self.n_layer * self.memory.key_width() * (self.n_embd + 1)
+    }
+
+    /// Values a segment step writes, what the next segment reads: `m` memory rows (RMT, RMT-R), or the whole
+    /// associative state (ARMT).
+    pub fn written_len(&self) -> usize {
+        match self.memory.kind {
+            MemoryKind::Armt => self.associative_state_len(),
+            _ => self.memory.num_mem_tokens * self.n_embd,
+        }
+    }
+
     /// Per-head width.
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head
@@ -142,7 +182,16 @@ impl Config {
         }
         match (mem.kind, mem.retrieval) {
             (MemoryKind::RmtR, None) => return bad("memory.kind rmt-r needs memory.retrieval (v1 or v2)".into()),
-            (MemoryKind::Rmt, Some(_)) => return bad("memory.retrieval is only for memory.kind rmt-r".into()),
+            (MemoryKind::Rmt | MemoryKind::Armt, Some(_)) => {
+                return bad("memory.retrieval is only for memory.kind rmt-r".into())
+            }
+            _ => {}
+        }
+        match (mem.kind, mem.d_mem) {
+            (MemoryKind::Armt, None | Some(0)) => return bad("memory.kind armt needs a positive memory.d_mem".into()),
+            (MemoryKind::Rmt | MemoryKind::RmtR, Some(_)) => {
+                return bad("memory.d_mem is only for memory.kind armt".into())
+            }
             _ => {}
         }
         for (what, id) in [("eos_token_id", self.eos_token_id), ("gen_token_id", self.gen_token_id)] {

@@ -1,7 +1,7 @@
 //! Random initialisation with GPT-2's scheme, for tests and benchmarks.
 
 use super::config::{Config, MemoryKind, RetrievalVersion};
-use super::weights::{Block, LayerNorm, Layout, Linear, Retrieval, RetrievalV2, Weights};
+use super::weights::{Associative, Block, LayerNorm, Layout, Linear, Retrieval, RetrievalV2, Weights};
 use crate::rng::Rng;
 
 const STD: f64 = 0.02;
@@ -40,7 +40,7 @@ pub(super) fn random_weights(cfg: &Config, seed: u64) -> Weights {
             mlp_proj: linear(&mut rng, 4 * d, d, Layout::InOut),
         })
         .collect();
-    let memory = normal(&mut rng, cfg.memory.read_rows() * d, std_dev(&wte));
+    let memory = normal(&mut rng, cfg.memory.memory_rows() * d, std_dev(&wte));
     let retrieval = match (cfg.memory.kind, cfg.memory.retrieval) {
         (MemoryKind::RmtR, Some(version)) => {
             let mut lin = |i, o| linear(&mut rng, i, o, Layout::OutIn);
@@ -56,5 +56,17 @@ pub(super) fn random_weights(cfg: &Config, seed: u64) -> Weights {
         }
         _ => None,
     };
-    Weights { wte, wpe, blocks, ln_f: layer_norm(d), lm_head: None, memory, retrieval }
+    let associative = match cfg.memory.d_mem {
+        Some(k) => (0..cfg.n_layer)
+            .map(|_| {
+                let mut map = |n_out| Linear { b: None, ..linear(&mut rng, d, n_out, Layout::OutIn) };
+                let (w_mq, w_mk) = (map(k), map(k));
+                // as the authors' code: W_mv starts at zero, so the first writes store nothing
+                let w_mv = Linear { w: vec![0.0; d * d], b: None, n_in: d, n_out: d, layout: Layout::OutIn };
+                Associative { w_mq, w_mk, w_mv, w_mb: linear(&mut rng, d, 1, Layout::OutIn) }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Weights { wte, wpe, blocks, ln_f: layer_norm(d), lm_head: None, memory, retrieval, associative }
 }

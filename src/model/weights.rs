@@ -90,7 +90,20 @@ pub struct Retrieval {
     pub v2: Option<RetrievalV2>,
 }
 
-/// All weights of an RMT / RMT-R model.
+/// One layer's ARMT associative memory (RMT-SPEC §3.1), all `nn.Linear` (`[out, in]`).
+#[derive(Clone, Debug)]
+pub struct Associative {
+    /// Query map `[d_mem, d]`, no bias: every row's query before the block.
+    pub w_mq: Linear,
+    /// Key map `[d_mem, d]`, no bias: the memory rows' keys after the block.
+    pub w_mk: Linear,
+    /// Value map `[d, d]`, no bias (zero at initialisation).
+    pub w_mv: Linear,
+    /// Write strength `[1, d]` + bias: β = σ(M·w + b) per memory row.
+    pub w_mb: Linear,
+}
+
+/// All weights of an RMT / RMT-R / ARMT model.
 #[derive(Clone, Debug)]
 pub struct Weights {
     /// Token embeddings `[V, d]`.
@@ -103,10 +116,12 @@ pub struct Weights {
     pub ln_f: LayerNorm,
     /// Untied LM head `[V, d]`; `None` means tied to `wte`.
     pub lm_head: Option<Vec<f32>>,
-    /// Learned initial memory `[read_rows, d]`.
+    /// Learned memory `[memory_rows, d]`: the first read block (RMT, RMT-R) or the write rows (ARMT).
     pub memory: Vec<f32>,
     /// RMT-R retrieval block.
     pub retrieval: Option<Retrieval>,
+    /// ARMT: one associative memory per block; empty for the other kinds.
+    pub associative: Vec<Associative>,
 }
 
 /// Buffers that stock HF GPT-2 files carry and that are not weights.
@@ -164,6 +179,12 @@ impl Reader<'_> {
         Ok(Linear { w, b, n_in, n_out, layout })
     }
 
+    /// An `nn.Linear` without bias.
+    fn linear_no_bias(&mut self, prefix: &str, n_in: usize, n_out: usize) -> Result<Linear> {
+        let w = self.take(&format!("{prefix}.weight"), &[n_out, n_in])?;
+        Ok(Linear { w, b: None, n_in, n_out, layout: Layout::OutIn })
+    }
+
     /// Every tensor in the file must have been read (or be a known non-weight buffer).
     fn finish(self) -> Result<()> {
         let mut names: Vec<&str> = self.st.names();
@@ -210,13 +231,27 @@ impl Weights {
             .collect::<Result<Vec<_>>>()?;
         let ln_f = r.layer_norm("ln_f", d)?;
         let lm_head = r.optional("lm_head.weight", &[v, d])?;
-        let memory = r.take("memory", &[cfg.memory.read_rows(), d])?;
+        let memory = r.take("memory", &[cfg.memory.memory_rows(), d])?;
         let retrieval = match (cfg.memory.kind, cfg.memory.retrieval) {
             (MemoryKind::RmtR, Some(version)) => Some(Retrieval::read(&mut r, d, version)?),
             _ => None,
         };
+        let associative = match cfg.memory.d_mem {
+            Some(k) => (0..cfg.n_layer)
+                .map(|i| {
+                    let p = format!("h.{i}");
+                    Ok(Associative {
+                        w_mq: r.linear_no_bias(&format!("{p}.W_mq"), d, k)?,
+                        w_mk: r.linear_no_bias(&format!("{p}.W_mk"), d, k)?,
+                        w_mv: r.linear_no_bias(&format!("{p}.W_mv"), d, d)?,
+                        w_mb: r.linear(&format!("{p}.W_mb"), d, 1, Layout::OutIn)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         r.finish()?;
-        Ok(Weights { wte, wpe, blocks, ln_f, lm_head, memory, retrieval })
+        Ok(Weights { wte, wpe, blocks, ln_f, lm_head, memory, retrieval, associative })
     }
 
     /// Every tensor, mutable, in the order of [`Weights::named`] (for optimizers and gradient buffers).
@@ -250,6 +285,11 @@ impl Weights {
                 out.extend(lin(&mut x.fc_2));
             }
         }
+        for a in &mut self.associative {
+            for l in [&mut a.w_mq, &mut a.w_mk, &mut a.w_mv, &mut a.w_mb] {
+                out.extend(lin(l));
+            }
+        }
         out
     }
 
@@ -280,7 +320,7 @@ impl Weights {
         if let Some(h) = &self.lm_head {
             out.push(("lm_head.weight".into(), vec![v, d], h));
         }
-        out.push(("memory".into(), vec![cfg.memory.read_rows(), d], &self.memory));
+        out.push(("memory".into(), vec![cfg.memory.memory_rows(), d], &self.memory));
         if let Some(r) = &self.retrieval {
             for (n, l) in [("q_proj", &r.q), ("k_proj", &r.k), ("v_proj", &r.v), ("o_proj", &r.o)] {
                 push_linear(&mut out, &format!("retrieval.{n}"), l);
@@ -291,6 +331,11 @@ impl Weights {
                 }
                 push_linear(&mut out, "retrieval.fc_1", &x.fc_1);
                 push_linear(&mut out, "retrieval.fc_2", &x.fc_2);
+            }
+        }
+        for (i, a) in self.associative.iter().enumerate() {
+            for (n, l) in [("W_mq", &a.w_mq), ("W_mk", &a.w_mk), ("W_mv", &a.w_mv), ("W_mb", &a.w_mb)] {
+                push_linear(&mut out, &format!("h.{i}.{n}"), l);
             }
         }
         out

@@ -6,20 +6,22 @@
 //! element-wise passes use the fast CPU kernels (polynomial `tanh` and `exp`, within 2 ulp of libm), as inference
 //! does.
 
+mod associative;
 pub mod look_back;
 pub mod ops;
 pub mod optim;
 pub mod probes;
 pub mod qa1;
+mod segment;
 pub mod trainer;
 
 use crate::backend::cpu::fast;
-use crate::backend::cpu::forward::{embed, Piece};
 use crate::backend::cpu::ops::{gemm_strided, matmul, MatRef, Strided};
 use crate::error::{Error, Result};
 use crate::model::weights::{Layout, Weights};
 use crate::model::{MemoryKind, Model};
 use look_back::{Candidates, LookBack, SegmentGrads, SegmentRows};
+use segment::{forward_segment, segment_backward, SegmentCache, SegmentMemory};
 
 /// One training sample: `prompt` (context + question + GEN) and the answer tokens (EOS is appended), with
 /// optional memory probes.
@@ -81,93 +83,6 @@ fn apply(x: &mut [f32], mask: &Option<Vec<f32>>) {
     }
 }
 
-/// What one block's backward needs.
-struct LayerCache {
-    x_in: Vec<f32>,
-    ln1: Vec<f32>,
-    ln1_stats: (Vec<f32>, Vec<f32>),
-    qkv: Vec<f32>,
-    probs: Vec<f32>,
-    att: Vec<f32>,
-    x_mid: Vec<f32>,
-    ln2: Vec<f32>,
-    ln2_stats: (Vec<f32>, Vec<f32>),
-    fc: Vec<f32>,
-    act: Vec<f32>,
-    drop_attn: Option<Vec<f32>>,
-    drop_resid_attn: Option<Vec<f32>>,
-    drop_resid_mlp: Option<Vec<f32>>,
-}
-
-/// One segment's forward, kept for the backward.
-struct SegmentCache {
-    tokens: Vec<u32>,
-    t: usize,
-    layers: Vec<LayerCache>,
-    x_out: Vec<f32>,
-    lnf: Vec<f32>,
-    lnf_stats: (Vec<f32>, Vec<f32>),
-    drop_embed: Option<Vec<f32>>,
-}
-
-fn forward_segment(model: &Model, mem: &[f32], tokens: &[u32], drop: Option<(Dropout, usize)>) -> SegmentCache {
-    let cfg = &model.config;
-    let (d, eps, h) = (cfg.n_embd, cfg.layer_norm_epsilon, cfg.n_head);
-    let mut x = embed(model, &[Piece::Rows(mem), Piece::Tokens(tokens), Piece::Rows(mem)], 0);
-    let t = x.len() / d;
-    let mask = |layer: usize, site: u64, n: usize| drop.map(|(dr, seg)| dr.mask(seg, layer, site, n));
-    let drop_embed = mask(0, 0, t * d);
-    apply(&mut x, &drop_embed);
-    let stats = || (vec![0.0; t], vec![0.0; t]);
-    let mut layers = Vec::with_capacity(cfg.n_layer);
-    for (l, b) in model.weights.blocks.iter().enumerate() {
-        let (mut ln1, mut ln1_stats) = (vec![0.0; t * d], stats());
-        ops::layer_norm(&x, &b.ln_1, eps, &mut ln1, &mut ln1_stats.0, &mut ln1_stats.1);
-        let mut qkv = vec![0.0; t * 3 * d];
-        matmul(&ln1, t, b.c_attn.mat(), b.c_attn.b.as_deref(), &mut qkv, false);
-        let (mut att, mut probs) = (vec![0.0; t * d], vec![0.0; h * t * t]);
-        let drop_attn = mask(l, 1, h * t * t);
-        ops::attention(&qkv, t, h, &mut att, &mut probs, drop_attn.as_deref());
-        // x_mid = x + dropout(att·W + b)
-        let mut branch = vec![0.0; t * d];
-        matmul(&att, t, b.attn_proj.mat(), b.attn_proj.b.as_deref(), &mut branch, false);
-        let drop_resid_attn = mask(l, 2, t * d);
-        apply(&mut branch, &drop_resid_attn);
-        let x_mid: Vec<f32> = x.iter().zip(&branch).map(|(a, b)| a + b).collect();
-        let (mut ln2, mut ln2_stats) = (vec![0.0; t * d], stats());
-        ops::layer_norm(&x_mid, &b.ln_2, eps, &mut ln2, &mut ln2_stats.0, &mut ln2_stats.1);
-        let mut fc = vec![0.0; t * 4 * d];
-        matmul(&ln2, t, b.c_fc.mat(), b.c_fc.b.as_deref(), &mut fc, false);
-        let mut act = fc.clone();
-        fast::gelu_new(&mut act);
-        // x_out = x_mid + dropout(act·W + b)
-        matmul(&act, t, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut branch, false);
-        let drop_resid_mlp = mask(l, 3, t * d);
-        apply(&mut branch, &drop_resid_mlp);
-        let x_out: Vec<f32> = x_mid.iter().zip(&branch).map(|(a, b)| a + b).collect();
-        layers.push(LayerCache {
-            x_in: x,
-            ln1,
-            ln1_stats,
-            qkv,
-            probs,
-            att,
-            x_mid,
-            ln2,
-            ln2_stats,
-            fc,
-            act,
-            drop_attn,
-            drop_resid_attn,
-            drop_resid_mlp,
-        });
-        x = x_out;
-    }
-    let (mut lnf, mut lnf_stats) = (vec![0.0; t * d], stats());
-    ops::layer_norm(&x, &model.weights.ln_f, eps, &mut lnf, &mut lnf_stats.0, &mut lnf_stats.1);
-    SegmentCache { tokens: tokens.to_vec(), t, layers, x_out: x, lnf, lnf_stats, drop_embed }
-}
-
 /// The LM head as the right-hand side of `h · Wᵀ` (untied head or `wte`), `[V, d]`.
 fn head(w: &Weights) -> &[f32] {
     w.lm_head.as_deref().unwrap_or(&w.wte)
@@ -175,11 +90,11 @@ fn head(w: &Weights) -> &[f32] {
 
 /// Where each labelled position is: (segment, row in the segment, target token).
 fn labels(model: &Model, sample: &TrainSample) -> Vec<Label> {
-    let (seg, m) = (model.config.memory.segment_size, model.config.memory.num_mem_tokens);
+    let (seg, read) = (model.config.memory.segment_size, model.config.memory.read_rows());
     let mut input = sample.prompt.clone();
     input.extend(&sample.answer);
     input.push(model.config.eos_token_id);
-    (sample.prompt.len() - 1..input.len() - 1).map(|p| (p / seg, m + p % seg, input[p + 1])).collect()
+    (sample.prompt.len() - 1..input.len() - 1).map(|p| (p / seg, read + p % seg, input[p + 1])).collect()
 }
 
 /// A labelled position: (segment, row in the segment, target token).
@@ -232,19 +147,37 @@ fn head_softmax(model: &Model, rows: &[f32], targets: impl Iterator<Item = u32>)
 }
 
 /// Forward over all segments, then the LM head on the label rows only; then each probe from the memory it asks.
+/// RMT runs every segment with write memory (the last one's write is unused); ARMT's last segment only reads,
+/// as the question segment does in inference.
 fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<Forward> {
     let cfg = &model.config;
-    if cfg.memory.kind != MemoryKind::Rmt {
-        return Err(Error::Input("training supports RMT models (RMT-R is not implemented yet)".into()));
-    }
     let (seg, m, d) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd);
     let input = with_answer(cfg, &sample.prompt, &sample.answer)?;
-    let mut mem = model.weights.memory.clone();
-    let mut caches = Vec::new();
-    for (s, chunk) in input.chunks(seg).enumerate() {
-        let c = forward_segment(model, &mem, chunk, dropout.map(|d| (d, s)));
-        mem = c.lnf[(c.t - m) * d..].to_vec();
-        caches.push(c);
+    let segments = input.len().div_ceil(seg);
+    let mut caches = Vec::with_capacity(segments);
+    match cfg.memory.kind {
+        MemoryKind::Rmt => {
+            let mut mem = model.weights.memory.clone();
+            for (s, chunk) in input.chunks(seg).enumerate() {
+                let c = forward_segment(model, SegmentMemory::Rows(&mem), chunk, dropout.map(|d| (d, s)));
+                mem = c.lnf[(c.t - m) * d..].to_vec();
+                caches.push(c);
+            }
+        }
+        MemoryKind::Armt => {
+            if !sample.probes.is_empty() {
+                return Err(Error::Input("memory probes are for RMT models".into()));
+            }
+            let mut state = vec![0.0; cfg.associative_state_len()];
+            for (s, chunk) in input.chunks(seg).enumerate() {
+                let write_rows = if s + 1 < segments { m } else { 0 };
+                let memory = SegmentMemory::Associative { state: &mut state, write_rows };
+                caches.push(forward_segment(model, memory, chunk, dropout.map(|d| (d, s))));
+            }
+        }
+        MemoryKind::RmtR => {
+            return Err(Error::Input("training supports RMT and ARMT models (RMT-R is not implemented yet)".into()))
+        }
     }
     let labels = labels(model, sample);
     let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
@@ -264,7 +197,8 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
             return Err(Error::Input(format!("a probe of {} tokens does not fit a segment of {seg}", input.len())));
         }
         let written = &asked.lnf[(asked.t - m) * d..];
-        let cache = forward_segment(model, written, &input, dropout.map(|d| (d, caches.len() + i)));
+        let cache =
+            forward_segment(model, SegmentMemory::Rows(written), &input, dropout.map(|d| (d, caches.len() + i)));
         let labels: Vec<(usize, u32)> = (p.prompt.len() - 1..input.len() - 1).map(|q| (m + q, input[q + 1])).collect();
         let rows: Vec<f32> = labels.iter().flat_map(|&(row, _)| &cache.lnf[row * d..][..d]).copied().collect();
         let (probs, nll) = head_softmax(model, &rows, labels.iter().map(|l| l.1));
@@ -380,7 +314,7 @@ pub(crate) struct LookBackStep<'a> {
 fn look_back_rows<'a>(model: &Model, c: &'a SegmentCache, s: usize, sample: &TrainSample) -> SegmentRows<'a> {
     let seg = model.config.memory.segment_size;
     let context = sample.prompt.len().saturating_sub(s * seg).min(c.tokens.len());
-    SegmentRows { lnf: &c.lnf, mem_rows: model.config.memory.num_mem_tokens, tokens: &c.tokens, context }
+    SegmentRows { lnf: &c.lnf, mem_rows: c.read_rows, tokens: &c.tokens, context }
 }
 
 /// The weight of one row of head k (index k − 1): `weight · share` over the sample's rows at distance k, so each
@@ -448,8 +382,8 @@ pub(crate) fn accumulate(
         for (&(row, _), dr) in pf.labels.iter().zip(d_rows.chunks_exact(d)) {
             dlnf[row * d..][..d].copy_from_slice(dr);
         }
-        let dmem = segment_backward(model, &pf.cache, dlnf, g);
-        d_written[p.after].iter_mut().zip(&dmem).for_each(|(a, b)| *a += b);
+        let (d_read, d_write) = segment_backward(model, &pf.cache, dlnf, g, None);
+        d_written[p.after].iter_mut().zip(d_read.iter().zip(&d_write)).for_each(|(a, (r, w))| *a += r + w);
     }
     let cand = aux.as_ref().map(|_| Candidates::new(&sample.prompt, head(w), d));
     let mut d_cand = vec![0.0f32; cand.as_ref().map_or(0, |c| c.count() * d)];
@@ -457,11 +391,15 @@ pub(crate) fn accumulate(
         .as_ref()
         .map_or(Vec::new(), |a| look_back_scales(model, &caches, sample, a.heads.heads.len(), a.weight, a.share));
     let mut aux_loss = 0.0f64;
-    let mut d_next_mem = vec![0.0f32; m * d]; // ∂loss/∂(memory the next segment reads)
+    let armt = cfg.memory.kind == MemoryKind::Armt;
+    let mut d_next_mem = vec![0.0f32; if armt { 0 } else { m * d }]; // RMT: ∂loss/∂(memory the next segment reads)
+    let mut d_state = vec![0.0f32; cfg.associative_state_len()]; // ARMT: ∂loss/∂(state the next segment reads)
     for (s, c) in caches.iter().enumerate().rev() {
         let t = c.t;
         let mut dlnf = vec![0.0f32; t * d];
-        dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
+        if !armt {
+            dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
+        }
         if let Some(asked) = d_written.get(s) {
             dlnf[(t - m) * d..].iter_mut().zip(asked).for_each(|(a, b)| *a += b);
         }
@@ -472,11 +410,14 @@ pub(crate) fn accumulate(
             let grads = SegmentGrads { dlnf: &mut dlnf, heads: &mut *a.grads, candidates: &mut d_cand };
             aux_loss += a.heads.segment_loss(&look_back_rows(model, c, s, sample), cand, &lb_scales, Some(grads));
         }
-        let dmem = segment_backward(model, c, dlnf, g);
-        if s == 0 {
-            g.memory.iter_mut().zip(&dmem).for_each(|(gv, dv)| *gv += dv);
+        let (d_read, d_write) = segment_backward(model, c, dlnf, g, armt.then_some(&mut d_state[..]));
+        if armt {
+            // every writing segment embeds the learned memory rows; the state before the first is zero
+            g.memory.iter_mut().zip(&d_write).for_each(|(gv, dv)| *gv += dv);
+        } else if s == 0 {
+            g.memory.iter_mut().zip(d_read.iter().zip(&d_write)).for_each(|(gv, (r, w))| *gv += r + w);
         } else {
-            d_next_mem = dmem;
+            d_next_mem = d_read.iter().zip(&d_write).map(|(r, w)| r + w).collect();
         }
     }
     if let (Some(a), Some(cand)) = (&aux, &cand) {
@@ -487,54 +428,4 @@ pub(crate) fn accumulate(
         aux_loss /= a.share as f64;
     }
     Ok(SampleLosses { answer: loss, probes: probe_loss, look_back: aux_loss as f32 })
-}
-
-/// Back through one segment from ∂/∂ its `ln_f` rows: adds every weight's gradient into `g` and returns
-/// ∂/∂ the memory it read (both its read and its write rows embed it).
-fn segment_backward(model: &Model, c: &SegmentCache, dlnf: Vec<f32>, g: &mut Weights) -> Vec<f32> {
-    let (w, cfg) = (&model.weights, &model.config);
-    let (d, m, h, t) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.n_head, c.t);
-    let mut dx = vec![0.0f32; t * d];
-    ops::layer_norm_backward(&dlnf, &c.x_out, &c.lnf_stats.0, &c.lnf_stats.1, &w.ln_f, &mut g.ln_f, &mut dx);
-    for (l, (lc, b)) in c.layers.iter().zip(&w.blocks).enumerate().rev() {
-        let gb = &mut g.blocks[l];
-        // x_out = x_mid + mlp_proj(gelu(c_fc(ln_2(x_mid))))
-        let mut d_branch = dx.clone();
-        apply(&mut d_branch, &lc.drop_resid_mlp);
-        let mut d_act = vec![0.0; t * 4 * d];
-        ops::linear_backward(&lc.act, t, &b.mlp_proj, &d_branch, &mut d_act, &mut gb.mlp_proj);
-        let mut d_fc = vec![0.0; t * 4 * d];
-        fast::gelu_backward(&lc.fc, &d_act, &mut d_fc);
-        let mut d_ln2 = vec![0.0; t * d];
-        ops::linear_backward(&lc.ln2, t, &b.c_fc, &d_fc, &mut d_ln2, &mut gb.c_fc);
-        let mut dx_mid = dx;
-        ops::layer_norm_backward(
-            &d_ln2,
-            &lc.x_mid,
-            &lc.ln2_stats.0,
-            &lc.ln2_stats.1,
-            &b.ln_2,
-            &mut gb.ln_2,
-            &mut dx_mid,
-        );
-        // x_mid = x_in + attn_proj(attention(c_attn(ln_1(x_in))))
-        let mut d_branch = dx_mid.clone();
-        apply(&mut d_branch, &lc.drop_resid_attn);
-        let mut d_att = vec![0.0; t * d];
-        ops::linear_backward(&lc.att, t, &b.attn_proj, &d_branch, &mut d_att, &mut gb.attn_proj);
-        let mut d_qkv = vec![0.0; t * 3 * d];
-        ops::attention_backward(&lc.qkv, &lc.probs, lc.drop_attn.as_deref(), t, h, &d_att, &mut d_qkv);
-        let mut d_ln1 = vec![0.0; t * d];
-        ops::linear_backward(&lc.ln1, t, &b.c_attn, &d_qkv, &mut d_ln1, &mut gb.c_attn);
-        dx = dx_mid;
-        ops::layer_norm_backward(&d_ln1, &lc.x_in, &lc.ln1_stats.0, &lc.ln1_stats.1, &b.ln_1, &mut gb.ln_1, &mut dx);
-    }
-    // x0 = dropout([mem | wte[tokens] | mem] + wpe[0..t])
-    apply(&mut dx, &c.drop_embed);
-    g.wpe[..t * d].iter_mut().zip(&dx).for_each(|(gv, dv)| *gv += dv);
-    for (i, &tok) in c.tokens.iter().enumerate() {
-        let row = &dx[(m + i) * d..][..d];
-        g.wte[tok as usize * d..][..d].iter_mut().zip(row).for_each(|(gv, dv)| *gv += dv);
-    }
-    dx[..m * d].iter().zip(&dx[(t - m) * d..]).map(|(a, b)| a + b).collect()
 }

@@ -63,6 +63,15 @@ pub enum Start {
     Init(Config),
     /// A model file.
     From(PathBuf),
+    /// A random model of this config whose GPT-2 weights (embeddings, blocks, `ln_f`, LM head) come from a model
+    /// file of the same GPT-2 shape, of any memory kind: an ARMT started from a trained RMT's backbone. The memory
+    /// parameters stay as initialised.
+    Backbone {
+        /// The new model's config.
+        init: Config,
+        /// The model file whose backbone is copied.
+        from: PathBuf,
+    },
 }
 
 /// A training run, as read from `train.json`.
@@ -302,6 +311,23 @@ fn batch(
         .collect()
 }
 
+/// `model` with the GPT-2 weights of `donor` (see [`Start::Backbone`]).
+fn with_backbone(mut model: Model, donor: &Model) -> Result<Model> {
+    let (a, b) = (&model.config, &donor.config);
+    let shape = |c: &crate::model::Config| (c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.n_positions);
+    if shape(a) != shape(b) {
+        return Err(Error::Input(format!(
+            "the backbone's GPT-2 shape (layers, heads, width, vocabulary, positions) is {:?}; the model's is {:?}",
+            shape(b),
+            shape(a)
+        )));
+    }
+    let (w, d) = (&mut model.weights, &donor.weights);
+    (w.wte, w.wpe, w.blocks, w.ln_f, w.lm_head) =
+        (d.wte.clone(), d.wpe.clone(), d.blocks.clone(), d.ln_f.clone(), d.lm_head.clone());
+    Ok(model)
+}
+
 /// Exact-match accuracy on the validation samples at `n_seg` segments.
 pub fn validate(
     model: &Model,
@@ -527,6 +553,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         let mut model = match &cfg.model {
             Start::Init(c) => Model::random(c.clone(), cfg.seed)?,
             Start::From(p) => Model::load(p)?,
+            Start::Backbone { init, from } => {
+                with_backbone(Model::random(init.clone(), cfg.seed)?, &Model::load(from)?)?
+            }
         };
         // samples carry bAbI's questions as written ("Where is Mary? "): plain-text questions get the same form
         model.config.question_template = Some(QUESTION_TEMPLATE.into());
@@ -613,6 +642,24 @@ mod tests {
 
     /// Two-segment samples end anywhere in their second segment: the shortest and the longest quarter are both hit,
     /// and none is longer than two segments.
+    /// The backbone's GPT-2 weights replace the random ones; the memory parameters stay as initialised.
+    #[test]
+    fn a_backbone_gives_its_gpt2_weights_only() {
+        let rmt = Config::from_json(
+            r#"{"n_layer": 1, "n_head": 2, "n_embd": 8, "vocab_size": 32, "n_positions": 24, "eos_token_id": 31,
+                "gen_token_id": 30, "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 8}}"#,
+        )
+        .unwrap();
+        let mut armt = rmt.clone();
+        (armt.memory.kind, armt.memory.d_mem) = (crate::MemoryKind::Armt, Some(2));
+        let (donor, fresh) = (Model::random(rmt, 1).unwrap(), Model::random(armt, 2).unwrap());
+        let m = with_backbone(fresh.clone(), &donor).unwrap();
+        assert_eq!((&m.weights.wte, &m.weights.wpe), (&donor.weights.wte, &donor.weights.wpe));
+        assert_eq!(m.weights.blocks[0].c_attn.w, donor.weights.blocks[0].c_attn.w);
+        assert_eq!((&m.weights.ln_f.w, &m.weights.memory), (&donor.weights.ln_f.w, &fresh.weights.memory));
+        assert_eq!(m.weights.associative[0].w_mq.w, fresh.weights.associative[0].w_mq.w);
+    }
+
     #[test]
     fn samples_end_anywhere_in_their_last_segment() {
         let cfg = Config::from_json(

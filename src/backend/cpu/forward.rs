@@ -1,5 +1,6 @@
 //! GPT-2 forward over new input rows (exact f32): embeddings + learned positions, pre-LN blocks, `ln_f`.
 
+use super::associative;
 use super::attention::{causal_attention, KvCache};
 use super::kernels::Kernels;
 use super::ops::{matmul, MatRef};
@@ -46,11 +47,27 @@ pub fn embed(model: &Model, pieces: &[Piece<'_>], start: usize) -> Vec<f32> {
     x
 }
 
+/// ARMT's part of a pass over one stream: the associative state (all layers) that every block reads before it,
+/// and how many last rows (the memory rows) update it after each block (0: read only).
+pub struct AssociativePass<'a> {
+    /// `n_layer · dk · (d + 1)` values (see [`crate::Config::associative_state_len`]).
+    pub state: &'a mut [f32],
+    /// Memory rows at the end of the input that write; 0 for the question segment and decoding.
+    pub write_rows: usize,
+}
+
 /// Runs all blocks over the rows `x` of `caches.len()` independent streams (`[streams · n, d]`, stream after
 /// stream, positions continuing each stream's cache) and returns the final residual stream; each stream's K/V are
 /// appended to its cache. The linear layers run once over all rows (one GEMM for every stream); attention runs
-/// per stream.
-pub fn blocks(model: &Model, mut x: Vec<f32>, caches: &mut [KvCache], k: Kernels, ws: &mut Workspace) -> Vec<f32> {
+/// per stream. ARMT models pass their one stream's `associative` state.
+pub fn blocks(
+    model: &Model,
+    mut x: Vec<f32>,
+    caches: &mut [KvCache],
+    k: Kernels,
+    ws: &mut Workspace,
+    mut associative: Option<AssociativePass<'_>>,
+) -> Vec<f32> {
     let cfg = &model.config;
     let (d, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
     let rows = x.len() / d;
@@ -59,7 +76,16 @@ pub fn blocks(model: &Model, mut x: Vec<f32>, caches: &mut [KvCache], k: Kernels
     let qkv = sized(&mut ws.qkv, rows * 3 * d);
     let att = sized(&mut ws.att, rows * d);
     let hidden = sized(&mut ws.hidden, rows * 4 * d);
+    let dk = cfg.memory.key_width();
+    assert!(associative.is_none() || caches.len() == 1, "ARMT runs one stream per pass");
     for (l, b) in model.weights.blocks.iter().enumerate() {
+        let memory = associative.as_mut().map(|p| {
+            let (a, z) = associative::layers(p.state, dk, d).nth(l).expect("a state per layer");
+            (&model.weights.associative[l], a, z, p.write_rows)
+        });
+        if let Some((w, a, z, _)) = &memory {
+            associative::read(w, a, z, &mut x, d);
+        }
         k.layer_norm(&x, &b.ln_1, eps, a);
         matmul(a, rows, b.c_attn.mat(), b.c_attn.b.as_deref(), qkv, false);
         for ((q, o), cache) in qkv.chunks_exact(n * 3 * d).zip(att.chunks_exact_mut(n * d)).zip(caches.iter_mut()) {
@@ -70,6 +96,9 @@ pub fn blocks(model: &Model, mut x: Vec<f32>, caches: &mut [KvCache], k: Kernels
         matmul(a, rows, b.c_fc.mat(), b.c_fc.b.as_deref(), hidden, false);
         k.gelu(hidden);
         matmul(hidden, rows, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x, true);
+        if let Some((w, a, z, write_rows)) = memory.filter(|m| m.3 > 0) {
+            associative::write(w, a, z, &x[(rows - write_rows) * d..], d);
+        }
     }
     caches.iter_mut().for_each(|c| c.len += n);
     x

@@ -1,6 +1,7 @@
 //! The CPU backend: the exact f32 reference (the oracle every faster path is compared with) and the fast kernels
 //! behind the same step.
 
+pub(crate) mod associative;
 mod attention;
 pub(crate) mod fast;
 pub(crate) mod forward;
@@ -13,14 +14,14 @@ use std::sync::Arc;
 
 use attention::KvCache;
 pub use forward::Piece;
-use forward::Workspace;
+use forward::{AssociativePass, Workspace};
 pub use kernels::Kernels;
 use retrieval::StoreCache;
 
 use super::{SegmentInput, Step};
 use crate::error::Result;
 use crate::model::weights::Retrieval;
-use crate::model::Model;
+use crate::model::{MemoryKind, Model};
 use crate::store::{RowStore, StoreConfig};
 
 /// The session only asks RMT-R models for retrieval.
@@ -36,6 +37,8 @@ pub struct CpuStep {
     caches: Vec<KvCache>,
     work: Workspace,
     store: StoreCache,
+    /// ARMT: the associative state the question segment and its decoding read.
+    decode_state: Vec<f32>,
 }
 
 impl CpuStep {
@@ -43,18 +46,22 @@ impl CpuStep {
     pub fn new(model: Arc<Model>, kernels: Kernels, store: &StoreConfig) -> Self {
         let caches = vec![KvCache::new(model.config.n_layer)];
         let store = StoreCache::new(model.weights.retrieval.as_ref(), model.config.n_embd, store);
-        CpuStep { model, kernels, caches, work: Workspace::default(), store }
+        CpuStep { model, kernels, caches, work: Workspace::default(), store, decode_state: Vec::new() }
     }
 
     /// Runs each stream's `pieces` from position 0 in a fresh cache, all streams in one pass; returns the final
     /// residual rows, stream after stream.
-    fn run(&mut self, streams: &[&[Piece<'_>]]) -> Vec<f32> {
+    fn run(&mut self, streams: &[&[Piece<'_>]], associative: Option<AssociativePass<'_>>) -> Vec<f32> {
         let layers = self.model.config.n_layer;
         self.caches.resize_with(self.caches.len().max(streams.len()), || KvCache::new(layers));
         let caches = &mut self.caches[..streams.len()];
         caches.iter_mut().for_each(KvCache::clear);
         let x: Vec<f32> = streams.iter().flat_map(|p| forward::embed(&self.model, p, 0)).collect();
-        forward::blocks(&self.model, x, caches, self.kernels, &mut self.work)
+        forward::blocks(&self.model, x, caches, self.kernels, &mut self.work, associative)
+    }
+
+    fn is_armt(&self) -> bool {
+        self.model.config.memory.kind == MemoryKind::Armt
     }
 
     fn final_norm(&self, rows: &[f32]) -> Vec<f32> {
@@ -64,16 +71,30 @@ impl CpuStep {
 
 impl Step for CpuStep {
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()> {
-        let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]]);
+        if self.is_armt() {
+            // `[tokens | memory rows]`; the memory rows update the state, which is the whole output
+            out.copy_from_slice(read);
+            let write_rows = write.len() / self.model.config.n_embd;
+            self.run(&[&[Piece::Tokens(tokens), Piece::Rows(write)]], Some(AssociativePass { state: out, write_rows }));
+            return Ok(());
+        }
+        let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]], None);
         out.copy_from_slice(&self.final_norm(&h[h.len() - write.len()..]));
         Ok(())
     }
 
     fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
+        if self.is_armt() {
+            let per = out.len() / segments.len().max(1);
+            for (s, o) in segments.iter().zip(out.chunks_exact_mut(per)) {
+                self.write_segment(s.read, s.tokens, s.write, o)?;
+            }
+            return Ok(());
+        }
         let pieces: Vec<[Piece<'_>; 3]> =
             segments.iter().map(|s| [Piece::Rows(s.read), Piece::Tokens(s.tokens), Piece::Rows(s.write)]).collect();
         let streams: Vec<&[Piece<'_>]> = pieces.iter().map(|p| p.as_slice()).collect();
-        let h = self.run(&streams);
+        let h = self.run(&streams, None);
         let (rows_per_stream, out_per_stream) = (h.len() / segments.len(), out.len() / segments.len());
         let streams = segments.iter().zip(h.chunks_exact(rows_per_stream)).zip(out.chunks_exact_mut(out_per_stream));
         for ((s, rows), o) in streams {
@@ -83,7 +104,15 @@ impl Step for CpuStep {
     }
 
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
-        let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens)]]);
+        let h = if self.is_armt() {
+            // the question segment only reads the state (the authors' generate mode), and so does decoding
+            let mut state = read.to_vec();
+            let h = self.run(&[&[Piece::Tokens(tokens)]], Some(AssociativePass { state: &mut state, write_rows: 0 }));
+            self.decode_state = state;
+            h
+        } else {
+            self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens)]], None)
+        };
         let d = self.model.config.n_embd;
         let last = self.final_norm(&h[h.len() - d..]);
         forward::lm_head(&self.model, &last, logits);
@@ -92,7 +121,10 @@ impl Step for CpuStep {
 
     fn decode(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
         let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.caches[0].len);
-        let h = forward::blocks(&self.model, x, &mut self.caches[..1], self.kernels, &mut self.work);
+        let mut state = std::mem::take(&mut self.decode_state);
+        let pass = self.is_armt().then_some(AssociativePass { state: &mut state, write_rows: 0 });
+        let h = forward::blocks(&self.model, x, &mut self.caches[..1], self.kernels, &mut self.work, pass);
+        self.decode_state = state;
         forward::lm_head(&self.model, &self.final_norm(&h), logits);
         Ok(())
     }
