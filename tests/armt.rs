@@ -11,7 +11,7 @@
 mod common;
 
 use common::{fixture, rel_err, Expected};
-use rmt_fast::train::{loss_and_grads, TrainSample};
+use rmt_fast::train::{loss_and_grads, Probe, TrainSample};
 use rmt_fast::{Device, Engine, Model};
 
 const TOL: f64 = 1e-5;
@@ -74,6 +74,33 @@ fn gradients_match_pytorch() {
     }
     assert!(grads.associative.iter().all(|a| a.w_mv.w.iter().any(|&x| x != 0.0)), "W_mv gets a gradient");
     eprintln!("loss {loss} (PyTorch {want}); gradient errors at most {worst:.2} of their bounds");
+}
+
+/// A probe after segment `k` reads the state that segment left, as a question does: its loss and gradient are
+/// exactly those of a plain sample made of the first `k + 1` segments and the probe's question, times its weight.
+#[test]
+fn a_probe_is_a_question_after_its_segment() {
+    let model = model();
+    let seg = model.config.memory.segment_size;
+    let prompt: Vec<u32> = (0..45).map(|i| (i * 7 % 90) as u32).chain([94]).collect();
+    let (question, answer) = (vec![11, 12, 13, 94], vec![40, 41]);
+    for after in [0, 1] {
+        let probe = Probe { after, prompt: question.clone(), answer: answer.clone(), weight: 0.5 };
+        let mut with = TrainSample::new(prompt.clone(), vec![17, 3]);
+        with.probes.push(probe);
+        let without = TrainSample::new(prompt.clone(), vec![17, 3]);
+        let alone = TrainSample::new([&prompt[..(after + 1) * seg], &question[..]].concat(), answer.clone());
+        let ((lw, gw), (l0, g0), (la, ga)) =
+            [&with, &without, &alone].map(|s| loss_and_grads(&model, s).unwrap()).into();
+        assert!((lw - l0 - 0.5 * la).abs() <= 1e-5 * lw, "after {after}: {lw} vs {l0} + 0.5 · {la}");
+        for (((name, _, a), (_, _, b)), (_, _, c)) in
+            gw.named(&model.config).into_iter().zip(g0.named(&model.config)).zip(ga.named(&model.config))
+        {
+            let want: Vec<f32> = b.iter().zip(c).map(|(b, c)| b + 0.5 * c).collect();
+            let e = rel_err(a, &want);
+            assert!(e <= 1e-5 || want.iter().all(|&x| x == 0.0), "after {after}, {name}: normalised error {e:.2e}");
+        }
+    }
 }
 
 /// The state is every layer's `A` and `z` (the session tests run ARMT through pieces, snapshots and batches);

@@ -155,6 +155,7 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
     let input = with_answer(cfg, &sample.prompt, &sample.answer)?;
     let segments = input.len().div_ceil(seg);
     let mut caches = Vec::with_capacity(segments);
+    let mut states_after = std::collections::HashMap::new(); // ARMT: the state after each segment a probe asks
     match cfg.memory.kind {
         MemoryKind::Rmt => {
             let mut mem = model.weights.memory.clone();
@@ -165,14 +166,14 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
             }
         }
         MemoryKind::Armt => {
-            if !sample.probes.is_empty() {
-                return Err(Error::Input("memory probes are for RMT models".into()));
-            }
             let mut state = vec![0.0; cfg.associative_state_len()];
             for (s, chunk) in input.chunks(seg).enumerate() {
                 let write_rows = if s + 1 < segments { m } else { 0 };
                 let memory = SegmentMemory::Associative { state: &mut state, write_rows };
                 caches.push(forward_segment(model, memory, chunk, dropout.map(|d| (d, s))));
+                if sample.probes.iter().any(|p| p.after == s) {
+                    states_after.insert(s, state.clone());
+                }
             }
         }
         MemoryKind::RmtR => {
@@ -196,10 +197,18 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
         if input.len() > seg {
             return Err(Error::Input(format!("a probe of {} tokens does not fit a segment of {seg}", input.len())));
         }
-        let written = &asked.lnf[(asked.t - m) * d..];
-        let cache =
-            forward_segment(model, SegmentMemory::Rows(written), &input, dropout.map(|d| (d, caches.len() + i)));
-        let labels: Vec<(usize, u32)> = (p.prompt.len() - 1..input.len() - 1).map(|q| (m + q, input[q + 1])).collect();
+        let drop = dropout.map(|d| (d, caches.len() + i));
+        let cache = match states_after.get(&p.after) {
+            // ARMT: the probe only reads the state, as a question does
+            Some(state) => {
+                let memory = SegmentMemory::Associative { state: &mut state.clone(), write_rows: 0 };
+                forward_segment(model, memory, &input, drop)
+            }
+            None => forward_segment(model, SegmentMemory::Rows(&asked.lnf[(asked.t - m) * d..]), &input, drop),
+        };
+        let read = cache.read_rows;
+        let labels: Vec<(usize, u32)> =
+            (p.prompt.len() - 1..input.len() - 1).map(|q| (read + q, input[q + 1])).collect();
         let rows: Vec<f32> = labels.iter().flat_map(|&(row, _)| &cache.lnf[row * d..][..d]).copied().collect();
         let (probs, nll) = head_softmax(model, &rows, labels.iter().map(|l| l.1));
         probe_loss += p.weight as f64 * nll / labels.len() as f64;
@@ -371,8 +380,9 @@ pub(crate) fn accumulate(
     softmax_to_dlogits(&mut probs, v, labels.iter().map(|l| l.2), scales.0 / n as f32);
     let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
     let d_rows = head_backward(model, g, &probs, &rows);
-    // each probe's gradient reaches the memory it asked: what segment `after` wrote
-    let mut d_written = vec![vec![0.0f32; m * d]; if probes.is_empty() { 0 } else { caches.len() }];
+    // each probe's gradient reaches the memory it asked: what segment `after` wrote (ARMT: the state after it)
+    let armt = cfg.memory.kind == MemoryKind::Armt;
+    let mut d_written = vec![vec![0.0f32; cfg.written_len()]; if probes.is_empty() { 0 } else { caches.len() }];
     for (mut pf, p) in probes.into_iter().zip(&sample.probes) {
         let scale = scales.1 * p.weight / pf.labels.len() as f32;
         softmax_to_dlogits(&mut pf.probs, v, pf.labels.iter().map(|l| l.1), scale);
@@ -382,8 +392,14 @@ pub(crate) fn accumulate(
         for (&(row, _), dr) in pf.labels.iter().zip(d_rows.chunks_exact(d)) {
             dlnf[row * d..][..d].copy_from_slice(dr);
         }
-        let (d_read, d_write) = segment_backward(model, &pf.cache, dlnf, g, None);
-        d_written[p.after].iter_mut().zip(d_read.iter().zip(&d_write)).for_each(|(a, (r, w))| *a += r + w);
+        if armt {
+            let mut d_read_state = vec![0.0f32; cfg.written_len()];
+            segment_backward(model, &pf.cache, dlnf, g, Some(&mut d_read_state));
+            d_written[p.after].iter_mut().zip(&d_read_state).for_each(|(a, r)| *a += r);
+        } else {
+            let (d_read, d_write) = segment_backward(model, &pf.cache, dlnf, g, None);
+            d_written[p.after].iter_mut().zip(d_read.iter().zip(&d_write)).for_each(|(a, (r, w))| *a += r + w);
+        }
     }
     let cand = aux.as_ref().map(|_| Candidates::new(&sample.prompt, head(w), d));
     let mut d_cand = vec![0.0f32; cand.as_ref().map_or(0, |c| c.count() * d)];
@@ -391,17 +407,18 @@ pub(crate) fn accumulate(
         .as_ref()
         .map_or(Vec::new(), |a| look_back_scales(model, &caches, sample, a.heads.heads.len(), a.weight, a.share));
     let mut aux_loss = 0.0f64;
-    let armt = cfg.memory.kind == MemoryKind::Armt;
     let mut d_next_mem = vec![0.0f32; if armt { 0 } else { m * d }]; // RMT: ∂loss/∂(memory the next segment reads)
     let mut d_state = vec![0.0f32; cfg.associative_state_len()]; // ARMT: ∂loss/∂(state the next segment reads)
     for (s, c) in caches.iter().enumerate().rev() {
         let t = c.t;
         let mut dlnf = vec![0.0f32; t * d];
-        if !armt {
+        let asked = d_written.get(s);
+        if armt {
+            // the probes read the state this segment left, as the next segment does
+            asked.into_iter().for_each(|a| d_state.iter_mut().zip(a).for_each(|(x, y)| *x += y));
+        } else {
             dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
-        }
-        if let Some(asked) = d_written.get(s) {
-            dlnf[(t - m) * d..].iter_mut().zip(asked).for_each(|(a, b)| *a += b);
+            asked.into_iter().for_each(|a| dlnf[(t - m) * d..].iter_mut().zip(a).for_each(|(x, y)| *x += y));
         }
         for (i, &(_, row, _)) in labels.iter().enumerate().filter(|(_, l)| l.0 == s) {
             dlnf[row * d..][..d].iter_mut().zip(&d_rows[i * d..][..d]).for_each(|(a, b)| *a += b);
