@@ -34,11 +34,7 @@ pub trait Step: Send {
     /// Several independent streams' write segments of the same shape in one step (throughput mode): `out` gets
     /// each stream's new memory, in order. The default runs them one after the other.
     fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
-        let per = out.len() / segments.len().max(1);
-        for (s, o) in segments.iter().zip(out.chunks_exact_mut(per)) {
-            self.write_segment(s.read, s.tokens, s.write, o)?;
-        }
-        Ok(())
+        write_each(self, segments, out)
     }
     /// RMT: runs the full segments of `tokens` (a multiple of `seg`) back to back, each reading and writing the
     /// memory the one before wrote, starting from `memory`, which is left holding the last. The default is the
@@ -74,4 +70,14 @@ pub trait Step: Send {
     fn truncate_states(&mut self, n: usize);
     /// RMT-R: the retrieved rows (`m × d`) for the current memory `cur`, over every state in `store`.
     fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) -> Result<()>;
+}
+
+/// Several streams' write segments one after the other: [`Step::write_segments`]'s default, and what a step that
+/// cannot stack a model's streams falls back to.
+pub(crate) fn write_each<S: Step + ?Sized>(step: &mut S, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
+    let per = out.len() / segments.len().max(1);
+    for (s, o) in segments.iter().zip(out.chunks_exact_mut(per)) {
+        step.write_segment(s.read, s.tokens, s.write, o)?;
+    }
+    Ok(())
 }

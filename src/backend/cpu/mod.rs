@@ -85,11 +85,8 @@ impl Step for CpuStep {
 
     fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
         if self.is_armt() {
-            let per = out.len() / segments.len().max(1);
-            for (s, o) in segments.iter().zip(out.chunks_exact_mut(per)) {
-                self.write_segment(s.read, s.tokens, s.write, o)?;
-            }
-            return Ok(());
+            // each stream's state is updated inside every block: the streams run one after the other
+            return super::write_each(self, segments, out);
         }
         let pieces: Vec<[Piece<'_>; 3]> =
             segments.iter().map(|s| [Piece::Rows(s.read), Piece::Tokens(s.tokens), Piece::Rows(s.write)]).collect();
