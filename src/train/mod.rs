@@ -2,9 +2,10 @@
 //! time (k2 = −1). Every segment, the partial last one too, runs `[mem | segment | mem]` with write memory; the
 //! next segment's memory is `ln_f` at the write rows; the loss is the mean cross-entropy of the answer tokens and
 //! EOS only. Gradients flow back through every memory hand-off into the learned `memory`. Optional training-only
-//! look-back heads ([`look_back`]) add a dense auxiliary loss on the context rows. RMT for now. The
-//! element-wise passes use the fast CPU kernels (polynomial `tanh` and `exp`, within 2 ulp of libm), as inference
-//! does.
+//! look-back heads ([`look_back`]) add a dense auxiliary loss on the context rows. ARMT (RMT-SPEC §3.1) instead
+//! carries its associative state through every block of every segment; its last segment only reads it. RMT-R is
+//! not trained yet. The element-wise passes use the fast CPU kernels (polynomial `tanh` and `exp`, within 2 ulp of
+//! libm), as inference does.
 
 mod associative;
 pub mod look_back;
