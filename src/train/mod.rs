@@ -101,21 +101,30 @@ fn labels(model: &Model, sample: &TrainSample) -> Vec<Label> {
 /// A labelled position: (segment, row in the segment, target token).
 type Label = (usize, usize, u32);
 
-/// One probe's forward: its segment, its labelled rows `(row, target)`, and the softmax of the LM head there.
+/// One probe's forward: its segment and its labelled rows `(row, target)`.
 struct ProbeForward {
     cache: SegmentCache,
     labels: Vec<(usize, u32)>,
-    probs: Vec<f32>,
+}
+
+impl ProbeForward {
+    /// `ln_f` at the labelled rows, `[labels, d]`.
+    fn rows(&self, d: usize) -> impl Iterator<Item = &f32> {
+        self.labels.iter().flat_map(move |&(row, _)| &self.cache.lnf[row * d..][..d])
+    }
 }
 
 /// The forward pass of one sample: per-segment caches, the labels, and the softmax of the LM head at every label
-/// (`[labels, vocab]`, which the backward reuses); the probes' likewise.
+/// (`[labels, vocab]`, which the backward reuses); the probes' likewise, all probes' labelled rows stacked in
+/// order in `probe_probs` (one LM-head GEMM for them all: the head is 50,257 rows, and a GEMM per probe would
+/// read it, and write its gradient, once per probe).
 struct Forward {
     caches: Vec<SegmentCache>,
     labels: Vec<Label>,
     probs: Vec<f32>,
     loss: f32,
     probes: Vec<ProbeForward>,
+    probe_probs: Vec<f32>,
     probe_loss: f32,
 }
 
@@ -152,7 +161,7 @@ fn head_softmax(model: &Model, rows: &[f32], targets: impl Iterator<Item = u32>)
 /// as the question segment does in inference.
 fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<Forward> {
     let cfg = &model.config;
-    let (seg, m, d) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd);
+    let (seg, m, d, v) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd, cfg.vocab_size);
     let input = with_answer(cfg, &sample.prompt, &sample.answer)?;
     let segments = input.len().div_ceil(seg);
     let mut caches = Vec::with_capacity(segments);
@@ -185,7 +194,6 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
     let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
     let (probs, nll) = head_softmax(model, &rows, labels.iter().map(|l| l.2));
     let mut probes = Vec::with_capacity(sample.probes.len());
-    let mut probe_loss = 0.0f64;
     for (i, p) in sample.probes.iter().enumerate() {
         let Some(asked) = caches.get(p.after) else {
             return Err(Error::Input(format!(
@@ -210,13 +218,20 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
         let read = cache.read_rows;
         let labels: Vec<(usize, u32)> =
             (p.prompt.len() - 1..input.len() - 1).map(|q| (read + q, input[q + 1])).collect();
-        let rows: Vec<f32> = labels.iter().flat_map(|&(row, _)| &cache.lnf[row * d..][..d]).copied().collect();
-        let (probs, nll) = head_softmax(model, &rows, labels.iter().map(|l| l.1));
-        probe_loss += p.weight as f64 * nll / labels.len() as f64;
-        probes.push(ProbeForward { cache, labels, probs });
+        probes.push(ProbeForward { cache, labels });
+    }
+    let rows: Vec<f32> = probes.iter().flat_map(|pf| pf.rows(d)).copied().collect();
+    let (probe_probs, _) = head_softmax(model, &rows, probes.iter().flat_map(|pf| pf.labels.iter().map(|l| l.1)));
+    let mut probe_loss = 0.0f64;
+    let mut at = 0;
+    for (pf, p) in probes.iter().zip(&sample.probes) {
+        let nll: f64 =
+            pf.labels.iter().enumerate().map(|(i, l)| -(probe_probs[(at + i) * v + l.1 as usize] as f64).ln()).sum();
+        probe_loss += p.weight as f64 * nll / pf.labels.len() as f64;
+        at += pf.labels.len();
     }
     let loss = (nll / labels.len() as f64) as f32;
-    Ok(Forward { caches, loss, labels, probs, probes, probe_loss: probe_loss as f32 })
+    Ok(Forward { caches, loss, labels, probs, probes, probe_probs, probe_loss: probe_loss as f32 })
 }
 
 /// The LM head as the right-hand side of `h · Wᵀ`.
@@ -373,7 +388,8 @@ pub(crate) fn accumulate(
     g: &mut Weights,
     mut aux: Option<LookBackStep<'_>>,
 ) -> Result<SampleLosses> {
-    let Forward { caches, labels, mut probs, loss, probes, probe_loss } = forward(model, sample, dropout)?;
+    let Forward { caches, labels, mut probs, loss, probes, mut probe_probs, probe_loss } =
+        forward(model, sample, dropout)?;
     let cfg = &model.config;
     let (d, m, v) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size);
     let w = &model.weights;
@@ -384,11 +400,19 @@ pub(crate) fn accumulate(
     // each probe's gradient reaches the memory it asked: what segment `after` wrote (ARMT: the state after it)
     let armt = cfg.memory.kind == MemoryKind::Armt;
     let mut d_written = vec![vec![0.0f32; cfg.written_len()]; if probes.is_empty() { 0 } else { caches.len() }];
-    for (mut pf, p) in probes.into_iter().zip(&sample.probes) {
+    let mut at = 0;
+    for (pf, p) in probes.iter().zip(&sample.probes) {
         let scale = scales.1 * p.weight / pf.labels.len() as f32;
-        softmax_to_dlogits(&mut pf.probs, v, pf.labels.iter().map(|l| l.1), scale);
-        let rows: Vec<f32> = pf.labels.iter().flat_map(|&(row, _)| &pf.cache.lnf[row * d..][..d]).copied().collect();
-        let d_rows = head_backward(model, g, &pf.probs, &rows);
+        let n = pf.labels.len();
+        softmax_to_dlogits(&mut probe_probs[at * v..][..n * v], v, pf.labels.iter().map(|l| l.1), scale);
+        at += n;
+    }
+    let probe_rows: Vec<f32> = probes.iter().flat_map(|pf| pf.rows(d)).copied().collect();
+    let probe_d_rows = if probes.is_empty() { Vec::new() } else { head_backward(model, g, &probe_probs, &probe_rows) };
+    let mut at = 0;
+    for (pf, p) in probes.iter().zip(&sample.probes) {
+        let d_rows = &probe_d_rows[at * d..][..pf.labels.len() * d];
+        at += pf.labels.len();
         let mut dlnf = vec![0.0f32; pf.cache.t * d];
         for (&(row, _), dr) in pf.labels.iter().zip(d_rows.chunks_exact(d)) {
             dlnf[row * d..][..d].copy_from_slice(dr);
