@@ -1,5 +1,8 @@
 //! How an ARMT's associative state grows along a stream: reads the context of one BABILong sample segment by
-//! segment and prints, per layer, the Frobenius norms of `A` and `z` after 1, 2, 4, … segments (RMT-SPEC §3.1).
+//! segment and prints, per layer, after 1, 2, 4, … segments (RMT-SPEC §3.1): the Frobenius norms of `A` and `z`,
+//! of that segment's write `ΔA`, and the cosine between it and the segment before's write. Writes that pile up
+//! in one direction (cosine near +1) grow `A` linearly; a delta rule that overshoots flips its write each
+//! segment (cosine near −1) and grows it geometrically.
 //!
 //!     cargo run --release --example armt_state -- models/candidates/armt-run3.safetensors DIR/qa1/64k.jsonl [INDEX]
 //!
@@ -25,18 +28,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens = Tokenizer::gpt2().encode(sample["input"].as_str().ok_or("no `input`")?);
     let mut session = Engine::cpu(model).session();
     let norm = |x: &[f32]| x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+    let layer_len = dk * (d + 1);
+    let mut before = session.state().memory.clone();
+    let mut last_write = vec![0.0f32; before.len()];
     for (i, chunk) in tokens.chunks_exact(seg).enumerate() {
         session.read(chunk)?;
+        let after = session.state().memory.clone();
+        let write: Vec<f32> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         let n = i + 1;
         if n.is_power_of_two() || n == tokens.len() / seg {
-            let layers: Vec<String> = session
-                .state()
-                .memory
-                .chunks_exact(dk * (d + 1))
-                .map(|l| format!("|A| {:.1e} |z| {:.1e}", norm(&l[..dk * d]), norm(&l[dk * d..])))
+            let layers: Vec<String> = (0..after.len() / layer_len)
+                .map(|l| {
+                    let a = |x: &[f32]| x[l * layer_len..][..dk * d].to_vec();
+                    let (w, w0) = (a(&write), a(&last_write));
+                    let dot: f64 = w.iter().zip(&w0).map(|(&x, &y)| x as f64 * y as f64).sum();
+                    let cos = dot / (norm(&w) * norm(&w0)).max(f64::MIN_POSITIVE);
+                    let z = &after[l * layer_len + dk * d..][..dk];
+                    format!("|A| {:.1e} |z| {:.1e} |dA| {:.1e} cos {cos:+.2}", norm(&a(&after)), norm(z), norm(&w))
+                })
                 .collect();
             println!("{n:5} segments: {}", layers.join("; "));
         }
+        (before, last_write) = (after, write);
     }
     Ok(())
 }
