@@ -11,7 +11,7 @@
 mod common;
 
 use common::{fixture, rel_err, Expected};
-use rmt_fast::train::{loss_and_grads, Probe, TrainSample};
+use rmt_fast::train::{loss_and_grads, loss_and_grads_truncated, Probe, TrainSample};
 use rmt_fast::{Device, Engine, Model};
 
 const TOL: f64 = 1e-5;
@@ -99,6 +99,30 @@ fn a_probe_is_a_question_after_its_segment() {
             let want: Vec<f32> = b.iter().zip(c).map(|(b, c)| b + 0.5 * c).collect();
             let e = rel_err(a, &want);
             assert!(e <= 1e-5 || want.iter().all(|&x| x == 0.0), "after {after}, {name}: normalised error {e:.2e}");
+        }
+    }
+}
+
+/// Truncated BPTT (`k2`) for ARMT: the state entering the window is a constant. Through the last (read-only)
+/// segment alone, no write is in the window, so the write maps get no gradient while the read map does; through
+/// two segments they get one; through all it is full BPTT, bit for bit. The loss never changes.
+#[test]
+fn truncated_bptt_carries_the_state_as_a_constant() {
+    let model = model();
+    // segments of 16: 16, 16, and 8 with the answer's labels
+    let sample = TrainSample::new((0..39).map(|i| (i * 7 % 90) as u32).chain([94]).collect(), vec![17, 3]);
+    let (full_loss, full) = loss_and_grads(&model, &sample).unwrap();
+    let segments = 3;
+    let (l, g) = loss_and_grads_truncated(&model, &sample, segments).unwrap();
+    assert_eq!((l, g.named(&model.config)), (full_loss, full.named(&model.config)));
+    for (k2, writes) in [(1, false), (2, true)] {
+        let (l, g) = loss_and_grads_truncated(&model, &sample, k2).unwrap();
+        assert_eq!(l, full_loss);
+        for a in &g.associative {
+            assert!(a.w_mq.w.iter().any(|&x| x != 0.0), "k2 = {k2}: the read map learns");
+            for w in [&a.w_mk.w, &a.w_mv.w, &a.w_mb.w] {
+                assert_eq!(w.iter().any(|&x| x != 0.0), writes, "k2 = {k2}: a write map's gradient");
+            }
         }
     }
 }

@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, rel_err};
 use rmt_fast::rng::Rng;
 use rmt_fast::train::look_back::LookBack;
 use rmt_fast::train::{
-    look_back_loss, look_back_loss_and_grads, loss, loss_and_grads, loss_and_grads_with, loss_with, Dropout, Probe,
-    TrainSample,
+    look_back_loss, look_back_loss_and_grads, loss, loss_and_grads, loss_and_grads_truncated, loss_and_grads_with,
+    loss_with, Dropout, Probe, TrainSample,
 };
 use rmt_fast::{Engine, Model};
 
@@ -159,6 +159,50 @@ fn probe_gradients_match_finite_differences() {
     assert!(loss(&model, &sample).unwrap_err().to_string().contains("does not fit"));
 }
 
+/// Truncated BPTT (the authors' `k2`). Through the last segment only, the gradient of a three-segment sample is the
+/// full gradient of its last segment alone, asked of a model whose learned memory is the memory entering that
+/// segment (read by the inference engine, so the two agree to rounding: 1e-4); the learned memory gets none.
+/// Through all segments it is full BPTT, bit for bit. The loss does not change; a probe before the window is left
+/// out.
+#[test]
+fn truncated_bptt_is_the_last_segments_from_a_constant_memory() {
+    let model = fixture_model();
+    let seg = model.config.memory.segment_size;
+    let p = prompt(40, 3); // segments of 16, 16 and 8 + answer + EOS
+    let mut sample = TrainSample::new(p.clone(), vec![17, 3]);
+    let (full_loss, full) = loss_and_grads(&model, &sample).unwrap();
+    for k2 in [3, 4] {
+        let (l, g) = loss_and_grads_truncated(&model, &sample, k2).unwrap();
+        assert_eq!(l, full_loss);
+        assert_eq!(g.named(&model.config), full.named(&model.config), "k2 = {k2} is full BPTT");
+    }
+    let (l1, g1) = loss_and_grads_truncated(&model, &sample, 1).unwrap();
+    assert_eq!(l1, full_loss, "truncation changes the gradient, not the loss");
+    let mut session = Engine::cpu_reference(model.clone()).session();
+    session.read(&p[..2 * seg]).unwrap();
+    let mut last = model.clone();
+    last.weights.memory = session.state().memory.clone();
+    let (l_last, g_last) = loss_and_grads(&last, &TrainSample::new(p[2 * seg..].to_vec(), vec![17, 3])).unwrap();
+    assert!((l1 - l_last).abs() <= 1e-5 * l1, "{l1} vs the last segment alone {l_last}");
+    let mut far_from_full = 0.0f64;
+    for (((name, _, a), (_, _, b)), (_, _, f)) in
+        g1.named(&model.config).into_iter().zip(g_last.named(&model.config)).zip(full.named(&model.config))
+    {
+        if name == "memory" {
+            assert!(a.iter().all(|&x| x == 0.0), "the memory entering the window is a constant");
+            continue;
+        }
+        let e = rel_err(a, b);
+        assert!(e <= 1e-4, "{name}: normalised error {e:.2e} against the last segment alone");
+        far_from_full = far_from_full.max(rel_err(a, f));
+    }
+    assert!(far_from_full > 1e-2, "the truncated gradient is not the full one ({far_from_full:.1e})");
+    let (_, g_plain) = loss_and_grads_truncated(&model, &sample, 1).unwrap();
+    sample.probes = vec![Probe { after: 0, prompt: prompt(6, 5), answer: vec![40], weight: 1.0 }];
+    let (l_probe, g_probe) = loss_and_grads_truncated(&model, &sample, 1).unwrap();
+    assert_eq!((l_probe, g_probe.named(&model.config)), (l1, g_plain.named(&model.config)), "the probe is left out");
+}
+
 /// Every weight's gradient of `sample`'s loss against finite differences (see [`compare_directional`]).
 fn check_finite_differences(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) {
     let (l0, grads) = loss_and_grads_with(model, sample, dropout).unwrap();
@@ -251,6 +295,27 @@ fn resumed_armt_training_from_an_rmt_backbone_equals_uninterrupted_training() {
     };
     let err = train(&wide, &common::scratch_dir("train-armt-wide"), false, |_| true).unwrap_err();
     assert!(err.to_string().contains("backbone's GPT-2 shape"), "{err}");
+}
+
+/// A stage's `k2` reaches the gradient: the same run backpropagating through one segment only has the same first
+/// loss and then other ones (its steps differ); `"k2": 0` is refused.
+#[test]
+fn a_stage_can_truncate_bptt() {
+    use rmt_fast::train::trainer::{train, Stage};
+    let full = tiny_config(3, 10);
+    let mut cut = full.clone();
+    cut.stages[0].k2 = std::num::NonZeroUsize::new(1);
+    let losses = [(&full, "train-k2-full"), (&cut, "train-k2-cut")].map(|(cfg, name)| {
+        let dir = common::scratch_dir(name);
+        train(cfg, &dir, false, |_| true).unwrap();
+        let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+        log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect()
+    });
+    let [full_losses, cut_losses]: [Vec<f64>; 2] = losses;
+    assert_eq!(full_losses[0], cut_losses[0]);
+    assert_ne!(full_losses[1..], cut_losses[1..]);
+    let zero = r#"{"segments": 2, "steps": 1, "batch": 1, "lr": 1e-3, "warmup": 0, "k2": 0}"#;
+    assert!(serde_json::from_str::<Stage>(zero).is_err());
 }
 
 /// The same with look-back heads on: the checkpoint carries the heads and their moments, so resuming stays exact;

@@ -101,8 +101,10 @@ fn labels(model: &Model, sample: &TrainSample) -> Vec<Label> {
 /// A labelled position: (segment, row in the segment, target token).
 type Label = (usize, usize, u32);
 
-/// One probe's forward: its segment and its labelled rows `(row, target)`.
+/// One probe's forward: the segment it asks after, its weight, its segment and its labelled rows `(row, target)`.
 struct ProbeForward {
+    after: usize,
+    weight: f32,
     cache: SegmentCache,
     labels: Vec<(usize, u32)>,
 }
@@ -114,11 +116,13 @@ impl ProbeForward {
     }
 }
 
-/// The forward pass of one sample: per-segment caches, the labels, and the softmax of the LM head at every label
+/// The forward pass of one sample: the caches of the segments from `first` on (the gradient's window: all of
+/// them, unless truncated by `k2`), the labels, and the softmax of the LM head at every label
 /// (`[labels, vocab]`, which the backward reuses); the probes' likewise, all probes' labelled rows stacked in
 /// order in `probe_probs` (one LM-head GEMM for them all: the head is 50,257 rows, and a GEMM per probe would
 /// read it, and write its gradient, once per probe).
 struct Forward {
+    first: usize,
     caches: Vec<SegmentCache>,
     labels: Vec<Label>,
     probs: Vec<f32>,
@@ -158,13 +162,17 @@ fn head_softmax(model: &Model, rows: &[f32], targets: impl Iterator<Item = u32>)
 
 /// Forward over all segments, then the LM head on the label rows only; then each probe from the memory it asks.
 /// RMT runs every segment with write memory (the last one's write is unused); ARMT's last segment only reads,
-/// as the question segment does in inference.
-fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<Forward> {
+/// as the question segment does in inference. With `k2` (the authors' BPTT unroll length; `None` is their −1,
+/// full BPTT) only the last `k2` segments keep caches for the backward pass, or more when the answer's labels
+/// start earlier: the memory entering them is a constant, and probes asking about earlier segments are not run.
+fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>, k2: Option<usize>) -> Result<Forward> {
     let cfg = &model.config;
     let (seg, m, d, v) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd, cfg.vocab_size);
     let input = with_answer(cfg, &sample.prompt, &sample.answer)?;
     let segments = input.len().div_ceil(seg);
-    let mut caches = Vec::with_capacity(segments);
+    let labels = labels(model, sample);
+    let first = k2.map_or(0, |k| segments.saturating_sub(k.max(1)).min(labels[0].0));
+    let mut caches = Vec::with_capacity(segments - first);
     let mut states_after = std::collections::HashMap::new(); // ARMT: the state after each segment a probe asks
     match cfg.memory.kind {
         MemoryKind::Rmt => {
@@ -172,7 +180,9 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
             for (s, chunk) in input.chunks(seg).enumerate() {
                 let c = forward_segment(model, SegmentMemory::Rows(&mem), chunk, dropout.map(|d| (d, s)));
                 mem = c.lnf[(c.t - m) * d..].to_vec();
-                caches.push(c);
+                if s >= first {
+                    caches.push(c);
+                }
             }
         }
         MemoryKind::Armt => {
@@ -180,8 +190,11 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
             for (s, chunk) in input.chunks(seg).enumerate() {
                 let write_rows = if s + 1 < segments { m } else { 0 };
                 let memory = SegmentMemory::Associative { state: &mut state, write_rows };
-                caches.push(forward_segment(model, memory, chunk, dropout.map(|d| (d, s))));
-                if sample.probes.iter().any(|p| p.after == s) {
+                let c = forward_segment(model, memory, chunk, dropout.map(|d| (d, s)));
+                if s >= first {
+                    caches.push(c);
+                }
+                if s >= first && sample.probes.iter().any(|p| p.after == s) {
                     states_after.insert(s, state.clone());
                 }
             }
@@ -190,23 +203,20 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
             return Err(Error::Input("training supports RMT and ARMT models (RMT-R is not implemented yet)".into()))
         }
     }
-    let labels = labels(model, sample);
-    let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
+    let rows: Vec<f32> =
+        labels.iter().flat_map(|&(s, row, _)| &caches[s - first].lnf[row * d..][..d]).copied().collect();
     let (probs, nll) = head_softmax(model, &rows, labels.iter().map(|l| l.2));
     let mut probes = Vec::with_capacity(sample.probes.len());
     for (i, p) in sample.probes.iter().enumerate() {
-        let Some(asked) = caches.get(p.after) else {
-            return Err(Error::Input(format!(
-                "a probe asks after segment {}; the sample has {}",
-                p.after,
-                caches.len()
-            )));
-        };
+        if p.after >= segments {
+            return Err(Error::Input(format!("a probe asks after segment {}; the sample has {segments}", p.after)));
+        }
+        let Some(asked) = p.after.checked_sub(first).map(|a| &caches[a]) else { continue };
         let input = with_answer(cfg, &p.prompt, &p.answer)?;
         if input.len() > seg {
             return Err(Error::Input(format!("a probe of {} tokens does not fit a segment of {seg}", input.len())));
         }
-        let drop = dropout.map(|d| (d, caches.len() + i));
+        let drop = dropout.map(|d| (d, segments + i));
         let cache = match states_after.get(&p.after) {
             // ARMT: the probe only reads the state, as a question does
             Some(state) => {
@@ -218,20 +228,20 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Res
         let read = cache.read_rows;
         let labels: Vec<(usize, u32)> =
             (p.prompt.len() - 1..input.len() - 1).map(|q| (read + q, input[q + 1])).collect();
-        probes.push(ProbeForward { cache, labels });
+        probes.push(ProbeForward { after: p.after, weight: p.weight, cache, labels });
     }
     let rows: Vec<f32> = probes.iter().flat_map(|pf| pf.rows(d)).copied().collect();
     let (probe_probs, _) = head_softmax(model, &rows, probes.iter().flat_map(|pf| pf.labels.iter().map(|l| l.1)));
     let mut probe_loss = 0.0f64;
     let mut at = 0;
-    for (pf, p) in probes.iter().zip(&sample.probes) {
+    for pf in &probes {
         let nll: f64 =
             pf.labels.iter().enumerate().map(|(i, l)| -(probe_probs[(at + i) * v + l.1 as usize] as f64).ln()).sum();
-        probe_loss += p.weight as f64 * nll / pf.labels.len() as f64;
+        probe_loss += pf.weight as f64 * nll / pf.labels.len() as f64;
         at += pf.labels.len();
     }
     let loss = (nll / labels.len() as f64) as f32;
-    Ok(Forward { caches, loss, labels, probs, probes, probe_probs, probe_loss: probe_loss as f32 })
+    Ok(Forward { first, caches, loss, labels, probs, probes, probe_probs, probe_loss: probe_loss as f32 })
 }
 
 /// The LM head as the right-hand side of `h · Wᵀ`.
@@ -268,7 +278,7 @@ pub fn loss(model: &Model, sample: &TrainSample) -> Result<f32> {
 
 /// The loss of `sample` with optional dropout.
 pub fn loss_with(model: &Model, sample: &TrainSample, dropout: Option<Dropout>) -> Result<f32> {
-    let f = forward(model, sample, dropout)?;
+    let f = forward(model, sample, dropout, None)?;
     Ok(f.loss + f.probe_loss)
 }
 
@@ -285,6 +295,15 @@ pub fn loss_and_grads_with(model: &Model, sample: &TrainSample, dropout: Option<
     Ok((loss, g))
 }
 
+/// [`loss_and_grads`] with backpropagation through the last `k2` segments only (the authors' `k2`): the memory
+/// entering them is a constant, probes asking about earlier segments are left out. The window grows to the
+/// answer's first segment if it starts earlier.
+pub fn loss_and_grads_truncated(model: &Model, sample: &TrainSample, k2: usize) -> Result<(f32, Weights)> {
+    let mut g = model.weights.zeros_like();
+    let l = accumulate(model, sample, (None, Some(k2)), (1.0, 1.0), &mut g, None)?;
+    Ok((l.answer + l.probes, g))
+}
+
 /// Adds `scale ·` the gradient of `sample`'s loss to `g` (shaped like the model's weights) and returns the loss:
 /// batches accumulate into one buffer per thread instead of one per sample.
 pub fn accumulate_grads(
@@ -294,15 +313,15 @@ pub fn accumulate_grads(
     scale: f32,
     g: &mut Weights,
 ) -> Result<f32> {
-    let l = accumulate(model, sample, dropout, (scale, scale), g, None)?;
+    let l = accumulate(model, sample, (dropout, None), (scale, scale), g, None)?;
     Ok(l.answer + l.probes)
 }
 
 /// The answer loss plus the probes' and the look-back heads' losses (see [`look_back`]) of `sample`, forward only.
 pub fn look_back_loss(model: &Model, heads: &LookBack, weight: f32, sample: &TrainSample) -> Result<f32> {
-    let f = forward(model, sample, None)?;
+    let f = forward(model, sample, None, None)?;
     let cand = Candidates::new(&sample.prompt, head(&model.weights), model.config.n_embd);
-    let scales = look_back_scales(model, &f.caches, sample, heads.heads.len(), weight, 1.0);
+    let scales = look_back_scales(model, &f.caches, 0, sample, heads.heads.len(), weight, 1.0);
     let mut aux = 0.0f64;
     for (s, c) in f.caches.iter().enumerate() {
         aux += heads.segment_loss(&look_back_rows(model, c, s, sample), &cand, &scales, None);
@@ -321,7 +340,7 @@ pub fn look_back_loss_and_grads(
 ) -> Result<(f32, Weights, LookBack)> {
     let (mut g, mut gh) = (model.weights.zeros_like(), heads.zeros_like());
     let aux = LookBackStep { heads, weight, lm_head, share: 1.0, grads: &mut gh };
-    let l = accumulate(model, sample, None, (1.0, 1.0), &mut g, Some(aux))?;
+    let l = accumulate(model, sample, (None, None), (1.0, 1.0), &mut g, Some(aux))?;
     Ok((l.answer + l.probes + l.look_back, g, gh))
 }
 
@@ -343,10 +362,11 @@ fn look_back_rows<'a>(model: &Model, c: &'a SegmentCache, s: usize, sample: &Tra
 }
 
 /// The weight of one row of head k (index k − 1): `weight · share` over the sample's rows at distance k, so each
-/// head's loss is a mean over the sample's context rows.
+/// head's loss is a mean over the sample's context rows (those of `caches`, segments `first`, `first + 1`, …).
 fn look_back_scales(
     model: &Model,
     caches: &[SegmentCache],
+    first: usize,
     sample: &TrainSample,
     heads: usize,
     weight: f32,
@@ -357,7 +377,7 @@ fn look_back_scales(
             let rows: usize = caches
                 .iter()
                 .enumerate()
-                .map(|(s, c)| look_back_rows(model, c, s, sample).context.saturating_sub(k))
+                .map(|(i, c)| look_back_rows(model, c, first + i, sample).context.saturating_sub(k))
                 .sum();
             if rows == 0 {
                 0.0
@@ -378,31 +398,33 @@ pub(crate) struct SampleLosses {
     pub look_back: f32,
 }
 
-/// [`accumulate_grads`] with the look-back heads optionally on. `scales` is (the answer's, the probes'): the
-/// factors of their gradients, a sample's share of the batch for each.
+/// [`accumulate_grads`] with the look-back heads optionally on and BPTT optionally truncated to the last `k2`
+/// segments (see [`forward`]). `scales` is (the answer's, the probes'): the factors of their gradients, a
+/// sample's share of the batch for each.
 pub(crate) fn accumulate(
     model: &Model,
     sample: &TrainSample,
-    dropout: Option<Dropout>,
+    (dropout, k2): (Option<Dropout>, Option<usize>),
     scales: (f32, f32),
     g: &mut Weights,
     mut aux: Option<LookBackStep<'_>>,
 ) -> Result<SampleLosses> {
-    let Forward { caches, labels, mut probs, loss, probes, mut probe_probs, probe_loss } =
-        forward(model, sample, dropout)?;
+    let Forward { first, caches, labels, mut probs, loss, probes, mut probe_probs, probe_loss } =
+        forward(model, sample, dropout, k2)?;
     let cfg = &model.config;
     let (d, m, v) = (cfg.n_embd, cfg.memory.num_mem_tokens, cfg.vocab_size);
     let w = &model.weights;
     let n = labels.len();
     softmax_to_dlogits(&mut probs, v, labels.iter().map(|l| l.2), scales.0 / n as f32);
-    let rows: Vec<f32> = labels.iter().flat_map(|&(s, row, _)| &caches[s].lnf[row * d..][..d]).copied().collect();
+    let rows: Vec<f32> =
+        labels.iter().flat_map(|&(s, row, _)| &caches[s - first].lnf[row * d..][..d]).copied().collect();
     let d_rows = head_backward(model, g, &probs, &rows);
     // each probe's gradient reaches the memory it asked: what segment `after` wrote (ARMT: the state after it)
     let armt = cfg.memory.kind == MemoryKind::Armt;
     let mut d_written = vec![vec![0.0f32; cfg.written_len()]; if probes.is_empty() { 0 } else { caches.len() }];
     let mut at = 0;
-    for (pf, p) in probes.iter().zip(&sample.probes) {
-        let scale = scales.1 * p.weight / pf.labels.len() as f32;
+    for pf in &probes {
+        let scale = scales.1 * pf.weight / pf.labels.len() as f32;
         let n = pf.labels.len();
         softmax_to_dlogits(&mut probe_probs[at * v..][..n * v], v, pf.labels.iter().map(|l| l.1), scale);
         at += n;
@@ -410,7 +432,7 @@ pub(crate) fn accumulate(
     let probe_rows: Vec<f32> = probes.iter().flat_map(|pf| pf.rows(d)).copied().collect();
     let probe_d_rows = if probes.is_empty() { Vec::new() } else { head_backward(model, g, &probe_probs, &probe_rows) };
     let mut at = 0;
-    for (pf, p) in probes.iter().zip(&sample.probes) {
+    for pf in &probes {
         let d_rows = &probe_d_rows[at * d..][..pf.labels.len() * d];
         at += pf.labels.len();
         let mut dlnf = vec![0.0f32; pf.cache.t * d];
@@ -420,24 +442,24 @@ pub(crate) fn accumulate(
         if armt {
             let mut d_read_state = vec![0.0f32; cfg.written_len()];
             segment_backward(model, &pf.cache, dlnf, g, Some(&mut d_read_state));
-            d_written[p.after].iter_mut().zip(&d_read_state).for_each(|(a, r)| *a += r);
+            d_written[pf.after - first].iter_mut().zip(&d_read_state).for_each(|(a, r)| *a += r);
         } else {
             let (d_read, d_write) = segment_backward(model, &pf.cache, dlnf, g, None);
-            d_written[p.after].iter_mut().zip(d_read.iter().zip(&d_write)).for_each(|(a, (r, w))| *a += r + w);
+            d_written[pf.after - first].iter_mut().zip(d_read.iter().zip(&d_write)).for_each(|(a, (r, w))| *a += r + w);
         }
     }
     let cand = aux.as_ref().map(|_| Candidates::new(&sample.prompt, head(w), d));
     let mut d_cand = vec![0.0f32; cand.as_ref().map_or(0, |c| c.count() * d)];
-    let lb_scales = aux
-        .as_ref()
-        .map_or(Vec::new(), |a| look_back_scales(model, &caches, sample, a.heads.heads.len(), a.weight, a.share));
+    let lb_scales = aux.as_ref().map_or(Vec::new(), |a| {
+        look_back_scales(model, &caches, first, sample, a.heads.heads.len(), a.weight, a.share)
+    });
     let mut aux_loss = 0.0f64;
     let mut d_next_mem = vec![0.0f32; if armt { 0 } else { m * d }]; // RMT: ∂loss/∂(memory the next segment reads)
     let mut d_state = vec![0.0f32; cfg.associative_state_len()]; // ARMT: ∂loss/∂(state the next segment reads)
-    for (s, c) in caches.iter().enumerate().rev() {
-        let t = c.t;
+    for (i, c) in caches.iter().enumerate().rev() {
+        let (s, t) = (first + i, c.t);
         let mut dlnf = vec![0.0f32; t * d];
-        let asked = d_written.get(s);
+        let asked = d_written.get(i);
         if armt {
             // the probes read the state this segment left, as the next segment does
             asked.into_iter().for_each(|a| d_state.iter_mut().zip(a).for_each(|(x, y)| *x += y));
@@ -445,8 +467,8 @@ pub(crate) fn accumulate(
             dlnf[(t - m) * d..].copy_from_slice(&d_next_mem);
             asked.into_iter().for_each(|a| dlnf[(t - m) * d..].iter_mut().zip(a).for_each(|(x, y)| *x += y));
         }
-        for (i, &(_, row, _)) in labels.iter().enumerate().filter(|(_, l)| l.0 == s) {
-            dlnf[row * d..][..d].iter_mut().zip(&d_rows[i * d..][..d]).for_each(|(a, b)| *a += b);
+        for (j, &(_, row, _)) in labels.iter().enumerate().filter(|(_, l)| l.0 == s) {
+            dlnf[row * d..][..d].iter_mut().zip(&d_rows[j * d..][..d]).for_each(|(a, b)| *a += b);
         }
         if let (Some(a), Some(cand)) = (aux.as_mut(), cand.as_ref()) {
             let grads = SegmentGrads { dlnf: &mut dlnf, heads: &mut *a.grads, candidates: &mut d_cand };
@@ -454,13 +476,13 @@ pub(crate) fn accumulate(
         }
         let (d_read, d_write) = segment_backward(model, c, dlnf, g, armt.then_some(&mut d_state[..]));
         if armt {
-            // every writing segment embeds the learned memory rows; the state before the first is zero
+            // every writing segment embeds the learned memory rows; the state before the window is a constant
             g.memory.iter_mut().zip(&d_write).for_each(|(gv, dv)| *gv += dv);
         } else if s == 0 {
             g.memory.iter_mut().zip(d_read.iter().zip(&d_write)).for_each(|(gv, (r, w))| *gv += r + w);
-        } else {
+        } else if i > 0 {
             d_next_mem = d_read.iter().zip(&d_write).map(|(r, w)| r + w).collect();
-        }
+        } // else: the memory entering a truncated window is a constant
     }
     if let (Some(a), Some(cand)) = (&aux, &cand) {
         if a.lm_head {

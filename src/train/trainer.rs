@@ -46,6 +46,10 @@ pub struct Stage {
     /// recipe replays a stage that was stopped by hand at its best validation. Absent: the stage runs all `steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_after: Option<u64>,
+    /// Backpropagates through the last `k2` segments of each sample only (the authors' BPTT unroll length, whose
+    /// −1, full BPTT, is the default): longer samples for the cost of a forward pass over their first segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k2: Option<std::num::NonZeroUsize>,
 }
 
 impl Stage {
@@ -375,7 +379,7 @@ fn batch_gradient(
     model: &Model,
     heads: Option<(&LookBack, &LookBackConfig)>,
     samples: &[TrainSample],
-    dropout: Option<Dropout>,
+    (dropout, k2): (Option<Dropout>, Option<usize>),
 ) -> Result<BatchGradient> {
     let total: usize = samples.iter().map(|s| s.answer.len() + 1).sum();
     let per_thread = samples.len().div_ceil(rayon::current_num_threads()).max(1);
@@ -403,7 +407,7 @@ fn batch_gradient(
                     share,
                     grads,
                 });
-                let l = accumulate(model, s, d, (w, share), &mut part.model, aux)?;
+                let l = accumulate(model, s, (d, k2), (w, share), &mut part.model, aux)?;
                 loss += l.answer as f64 * w as f64;
                 aux_loss += l.look_back as f64 * share as f64;
                 probe_loss += l.probes as f64 * share as f64;
@@ -582,7 +586,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
             let dropout = (cfg.dropout > 0.0)
                 .then(|| Dropout { p: cfg.dropout, seed: mix(cfg.seed, &[progress.stage as u64, progress.step, 5]) });
             let look_back = heads.as_ref().zip(cfg.look_back.as_ref()).map(|((h, _), lb)| (h, lb));
-            let mut g = batch_gradient(&model, look_back, &samples, dropout)?;
+            let mut g = batch_gradient(&model, look_back, &samples, (dropout, st.k2.map(|k| k.get())))?;
             let grads = g.model.tensors_mut().into_iter().chain(head_tensors(&mut g.heads)).collect();
             let grad_norm = clip_grad_norm(grads, cfg.clip);
             let lr = learning_rate(progress.step, st.lr, st.warmup, 2 * st.steps);
