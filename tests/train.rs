@@ -460,6 +460,12 @@ fn train_command_reports_bad_configs() {
         dir.to_str().unwrap(),
     ]);
     assert!(!o.status.success() && common::stderr(&o).contains("missing.json"));
+    // a misspelt key is an error, not a default silently used
+    let typo = dir.join("typo.json");
+    let json = serde_json::to_string(&tiny_config(2, 1)).unwrap().replacen("\"steps\"", "\"stpes\"", 1);
+    std::fs::write(&typo, json).unwrap();
+    let o = common::rmt_fast(&["train", "--config", typo.to_str().unwrap(), "-o", dir.join("typo").to_str().unwrap()]);
+    assert!(!o.status.success() && common::stderr(&o).contains("unknown field `stpes`"), "{}", common::stderr(&o));
     let good = dir.join("good.json");
     std::fs::write(&good, serde_json::to_string(&tiny_config(2, 1)).unwrap()).unwrap();
     let o = common::rmt_fast(&[
@@ -552,4 +558,29 @@ fn dropout_zero_is_exact_and_masks_follow_the_seed() {
     assert_ne!(la, plain.0);
     assert_eq!(la, loss_with(&model, &sample, a).unwrap());
     assert_ne!(la, loss_with(&model, &sample, b).unwrap());
+}
+
+/// Every training config kept in the repository (the bundled model's recipe, the records under `bench/results`)
+/// still parses: configs refuse unknown keys, so a renamed option would otherwise break a recorded command.
+#[test]
+fn recorded_training_configs_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("models/recipe"), root.join("bench/results")];
+    let mut checked = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains("\"stages\"") {
+                    serde_json::from_str::<rmt_fast::train::trainer::TrainConfig>(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 4, "the recipe's configs at least: {checked}");
 }

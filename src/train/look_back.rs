@@ -21,6 +21,7 @@ use crate::rng::Rng;
 
 /// The `look_back` section of a training config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LookBackConfig {
     /// K: heads for distances 1 … K (6 reaches the 4–5 tokens between a person and a place in bAbI's facts).
     pub heads: usize,

@@ -9,6 +9,7 @@ use crate::model::Config;
 
 /// AdamW hyper-parameters.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdamW {
     /// β₁.
     #[serde(default = "beta1")]

@@ -19,6 +19,7 @@ use crate::stream::tokenizer::Tokenizer;
 
 /// The `probes` section of a training config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     /// Weight of the probes' loss: each sample's probes share it (mean over its probes).
     pub weight: f32,

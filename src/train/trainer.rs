@@ -30,6 +30,7 @@ pub const QUESTION_TEMPLATE: &str = "{question} ";
 
 /// One curriculum stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Stage {
     /// Samples are 1 … `segments` segments long (uniformly, as `--vary_n_segments`), and of random length within
     /// their last segment.
@@ -62,6 +63,7 @@ impl Stage {
 /// Where the model starts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 pub enum Start {
     /// A random model of this config, seeded by the run's seed.
     Init(Config),
@@ -80,6 +82,7 @@ pub enum Start {
 
 /// A training run, as read from `train.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The model to train.
     pub model: Start,
