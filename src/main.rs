@@ -102,7 +102,7 @@ enum Command {
         #[command(subcommand)]
         command: BabilongCommand,
     },
-    /// Train an RMT model with curriculum BPTT on BABILong samples made on the fly (config: JSON).
+    /// Train an RMT or ARMT model with curriculum BPTT on BABILong samples made on the fly (config: JSON).
     Train {
         /// Training config (model, tasks, bAbI and haystack paths, stages, optimizer, validation).
         #[arg(long)]

@@ -468,6 +468,14 @@ fn train_command_reports_bad_configs() {
     assert!(!o.status.success() && common::stderr(&o).contains("unknown field `stpes`"), "{}", common::stderr(&o));
     let good = dir.join("good.json");
     std::fs::write(&good, serde_json::to_string(&tiny_config(2, 1)).unwrap()).unwrap();
+    // a second run into a directory that a run is writing to is refused
+    let busy = dir.join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let lock = std::fs::File::create(busy.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let o = common::rmt_fast(&["train", "--config", good.to_str().unwrap(), "-o", busy.to_str().unwrap()]);
+    assert!(!o.status.success() && common::stderr(&o).contains("another training run"), "{}", common::stderr(&o));
+    drop(lock);
     let o = common::rmt_fast(&[
         "train",
         "--config",

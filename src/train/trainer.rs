@@ -538,11 +538,27 @@ fn truncate_log(path: &Path, at: &Progress) -> Result<()> {
     std::fs::write(path, body).map_err(|e| Error::io(path, e))
 }
 
+/// Holds `out/.lock` for the run: a second run into the same directory (a resume started while the first is still
+/// writing its last checkpoint) would interleave their checkpoints and logs.
+fn lock_output(out: &Path) -> Result<std::fs::File> {
+    let path = out.join(".lock");
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Input(format!(
+            "another training run is writing to {}; wait for it to stop (it saves a checkpoint on Ctrl-C)",
+            out.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
 /// Runs (or resumes) training into `out`: `checkpoint.safetensors`, `model_best.safetensors` and `log.jsonl`.
 /// `on_step` sees every logged step and returns whether to go on; when it says stop, a checkpoint is written and
 /// the run returns (resume continues it exactly). Returns the last stage's best validation accuracy.
 pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMut(&StepLog) -> bool) -> Result<f64> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = lock_output(out)?;
     if let Some(p) = &cfg.probes {
         p.check(&cfg.tasks)?;
     }
