@@ -60,7 +60,7 @@ pub fn save_state(path: &Path, state: &State, fingerprint: u64, n_embd: usize) -
     let (a, b, c) = (memory.len(), memory.len() + store.len(), memory.len() + store.len() + tail.len());
     // rows of memory (RMT, RMT-R); ARMT's associative state is no whole number of rows and is stored flat
     let n = state.memory.len();
-    let memory_shape = if n % n_embd == 0 { vec![n / n_embd, n_embd] } else { vec![n] };
+    let memory_shape = if n.is_multiple_of(n_embd) { vec![n / n_embd, n_embd] } else { vec![n] };
     // serde_json's map is ordered by key: the header, and so the file, is the same for the same state
     let header = json!({
         "__metadata__": { KEY: serde_json::to_string(&meta).expect("serialises") },
