@@ -7,6 +7,9 @@
 # inflate short kernels several-fold (session-4 profiles, bench/results/2026-11-26-h200-cuda/run3-ncu-rmt.txt).
 #
 #   scripts/gpu-profile.sh [OUT_DIR]      # writes OUT_DIR/ncu-<kind>.txt (default target/gpu-profile)
+#   DETAIL=1 scripts/gpu-profile.sh [OUT_DIR]   # also OUT_DIR/ncu-detail.txt: why the RMT step's kernels take
+#       their time (speed of light, occupancy, warp stalls, memory and scheduler sections) for one launch of each of
+#       one layer's kernels (qkv, attention, merge, attn proj, residual_layernorm, fc, fc proj)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-target/gpu-pack}
@@ -29,4 +32,12 @@ for kind in rmt rmt-r; do
   echo "== $kind: $OUT_DIR/ncu-$kind.txt" >&2
   grep -E "^  [a-z_]+|gpu__time_duration|invocations" "$OUT_DIR/ncu-$kind.txt" | head -60 >&2 || true
 done
+if [[ ${DETAIL:-0} == 1 ]]; then
+  # the second layer's 8 launches (skipping embed, ln_1 and the first layer's 8), one replay set per kernel
+  sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
+            --section MemoryWorkloadAnalysis --section SchedulerStats --section ComputeWorkloadAnalysis)
+  ncu "${sections[@]}" --launch-skip 10 --launch-count 8 --clock-control none --cache-control none \
+    "$PACK/rmt-fast" infer "$WORK/tokens.u16" --model "$WORK/rmt.safetensors" --device cuda > "$OUT_DIR/ncu-detail.txt" 2>&1
+  echo "== detail: $OUT_DIR/ncu-detail.txt" >&2
+fi
 rm -rf "$WORK"
