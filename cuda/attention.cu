@@ -288,16 +288,20 @@ KERNEL void attention_merge(floatX* out, const float* partial, int nq, int q0, i
                             int split_keys) {
     int row = blockIdx.x, stream = blockIdx.y, e = blockIdx.z * blockDim.x + threadIdx.x;
     if (e >= C) return;
-    int h = e / hs, used = (q0 + row) / split_keys + 1;
+    int h = e / hs, d = e % hs, used = (q0 + row) / split_keys + 1;
+    // split 0's partial of this row and head, and the distance between splits (worked out once: the index
+    // arithmetic per split, with its division, was most of this kernel's instructions)
+    const float* first = partial + partial_at(stream, 0, splits, row, nq, h, C, hs);
+    long split_stride = partial_at(0, 1, splits, 0, nq, 0, C, hs);
     float m = NEG_INF, l = 0.0f, o = 0.0f;
     for (int s0 = 0; s0 < used; s0 += MERGE_BATCH) {
         float pm[MERGE_BATCH], pl[MERGE_BATCH], po[MERGE_BATCH];
 #pragma unroll
         for (int j = 0; j < MERGE_BATCH; j++) {
-            const float* p = partial + partial_at(stream, s0 + j < used ? s0 + j : used - 1, splits, row, nq, h, C, hs);
+            const float* p = first + (s0 + j < used ? s0 + j : used - 1) * split_stride;
             pm[j] = s0 + j < used ? p[hs] : NEG_INF;
             pl[j] = p[hs + 1];
-            po[j] = p[e % hs];
+            po[j] = p[d];
         }
         float mx = m;
 #pragma unroll

@@ -31,6 +31,18 @@ DEVICE void store(bf16* p, float x) {
     p->bits = (u16)(rounded >> 16);
 }
 
+// Two adjacent values in one store: 4 bytes (bf16, p 4-byte aligned) or 8 (f32, p 8-byte aligned).
+DEVICE void store_pair(bf16* p, float lo, float hi) {
+    bf16 b[2];
+    store(&b[0], lo);
+    store(&b[1], hi);
+    *(u32*)p = (u32)b[0].bits | ((u32)b[1].bits << 16);
+}
+struct alignas(8) f32x2 {
+    float lo, hi;
+};
+DEVICE void store_pair(float* p, float lo, float hi) { *(f32x2*)p = f32x2{lo, hi}; }
+
 // The storage type of weights and activations: bf16, or f32 for checking (RMT_F32 defined).
 #ifdef RMT_F32
 typedef float floatX;

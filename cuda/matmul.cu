@@ -27,6 +27,49 @@ DEVICE void epilogue(TOut* out, const floatX* bias, int gelu_act, int M, int N, 
     store(&out[out_row(r, per, stride) * N + n], acc);
 }
 
+// The epilogue of a thread holding mma accumulator fragments: rows r0 + 16·mi + 8·h, column pairs c0 + 8·ni + {0, 1}
+// (acc[mi][ni][2h + j]). Each row's place (a division by `per`) and each column's bias are worked out once, and a
+// pair is one 4-byte (bf16) or 8-byte (f32) store where aligned: the epilogue was most of the 64 × 64 kernel's
+// instructions when every output computed its own (Nsight Compute, bench/results/2026-11-27-cuda-run13.md).
+template <int MI, int NI, class TOut>
+DEVICE void pair_epilogue(TOut* out, const floatX* bias, int gelu_act, int M, int N, int r0, int c0,
+                          const float (&acc)[MI][NI][4], int per, int stride) {
+    float b[NI][2];
+#pragma unroll
+    for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            int n = c0 + 8 * ni + j;
+            b[ni][j] = bias && n < N ? to_float(bias[n]) : 0.0f;
+        }
+    bool pairs = N % 2 == 0 && ((unsigned long long)out % (2 * sizeof(TOut))) == 0;
+#pragma unroll
+    for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = r0 + 16 * mi + 8 * h;
+            if (r >= M) continue;
+            TOut* row = out + out_row(r, per, stride) * N;
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++) {
+                int n = c0 + 8 * ni;
+                float v[2];
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    v[j] = acc[mi][ni][2 * h + j] + b[ni][j];
+                    if (gelu_act) v[j] = gelu(v[j]);
+                }
+                if (pairs && n + 1 < N) {
+                    store_pair(row + n, v[0], v[1]);
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 2; j++)
+                        if (n + j < N) store(row + n + j, v[j]);
+                }
+            }
+        }
+}
+
 #ifdef RMT_F32
 // SIMT: 256 threads compute the TM × 64 tile at (m0, n0) (TM = 32 or 64), each (TM / 16) × 4 outputs strided by 16 so
 // that shared-memory reads broadcast or hit distinct banks. A larger block tile runs as several of these in turn.
@@ -173,15 +216,7 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
                 for (int ni = 0; ni < NI; ni++) mma_16x8x16(acc[mi][ni], a[mi], b[ni]);
         }
     }
-#pragma unroll
-    for (int mi = 0; mi < MI; mi++)
-#pragma unroll
-        for (int ni = 0; ni < NI; ni++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int r = m0 + wm + 16 * mi + g + 8 * (e / 2), n = n0 + wn + 8 * ni + 2 * t + e % 2;
-                epilogue(out, bias, gelu_act, M, N, r, n, acc[mi][ni][e], per, stride);
-            }
+    pair_epilogue<MI, NI>(out, bias, gelu_act, M, N, m0 + wm + g, n0 + wn + 2 * t, acc, per, stride);
 }
 
 // The block tiles (BM × BN outputs, WARPS warps, K steps of BK), each within the 48 KB of static shared memory:
