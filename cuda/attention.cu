@@ -258,22 +258,31 @@ KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, in
         l[r] += __shfl_xor_sync(FULL_MASK, l[r], 2);
     }
     if (!active) return;
+    // this thread's two rows (w0 + g, w0 + g + 8): where each goes is worked out once per row, not per element
+    // (per element, that index arithmetic was most of the kernel's instructions)
 #pragma unroll
-    for (int dn = 0; dn < MAX_HS / 8; dn++) {
-        if (dn >= hs / 8) break;
+    for (int r = 0; r < 2; r++) {
+        int row = w0 + g + 8 * r;
+        if (row >= rows) continue;
+        if (splits == 1) {
+            floatX* dst = out + ((long)stream * nq + i0 + row) * C + h * hs;
+            float inv = 1.0f / l[r];
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int row = w0 + g + 8 * (e / 2), d = 8 * dn + 2 * t + e % 2;
-            if (row >= rows) continue;
-            if (splits == 1) {
-                store(&out[((long)stream * nq + i0 + row) * C + h * hs + d], o[dn][e] / l[e / 2]);
-            } else {
-                float* p = partial + partial_at(stream, split, splits, i0 + row, nq, h, C, hs);
-                p[d] = o[dn][e];
-                if (t == 0 && dn == 0 && e % 2 == 0) {
-                    p[hs] = m[e / 2];
-                    p[hs + 1] = l[e / 2];
-                }
+            for (int dn = 0; dn < MAX_HS / 8; dn++) {
+                if (dn >= hs / 8) break;
+                store_pair(dst + 8 * dn + 2 * t, o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
+            }
+        } else {
+            float* p = partial + partial_at(stream, split, splits, i0 + row, nq, h, C, hs);
+#pragma unroll
+            for (int dn = 0; dn < MAX_HS / 8; dn++) {
+                if (dn >= hs / 8) break;
+                p[8 * dn + 2 * t] = o[dn][2 * r];
+                p[8 * dn + 2 * t + 1] = o[dn][2 * r + 1];
+            }
+            if (t == 0) {
+                p[hs] = m[r];
+                p[hs + 1] = l[r];
             }
         }
     }
@@ -281,27 +290,29 @@ KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, in
 #endif
 
 // out = the splits of each row combined: Σ_s e^(m_s − M) o_s / Σ_s e^(m_s − M) l_s over the splits that hold keys
-// of the row (M the largest m_s). Grid (nq, B, ceil(C / 128)), one output per thread; the splits are read
-// MERGE_BATCH at a time with every load of a batch in flight at once (a loop over them would wait on each).
+// of the row (M the largest m_s). Grid (nq, B, ceil(C / 256)), two adjacent outputs (of one head) per thread, so
+// that each split's weight is worked out once for both; the splits are read MERGE_BATCH at a time with every load of
+// a batch in flight at once (a loop over them would wait on each).
 #define MERGE_BATCH 8
 KERNEL void attention_merge(floatX* out, const float* partial, int nq, int q0, int C, int hs, int splits,
                             int split_keys) {
-    int row = blockIdx.x, stream = blockIdx.y, e = blockIdx.z * blockDim.x + threadIdx.x;
+    int row = blockIdx.x, stream = blockIdx.y, e = 2 * (blockIdx.z * blockDim.x + threadIdx.x);
     if (e >= C) return;
     int h = e / hs, d = e % hs, used = (q0 + row) / split_keys + 1;
     // split 0's partial of this row and head, and the distance between splits (worked out once: the index
     // arithmetic per split, with its division, was most of this kernel's instructions)
     const float* first = partial + partial_at(stream, 0, splits, row, nq, h, C, hs);
     long split_stride = partial_at(0, 1, splits, 0, nq, 0, C, hs);
-    float m = NEG_INF, l = 0.0f, o = 0.0f;
+    float m = NEG_INF, l = 0.0f, o[2] = {0.0f, 0.0f};
     for (int s0 = 0; s0 < used; s0 += MERGE_BATCH) {
-        float pm[MERGE_BATCH], pl[MERGE_BATCH], po[MERGE_BATCH];
+        float pm[MERGE_BATCH], pl[MERGE_BATCH];
+        f32x2 po[MERGE_BATCH];
 #pragma unroll
         for (int j = 0; j < MERGE_BATCH; j++) {
             const float* p = first + (s0 + j < used ? s0 + j : used - 1) * split_stride;
             pm[j] = s0 + j < used ? p[hs] : NEG_INF;
             pl[j] = p[hs + 1];
-            po[j] = p[d];
+            po[j] = *(const f32x2*)(p + d);  // 8-byte aligned: hs + 2 and d are even
         }
         float mx = m;
 #pragma unroll
@@ -309,14 +320,16 @@ KERNEL void attention_merge(floatX* out, const float* partial, int nq, int q0, i
         // every used split holds a key of the row, so mx is finite; the first batch rescales zeros
         float corr = __expf(m - mx);
         l *= corr;
-        o *= corr;
+        o[0] *= corr;
+        o[1] *= corr;
 #pragma unroll
         for (int j = 0; j < MERGE_BATCH; j++) {
             float w = __expf(pm[j] - mx);
             l += w * pl[j];
-            o += w * po[j];
+            o[0] += w * po[j].lo;
+            o[1] += w * po[j].hi;
         }
         m = mx;
     }
-    store(&out[((long)stream * nq + row) * C + e], o / l);
+    store_pair(&out[((long)stream * nq + row) * C + e], o[0] / l, o[1] / l);
 }

@@ -50,19 +50,29 @@ KERNEL void layernorm(floatX* out, const float* x, const floatX* w, const floatX
     layernorm_row(out + (long)r * C, v, w, b, C, eps);
 }
 
+#define LN_PARTS 3  // the shares of the one-stream step's projections
+
 // x += the `parts` f32 shares of a sublayer's projection (matmul_f32's split-K partial sums, rows × C apart,
 // added in order), then out = LN(x) for the next sublayer. out may be null: the add alone.
 KERNEL void residual_layernorm(float* x, const float* delta, int parts, floatX* out, const floatX* w,
                                const floatX* b, int rows, int C, float eps) {
     int r = blockIdx.x;
     if (r >= rows) return;
-    float v[LN_COLS], dv[LN_COLS];
+    float v[LN_COLS];
     float* xr = x + (long)r * C;
     load_row(v, xr, C);
-    for (int p = 0; p < parts; p++) {
-        load_row(dv, delta + ((long)p * rows + r) * C, C);
+    // the shares LN_PARTS at a time, all their loads in flight together (one share at a time waited out a memory
+    // latency per share), added in order
+    for (int p0 = 0; p0 < parts; p0 += LN_PARTS) {
+        float dv[LN_PARTS][LN_COLS];
 #pragma unroll
-        for (int e = 0; e < LN_COLS; e++) v[e] += dv[e];
+        for (int j = 0; j < LN_PARTS; j++)
+            if (p0 + j < parts) load_row(dv[j], delta + ((long)(p0 + j) * rows + r) * C, C);
+#pragma unroll
+        for (int j = 0; j < LN_PARTS; j++)
+            if (p0 + j < parts)
+#pragma unroll
+                for (int e = 0; e < LN_COLS; e++) v[e] += dv[j][e];
     }
 #pragma unroll
     for (int e = 0; e < LN_COLS; e++) {

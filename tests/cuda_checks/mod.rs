@@ -271,7 +271,7 @@ pub fn attention<D: Device>(dev: D) {
             lab.run("attention", grid, [128, 1, 1], &args);
             if splits > 1 {
                 let args = [lab.p(&out), lab.p(&partial), i(nq), i(q0), i(c), i(hs), i(splits), i(split_keys)];
-                lab.run("attention_merge", [nq as u32, streams as u32, c.div_ceil(128) as u32], [128, 1, 1], &args);
+                lab.run("attention_merge", [nq as u32, streams as u32, c.div_ceil(256) as u32], [128, 1, 1], &args);
             }
             let what = format!("attention {streams}×{nq} at {q0}, hs {hs}, {splits} split(s)");
             lab.check(&what, &lab.read_stored(&out, want.len()), &want);

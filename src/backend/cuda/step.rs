@@ -335,7 +335,7 @@ impl<D: Device> CudaStep<D> {
         let mut merge = vec![self.ptr(&a.att), self.ptr(&a.att_partial)];
         merge.extend(common);
         merge.extend([i32_arg(d), i32_arg(hs), i32_arg(splits), i32_arg(split_keys)]);
-        self.dev().launch("attention_merge", [per as u32, streams as u32, blocks_for(d, 128)], [128, 1, 1], &merge)
+        self.dev().launch("attention_merge", [per as u32, streams as u32, blocks_for(d / 2, 128)], [128, 1, 1], &merge)
     }
 
     /// Uploads a step's input: `ids` (token ids, or −(k+1) for row k of `mem`) for `streams` streams.
