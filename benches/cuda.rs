@@ -35,13 +35,10 @@ fn gpt2_small(kind: &str) -> Config {
 }
 
 /// (kernel, launches per step, FLOPs, bytes) of one write step over `streams` streams of `t` rows (bf16). The
-/// projections write f32 K shares ([`MatmulTile::k_shares`]) that residual_layernorm reads back.
+/// projections write f32 K shares ([`MatmulTile::for_projection`]) that residual_layernorm reads back.
 fn kernel_costs(cfg: &Config, streams: usize, t: usize) -> Vec<(&'static str, usize, f64, f64)> {
     let (d, l, rows) = (cfg.n_embd as f64, cfg.n_layer, (streams * t) as f64);
-    let shares = |k: usize| {
-        let (m, n) = (streams * t, cfg.n_embd);
-        MatmulTile::for_shape(m, n).k_shares(m, n, k) as f64
-    };
+    let shares = |k: usize| MatmulTile::for_projection(streams * t, cfg.n_embd, k).1 as f64;
     let mm = |n: f64, k: f64, out_bytes: f64| (2.0 * rows * n * k, 2.0 * (rows * k + n * k) + out_bytes * rows * n);
     let (proj_shares, fc_proj_shares) = (shares(cfg.n_embd), shares(4 * cfg.n_embd));
     let (qkv, fc) = (mm(3.0 * d, d, 2.0), mm(4.0 * d, d, 2.0));
@@ -195,7 +192,11 @@ fn matmul_tiles(c: &mut Criterion) {
                         .try_for_each(|_| gpu.launch(kernel, [x, y, shares as u32], tile.block(Precision::Bf16), &args))
                 };
                 let graph = gpu.capture(&mut launches).unwrap();
-                let picked = if MatmulTile::for_shape(m, n) == tile { " (picked)" } else { "" };
+                let pick = match out_kind {
+                    Out::Shares => MatmulTile::for_projection(m, n, k),
+                    _ => (MatmulTile::for_shape(m, n), 1),
+                };
+                let picked = if pick == (tile, shares) { " (picked)" } else { "" };
                 group.bench_function(format!("{name} {m}×{n}×{k} {kernel} ×{shares}{picked}"), |b| {
                     b.iter(|| {
                         gpu.replay(&graph).unwrap();

@@ -8,7 +8,8 @@
 //!   ones (816 blocks).
 //! - 544 rows (one stream): 64 × 64 beats 128 × 128 on qkv (by 31 %; 90 blocks of 128 × 128), fc (8 %; 120
 //!   blocks) and attn proj (33 %, both in 3 shares of K). On fc proj 128 × 128 in 9 shares was 7 % faster than
-//!   64 × 64 in 3, but residual_layernorm then reads three times the shares; not taken.
+//!   64 × 64 in 3; after the epilogue fix of run 14 (bench/results/2026-11-27-cuda-runs13-15.md) 35 % faster, and
+//!   residual_layernorm loads shares together, so projections now take it ([`MatmulTile::for_projection`]).
 //! - 128 × 64 and 64 × 128 never won; they were dropped.
 //!
 //! So the larger tile is picked once it fills the GPU. With one stream the projections' 768 columns give 108
@@ -110,6 +111,23 @@ impl MatmulTile {
         *tiles.iter().rev().find(fills).unwrap_or(&tiles[0])
     }
 
+    /// The tile and K shares of a projection (`m × n` f32 out, K = `k`, shares summed by residual_layernorm): the
+    /// largest 2-D tile that fills the GPU alone, or whose shares fill it twice, else the smallest; up to 16 rows
+    /// as [`for_shape`](Self::for_shape). Measured on an H200 (bench/results/2026-11-27-cuda-runs13-15.md, run 14):
+    /// one stream's fc proj (544 × 768 × 3072) takes 128 × 128 in 9 shares, 1.35× faster than 64 × 64 in 3; its attn
+    /// proj (K = 768, at most 3 shares of 128 × 128: 90 blocks) keeps 64 × 64 in 3 shares, 1.10× faster.
+    pub fn for_projection(m: usize, n: usize, k: usize) -> (MatmulTile, usize) {
+        let with_shares = |t: MatmulTile| (t, t.k_shares(m, n, k));
+        if m <= MATMUL_TILES[0].rows {
+            return with_shares(Self::for_shape(m, n));
+        }
+        let tiles = &MATMUL_TILES[1..];
+        let fills = |&(t, shares): &(MatmulTile, usize)| {
+            t.blocks(m, n) >= FILL_BLOCKS || t.blocks(m, n) * shares >= 2 * FILL_BLOCKS
+        };
+        tiles.iter().rev().map(|&t| with_shares(t)).find(fills).unwrap_or_else(|| with_shares(tiles[0]))
+    }
+
     /// Blocks of an `m × n` output.
     pub fn blocks(&self, m: usize, n: usize) -> usize {
         m.div_ceil(self.rows) * n.div_ceil(self.cols)
@@ -126,13 +144,11 @@ impl MatmulTile {
     }
 
     /// f32 elements that hold the K shares of any split-K matmul of up to `max_m` rows and `n` columns on the
-    /// tile [`for_shape`](Self::for_shape) picks. One share: `m · n`. More: only with fewer than 132 blocks (one
-    /// wave). Among the 2-D tiles only the smallest can have that (a larger one is picked only with at least as
-    /// many), so `m · n < 132 · 64²`, and with at most `264 / blocks + 1` shares, `shares · m · n < 3 · 132 · 64²`.
-    /// The 16 × 8 tile splits with `m ≤ 16` and `n < 132 · 8`, so `shares · m · n ≤ (264 / blocks + 1) · 16 · n`,
-    /// below `16 · (8 · 265 + n) < 3 · 132 · 64²`.
+    /// tile [`for_shape`](Self::for_shape) or [`for_projection`](Self::for_projection) picks. One share: `m · n`.
+    /// More: only with fewer than 132 blocks, and then at most `264 / blocks + 1` shares, so `shares · blocks <
+    /// 3 · 132`; a block holds at most 128² outputs, so `shares · m · n < 3 · 132 · 128²`.
     pub fn shares_capacity(max_m: usize, n: usize) -> usize {
-        (max_m * n).max(3 * FILL_BLOCKS * 64 * 64)
+        (max_m * n).max(3 * FILL_BLOCKS * 128 * 128)
     }
 
     /// The launch grid of an `m × n` output (one share of K).
@@ -178,6 +194,16 @@ mod tests {
         assert_eq!(pick(16, 1954 * 16).kernel, "matmul");
         assert_eq!(pick(1, 50257).kernel, "matmul");
         assert_eq!(pick(17, 768).kernel, "matmul");
+        // projections: one stream's fc proj in 9 shares of 128 × 128 (30 blocks), its attn proj in 3 of 64 × 64
+        // (128 × 128 would have 90 blocks); 8 streams: 128 × 128 unsplit (204 blocks); decode rows as for_shape
+        let proj = |m, n, k| {
+            let (t, shares) = MatmulTile::for_projection(m, n, k);
+            (t.kernel_f32, shares)
+        };
+        assert_eq!(proj(544, 768, 3072), ("matmul_f32_128x128", 9));
+        assert_eq!(proj(544, 768, 768), ("matmul_f32", 3));
+        assert_eq!(proj(8 * 544, 768, 3072), ("matmul_f32_128x128", 1));
+        assert_eq!(proj(16, 768, 3072), ("matmul_f32_16x8", 3));
         // a decode row: 96 blocks of 8 columns, so K = 768 in 3 shares of 256
         assert_eq!(pick(1, 768).k_shares(1, 768, 768), 3);
         assert_eq!(pick(16, 768).grid(16, 768), [96, 1, 1]);
@@ -190,6 +216,8 @@ mod tests {
             for k in [16, 256, 768, 3072, 6400] {
                 for m in 1..=1100 {
                     let shares = MatmulTile::for_shape(m, n).k_shares(m, n, k);
+                    assert!(shares * m * n <= MatmulTile::shares_capacity(m, n), "{m} × {n} × {k}: {shares} shares");
+                    let (_, shares) = MatmulTile::for_projection(m, n, k);
                     assert!(shares * m * n <= MatmulTile::shares_capacity(m, n), "{m} × {n} × {k}: {shares} shares");
                 }
             }

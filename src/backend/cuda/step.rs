@@ -72,7 +72,7 @@ struct Activations<B> {
     att: B,
     /// Attention's split partials (`attention.cu`), sized by [`attention_partial_bytes`].
     att_partial: B,
-    /// A sublayer's projection before the residual add: its K shares in f32 (see [`MatmulTile::k_shares`]).
+    /// A sublayer's projection before the residual add: its K shares in f32 (see [`MatmulTile::for_projection`]).
     proj: B,
     hidden: B,
     /// Per layer `[streams][n_positions][3d]`: this step's Q|K|V rows, and the KV cache for decoding.
@@ -263,11 +263,11 @@ impl<D: Device> CudaStep<D> {
     }
 
     /// out (f32) = in · Wᵀ + b over `rows` rows, as the K shares residual_layernorm adds up: K is split when the
-    /// output alone has too few blocks to fill the GPU. Returns the number of shares.
+    /// output alone has too few blocks to fill the GPU ([`MatmulTile::for_projection`]). Returns the number of
+    /// shares.
     fn project(&self, out: KernelArg, input: KernelArg, l: &DeviceLinear<D::Buffer>, rows: usize) -> Result<usize> {
         let (n, k) = (l.n_out, l.n_in);
-        let tile = MatmulTile::for_shape(rows, n);
-        let shares = tile.k_shares(rows, n, k);
+        let (tile, shares) = MatmulTile::for_projection(rows, n, k);
         let bias = l.b.as_ref().map_or(KernelArg::Ptr(0), |b| self.ptr(b));
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
         let args = [out, input, self.ptr(&l.w), bias, i32_arg(rows), i32_arg(n), i32_arg(k), i32_arg(0)];
