@@ -16,7 +16,7 @@ use criterion::{Criterion, Throughput};
 use std::time::Duration;
 
 use rmt_fast::backend::cuda::{
-    unavailable, CudaModel, CudaStep, Device, Gpu, KernelArg, MatmulTile, Precision, MATMUL_CANDIDATES, MATMUL_TILES,
+    unavailable, CudaModel, CudaStep, Device, Gpu, KernelArg, MatmulTile, Precision, MATMUL_TILES,
 };
 use rmt_fast::backend::{SegmentInput, Step};
 use rmt_fast::store::{RowStore, StoreConfig};
@@ -138,8 +138,7 @@ fn main() {
 /// The matmul tiles on the step's four matmuls at 1 and 16 streams (544 and 8,704 rows), launched as the step
 /// launches them: qkv and fc + GELU into bf16, the two projections into f32 with K split in the tile's
 /// [`MatmulTile::k_shares`]; and on RMT-R v2's 16-row matmuls (the folded query map, fc_1 + GELU, the folded
-/// output map and fc_2 as projections, and the scores over a 1M-token store in one share); and the candidate tiles
-/// ([`MATMUL_CANDIDATES`]) at 544 rows. A graph of `REPS`
+/// output map and fc_2 as projections, and the scores over a 1M-token store in one share). A graph of `REPS`
 /// launches per iteration; throughput in FLOP/s ("elem/s"). The tile the step picks for the shape is marked.
 fn matmul_tiles(c: &mut Criterion) {
     const REPS: usize = 20;
@@ -179,11 +178,8 @@ fn matmul_tiles(c: &mut Criterion) {
                 args.extend([i32_arg(m), i32_arg(0)]);
             }
             group.throughput(Throughput::Elements((2 * m * n * k * REPS) as u64));
-            // the few-rows tile on few rows only, the 2-D tiles against it at 16 rows and with each other above,
-            // the candidates at one stream's rows
-            let candidates = MATMUL_CANDIDATES.into_iter().filter(|_| m == 544);
-            let tiles = MATMUL_TILES.into_iter().filter(|t| (t.rows == 16) == (m <= 16) || t.rows == 64);
-            for tile in tiles.chain(candidates) {
+            // the few-rows tile on few rows only, the 2-D tiles against it at 16 rows and with each other above
+            for tile in MATMUL_TILES.into_iter().filter(|t| (t.rows == 16) == (m <= 16) || t.rows == 64) {
                 let shares = if out_kind == Out::Shares { tile.k_shares(m, n, k) } else { 1 };
                 let kernel = if out_kind == Out::Stored { tile.kernel } else { tile.kernel_f32 };
                 let [x, y, _] = tile.grid(m, n);

@@ -30,7 +30,7 @@ DEVICE void epilogue(TOut* out, const floatX* bias, int gelu_act, int M, int N, 
 // The epilogue of a thread holding mma accumulator fragments: rows r0 + 16·mi + 8·h, column pairs c0 + 8·ni + {0, 1}
 // (acc[mi][ni][2h + j]). Each row's place (a division by `per`) and each column's bias are worked out once, and a
 // pair is one 4-byte (bf16) or 8-byte (f32) store where aligned: the epilogue was most of the 64 × 64 kernel's
-// instructions when every output computed its own (Nsight Compute, bench/results/2026-11-27-cuda-run13.md).
+// instructions when every output computed its own (Nsight Compute, bench/results/2026-11-27-cuda-runs13-15.md).
 template <int MI, int NI, class TOut>
 DEVICE void pair_epilogue(TOut* out, const floatX* bias, int gelu_act, int M, int N, int r0, int c0,
                           const float (&acc)[MI][NI][4], int per, int stride) {
@@ -71,75 +71,67 @@ DEVICE void pair_epilogue(TOut* out, const floatX* bias, int gelu_act, int M, in
 }
 
 #ifdef RMT_F32
-// SIMT: 256 threads compute the TM × 64 tile at (m0, n0) (TM = 32 or 64), each (TM / 16) × 4 outputs strided by 16 so
-// that shared-memory reads broadcast or hit distinct banks. A larger block tile runs as several of these in turn.
-#define SIMT_BK 16
-template <int TM, class TOut>
+// SIMT: 256 threads compute the 64 × 64 tile at (m0, n0), each 4×4 outputs strided by 16 so that shared-memory
+// reads broadcast or hit distinct banks. A larger block tile runs as several of these in turn.
+#define BK 16
+template <class TOut>
 DEVICE void simt_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K, int kb,
                       int ke, int gelu_act, int per, int stride, int m0, int n0) {
-    __shared__ float as[SIMT_BK][TM + 1];
-    __shared__ float ws[SIMT_BK][64 + 1];
+    __shared__ float as[BK][64 + 1];
+    __shared__ float ws[BK][64 + 1];
     int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    float acc[TM / 16][4] = {};
-    for (int k0 = kb; k0 < ke; k0 += SIMT_BK) {
-        for (int i = threadIdx.x; i < 64 * SIMT_BK; i += blockDim.x) {
-            int r = i / SIMT_BK, k = i % SIMT_BK;
-            if (r < TM) as[k][r] = (m0 + r < M && k0 + k < ke) ? to_float(in[(long)(m0 + r) * K + k0 + k]) : 0.0f;
+    float acc[4][4] = {};
+    for (int k0 = kb; k0 < ke; k0 += BK) {
+        for (int i = threadIdx.x; i < 64 * BK; i += blockDim.x) {
+            int r = i / BK, k = i % BK;
+            as[k][r] = (m0 + r < M && k0 + k < ke) ? to_float(in[(long)(m0 + r) * K + k0 + k]) : 0.0f;
             ws[k][r] = (n0 + r < N && k0 + k < ke) ? to_float(w[(long)(n0 + r) * K + k0 + k]) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
-        for (int k = 0; k < SIMT_BK; k++)
+        for (int k = 0; k < BK; k++)
 #pragma unroll
-            for (int i = 0; i < TM / 16; i++)
+            for (int i = 0; i < 4; i++)
 #pragma unroll
                 for (int j = 0; j < 4; j++) acc[i][j] += as[k][ty + 16 * i] * ws[k][tx + 16 * j];
         __syncthreads();
     }
 #pragma unroll
-    for (int i = 0; i < TM / 16; i++)
+    for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
             epilogue(out, bias, gelu_act, M, N, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j], per, stride);
 }
 
-// The f32 build runs every 2-D block tile (the tensor-core kernel's warps and K steps have no SIMT counterpart)
-// as SIMT tiles of up to 64 × 64.
-template <int BM, int BN, int WARPS, int BK, class TOut>
+template <int BM, int BN, class TOut>
 DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                          int kb, int ke, int gelu_act, int per, int stride) {
-    constexpr int TM = BM < 64 ? BM : 64;
-    for (int i = 0; i < BM; i += TM)
+    for (int i = 0; i < BM; i += 64)
         for (int j = 0; j < BN; j += 64)
-            simt_tile<TM>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride, blockIdx.y * BM + i,
-                          blockIdx.x * BN + j);
+            simt_tile(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride, blockIdx.y * BM + i,
+                      blockIdx.x * BN + j);
 }
 #else
-// Tensor cores: WARPS_M × WARPS_N warps, each a WM × WN tile of 16×8 mma tiles, K in steps of BK (32 or 64) through
-// an S-stage cp.async pipeline: the tiles of the next S − 1 K steps are in flight while the tensor cores work on this
+// Tensor cores: WARPS_M × WARPS_N warps, each a WM × WN tile of 16×8 mma tiles, K in steps of 32 through an
+// S-stage cp.async pipeline: the tiles of the next S − 1 K steps are in flight while the tensor cores work on this
 // one, one barrier per step.
+#define BK 32
 
-// A shared tile of ROWS × BK bf16 in which the 8 rows an ldmatrix phase reads at one 16-byte chunk fall in distinct
-// banks. Padded: rows of BK + 8 bf16 (80 or 144 bytes). SWIZZLED, unpadded (so that 128 × 128 fits 3 stages in the
-// 48 KB of static shared memory): row r's chunks are stored in the order chunk ^ s(r), so that those 8 rows cover all
-// 32 banks once: with BK = 32 (two rows per 128-byte line, four chunk slots) s(r) = (r / 2) % 4, with BK = 64 (a
-// line per row, eight slots) s(r) = r % 8.
-template <int ROWS, int BK, bool SWIZZLED>
+// A shared tile of ROWS × 32 bf16 in which the 8 rows an ldmatrix phase reads at one 16-byte chunk fall in distinct
+// banks. Padded: rows of 40 bf16 (80 bytes). SWIZZLED, unpadded (so that 128 × 128 fits 3 stages in the 48 KB of
+// static shared memory): row r's four chunks are stored in the order chunk ^ ((r / 2) % 4), so those 8 rows cover
+// all 32 banks once (two rows per 128-byte line, four distinct chunk slots).
+template <int ROWS, bool SWIZZLED>
 struct alignas(16) Tile {
     bf16 v[ROWS][SWIZZLED ? BK : BK + 8];
-    DEVICE bf16* at(int r, int k) {
-        if (!SWIZZLED) return &v[r][k];
-        int slot = BK == 32 ? (r / 2) % 4 : r % 8;
-        return &v[r][8 * ((k / 8) ^ slot) + k % 8];
-    }
+    DEVICE bf16* at(int r, int k) { return SWIZZLED ? &v[r][8 * ((k / 8) ^ ((r / 2) % 4)) + k % 8] : &v[r][k]; }
 };
 
-// Starts filling `tile` with rows [r0, r0 + ROWS) × columns [k0, k0 + BK) of a row-major [rows, K] matrix, zero
+// Starts filling `tile` with rows [r0, r0 + ROWS) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
 // outside it and from column ke on: cp.async of 16 bytes when every row start is 16-byte aligned (`vec`), else element by element
 // (stored at once).
-template <int ROWS, int BK, int THREADS, bool SWIZZLED>
-DEVICE void load_tile(Tile<ROWS, BK, SWIZZLED>& tile, const bf16* src, int r0, int rows, int k0, int ke, int K,
-                      bool vec) {
+template <int ROWS, int THREADS, bool SWIZZLED>
+DEVICE void load_tile(Tile<ROWS, SWIZZLED>& tile, const bf16* src, int r0, int rows, int k0, int ke, int K, bool vec) {
     static_assert(ROWS * BK / 8 % THREADS == 0, "16-byte chunks split evenly over the threads");
 #pragma unroll
     for (int c = 0; c < ROWS * BK / 8 / THREADS; c++) {
@@ -158,14 +150,15 @@ DEVICE void load_tile(Tile<ROWS, BK, SWIZZLED>& tile, const bf16* src, int r0, i
     }
 }
 
-template <int WARPS_M, int WARPS_N, int WM, int WN, int BK, int STAGES, bool SWIZZLED, class TOut>
+template <int WARPS_M, int WARPS_N, int WM, int WN, int STAGES, class TOut>
 DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                       int kb, int ke, int gelu_act, int per, int stride) {
     constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN, THREADS = WARP * WARPS_M * WARPS_N;
     constexpr int MI = WM / 16, NI = WN / 8;
     static_assert(NI % 2 == 0, "W fragments come in pairs of n-tiles");
-    __shared__ Tile<BM, BK, SWIZZLED> a_tile[STAGES];
-    __shared__ Tile<BN, BK, SWIZZLED> w_tile[STAGES];
+    constexpr bool SWIZZLED = BM == 128;  // the measured 64 × 64 kernel keeps its padded layout
+    __shared__ Tile<BM, SWIZZLED> a_tile[STAGES];
+    __shared__ Tile<BN, SWIZZLED> w_tile[STAGES];
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int g = lane / 4, t = lane % 4;
     int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
@@ -177,8 +170,8 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < steps) {
-            load_tile<BM, BK, THREADS, SWIZZLED>(a_tile[s], in, m0, M, kb + s * BK, ke, K, vec);
-            load_tile<BN, BK, THREADS, SWIZZLED>(w_tile[s], w, n0, N, kb + s * BK, ke, K, vec);
+            load_tile<BM, THREADS, SWIZZLED>(a_tile[s], in, m0, M, kb + s * BK, ke, K, vec);
+            load_tile<BN, THREADS, SWIZZLED>(w_tile[s], w, n0, N, kb + s * BK, ke, K, vec);
         }
         cp_async_commit();
     }
@@ -187,12 +180,12 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
         __syncthreads();            // everyone's have; and step kt - 1's buffer is no longer read
         int next = kt + STAGES - 1;
         if (next < steps) {
-            load_tile<BM, BK, THREADS, SWIZZLED>(a_tile[next % STAGES], in, m0, M, kb + next * BK, ke, K, vec);
-            load_tile<BN, BK, THREADS, SWIZZLED>(w_tile[next % STAGES], w, n0, N, kb + next * BK, ke, K, vec);
+            load_tile<BM, THREADS, SWIZZLED>(a_tile[next % STAGES], in, m0, M, kb + next * BK, ke, K, vec);
+            load_tile<BN, THREADS, SWIZZLED>(w_tile[next % STAGES], w, n0, N, kb + next * BK, ke, K, vec);
         }
         cp_async_commit();
-        Tile<BM, BK, SWIZZLED>& as = a_tile[kt % STAGES];
-        Tile<BN, BK, SWIZZLED>& ws = w_tile[kt % STAGES];
+        Tile<BM, SWIZZLED>& as = a_tile[kt % STAGES];
+        Tile<BN, SWIZZLED>& ws = w_tile[kt % STAGES];
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             // ldmatrix: lane l points at row l % 8 of matrix l / 8. A's four matrices are its 16×16 tile's
@@ -219,29 +212,17 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
     pair_epilogue<MI, NI>(out, bias, gelu_act, M, N, m0 + wm + g, n0 + wn + 2 * t, acc, per, stride);
 }
 
-// The block tiles (BM × BN outputs, WARPS warps, K steps of BK), each within the 48 KB of static shared memory:
-// - 64 × 64, 4 warps of 32 × 32, 4 stages (40 KB): outputs with few blocks;
-// - 128 × 128, 8 warps of 64 × 32 (half the traffic per FLOP): many blocks, in 3 stages (exactly 48 KB), or 2 with
-//   f32 out (at 3 that kernel needs 155 registers a thread, one 256-thread block per SM);
-// - candidates for one stream's 544 rows, measured by benches/cuda.rs against 64 × 64 and not picked by the host:
-//   64 × 64 with 8 warps of 32 × 16 (twice the warps to hide latency), 64 × 64 with K steps of 64 in 3 swizzled
-//   stages (48 KB; half the barriers), 32 × 64 with 4 warps of 32 × 16 (twice the blocks).
-template <int BM, int BN, int WARPS, int BK, class TOut>
+// The block tiles, each within the 48 KB of static shared memory: 64 × 64 (4 warps of 32 × 32, 4 stages, 40 KB) for
+// outputs with few blocks; 128 × 128 (8 warps of 64 × 32, half the traffic per FLOP) for many, in 3 stages (exactly
+// 48 KB), or 2 with f32 out: at 3 that kernel needs 155 registers a thread, one 256-thread block per SM.
+template <int BM, int BN, class TOut>
 DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                          int kb, int ke, int gelu_act, int per, int stride) {
-    if constexpr (BM == 128 && BN == 128 && WARPS == 8 && BK == 32)
-        matmul_tc<2, 4, 64, 32, 32, sizeof(TOut) == 4 ? 2 : 3, true>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per,
-                                                                      stride);
-    else if constexpr (BM == 64 && BN == 64 && WARPS == 4 && BK == 32)
-        matmul_tc<2, 2, 32, 32, 32, 4, false>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
-    else if constexpr (BM == 64 && BN == 64 && WARPS == 8 && BK == 32)
-        matmul_tc<2, 4, 32, 16, 32, 4, false>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
-    else if constexpr (BM == 64 && BN == 64 && WARPS == 4 && BK == 64)
-        matmul_tc<2, 2, 32, 32, 64, 3, true>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
-    else if constexpr (BM == 32 && BN == 64 && WARPS == 4 && BK == 32)
-        matmul_tc<1, 4, 32, 16, 32, 4, false>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+    static_assert(BM == BN && (BM == 64 || BM == 128), "the tiles of MATMUL_TILES");
+    if constexpr (BM == 64)
+        matmul_tc<2, 2, 32, 32, 4>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
     else
-        static_assert(BM < 0, "a block tile of MATMUL_TILES");
+        matmul_tc<2, 4, 64, 32, sizeof(TOut) == 4 ? 2 : 3>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
 }
 #endif
 
@@ -336,75 +317,50 @@ DEVICE void matmul_rows(TOut* out, const floatX* in, const floatX* w, const floa
 }
 
 // The block tile of BM × BN outputs: 16 × 8 is the few-rows kernel, the others the 2-D tiles above.
-template <int BM, int BN, int WARPS, int BK, class TOut>
+template <int BM, int BN, class TOut>
 DEVICE void block_tile(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K, int kb,
                        int ke, int gelu_act, int per, int stride) {
     if constexpr (BM == ROWS_M)
         matmul_rows(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
     else
-        matmul_block<BM, BN, WARPS, BK>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+        matmul_block<BM, BN>(out, in, w, bias, M, N, K, kb, ke, gelu_act, per, stride);
+}
+
+// Activations out, one kernel per block tile (rows × columns of outputs): grid (ceil(N / columns), ceil(M / rows)),
+// 128 threads (256 for 128 × 128, and for the 64 × 64 and 128 × 128 tiles of the f32 build). The host picks the
+// tile per shape.
+KERNEL void matmul_16x8(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                        int gelu_act, int per, int stride) {
+    block_tile<16, 8>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+}
+KERNEL void matmul(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                   int gelu_act, int per, int stride) {
+    block_tile<64, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+}
+KERNEL void matmul_128x128(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                           int gelu_act, int per, int stride) {
+    block_tile<128, 128>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
 }
 
 // f32 out, K split over gridDim.z (no GELU then): the projections before a residual add (the shares summed by
 // residual_layernorm), the logits of answer rows, and RMT-R's retrieval scores and v1 rows.
-template <int BM, int BN, int WARPS, int BK>
+template <int BM, int BN>
 DEVICE void matmul_f32_split(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                              int gelu_act) {
     int kb, ke;
     k_split(K, kb, ke);
     const floatX* share_bias = blockIdx.z == 0 ? bias : nullptr;
-    block_tile<BM, BN, WARPS, BK>(out + blockIdx.z * (long)M * N, in, w, share_bias, M, N, K, kb, ke, gelu_act, M, 0);
-}
-
-// Two kernels per block tile: activations out (grid (ceil(N / columns), ceil(M / rows)); the host picks the tile
-// per shape) and f32 out in shares of K (the same grid, shares in z). Threads: 32 per warp of the tile (the 16 × 8
-// tile 4 warps); the f32 build runs its 2-D tiles with 256.
-KERNEL void matmul_16x8(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                        int gelu_act, int per, int stride) {
-    block_tile<16, 8, 4, 0>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+    block_tile<BM, BN>(out + blockIdx.z * (long)M * N, in, w, share_bias, M, N, K, kb, ke, gelu_act, M, 0);
 }
 KERNEL void matmul_f32_16x8(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                             int gelu_act) {
-    matmul_f32_split<16, 8, 4, 0>(out, in, w, bias, M, N, K, gelu_act);
-}
-KERNEL void matmul(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                   int gelu_act, int per, int stride) {
-    block_tile<64, 64, 4, 32>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+    matmul_f32_split<16, 8>(out, in, w, bias, M, N, K, gelu_act);
 }
 KERNEL void matmul_f32(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
                        int gelu_act) {
-    matmul_f32_split<64, 64, 4, 32>(out, in, w, bias, M, N, K, gelu_act);
-}
-KERNEL void matmul_128x128(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                           int gelu_act, int per, int stride) {
-    block_tile<128, 128, 8, 32>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
+    matmul_f32_split<64, 64>(out, in, w, bias, M, N, K, gelu_act);
 }
 KERNEL void matmul_f32_128x128(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
                                int K, int gelu_act) {
-    matmul_f32_split<128, 128, 8, 32>(out, in, w, bias, M, N, K, gelu_act);
-}
-// the candidates
-KERNEL void matmul_64x64_w8(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                            int gelu_act, int per, int stride) {
-    block_tile<64, 64, 8, 32>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
-}
-KERNEL void matmul_f32_64x64_w8(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
-                                int K, int gelu_act) {
-    matmul_f32_split<64, 64, 8, 32>(out, in, w, bias, M, N, K, gelu_act);
-}
-KERNEL void matmul_64x64_k64(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                             int gelu_act, int per, int stride) {
-    block_tile<64, 64, 4, 64>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
-}
-KERNEL void matmul_f32_64x64_k64(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N,
-                                 int K, int gelu_act) {
-    matmul_f32_split<64, 64, 4, 64>(out, in, w, bias, M, N, K, gelu_act);
-}
-KERNEL void matmul_32x64(floatX* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                         int gelu_act, int per, int stride) {
-    block_tile<32, 64, 4, 32>(out, in, w, bias, M, N, K, 0, K, gelu_act, per, stride);
-}
-KERNEL void matmul_f32_32x64(float* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                             int gelu_act) {
-    matmul_f32_split<32, 64, 4, 32>(out, in, w, bias, M, N, K, gelu_act);
+    matmul_f32_split<128, 128>(out, in, w, bias, M, N, K, gelu_act);
 }

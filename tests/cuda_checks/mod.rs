@@ -4,7 +4,7 @@
 
 use crate::common::rel_err;
 use rmt_fast::backend::cpu::ops::{gelu_new, layer_norm, matmul, MatRef};
-use rmt_fast::backend::cuda::{Device, KernelArg, MatmulTile, Precision, MATMUL_CANDIDATES, MATMUL_TILES};
+use rmt_fast::backend::cuda::{Device, KernelArg, MatmulTile, Precision, MATMUL_TILES};
 use rmt_fast::model::weights::{LayerNorm, Layout};
 use rmt_fast::{Config, Engine, Model};
 
@@ -127,7 +127,7 @@ pub fn layernorm<D: Device>(dev: D) {
     assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
 }
 
-/// Every matmul tile (and candidate tile) and the f32-output entry point on shapes with partial tiles, with bias and GELU, and rows
+/// Every matmul tile and the f32-output entry point on shapes with partial tiles, with bias and GELU, and rows
 /// scattered to a strided cache, against `ops::matmul`.
 pub fn matmul_kernels<D: Device>(dev: D) {
     let lab = Lab { dev };
@@ -155,7 +155,7 @@ pub fn matmul_kernels<D: Device>(dev: D) {
             gelu_new(&mut want);
         }
         let (xb, wb, bb) = (lab.stored(&x), lab.stored(&w), lab.stored(&bias));
-        for &tile in MATMUL_TILES.iter().chain(&MATMUL_CANDIDATES) {
+        for tile in MATMUL_TILES {
             let out = lab.stored(&vec![0.0; m * n]);
             let args =
                 [lab.p(&out), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize), i(m), i(0)];
@@ -164,7 +164,7 @@ pub fn matmul_kernels<D: Device>(dev: D) {
         }
         // f32 out in 1 or (without GELU) 3 shares of K, summed in order; K = 200 splits at 128, and shorter Ks
         // leave the third share (or the second) empty
-        for &tile in MATMUL_TILES.iter().chain(&MATMUL_CANDIDATES) {
+        for tile in MATMUL_TILES {
             for shares in if gelu { 1..=1 } else { 1..=3 } {
                 let out32 = lab.zeros(shares * m * n);
                 let args = [lab.p(&out32), lab.p(&xb), lab.p(&wb), lab.p(&bb), i(m), i(n), i(k), i(gelu as usize)];
@@ -183,7 +183,7 @@ pub fn matmul_kernels<D: Device>(dev: D) {
     let (xd, wd) = (lab.read_stored(&xb, m * k), lab.read_stored(&wb, n * k));
     let mut want = vec![0.0; m * n];
     matmul(&xd, m, MatRef { w: &wd, n_in: k, n_out: n, layout: Layout::OutIn }, None, &mut want, false);
-    for &tile in MATMUL_TILES.iter().chain(&MATMUL_CANDIDATES) {
+    for tile in MATMUL_TILES {
         let out = lab.stored(&vec![0.0; 10 * n]);
         let args = [lab.p(&out), lab.p(&xb), lab.p(&wb), KernelArg::Ptr(0), i(m), i(n), i(k), i(0), i(3), i(5)];
         lab.run(tile.kernel, tile.grid(m, n), tile.block(p), &args);

@@ -67,36 +67,6 @@ pub const MATMUL_TILES: [MatmulTile; 3] = [
     },
 ];
 
-/// Tiles under measurement for one stream's 544 rows (`cuda/matmul.cu`): 64 × 64 with 8 warps, 64 × 64 with K steps
-/// of 64, and 32 × 64. [`MatmulTile::for_shape`] never picks them; `benches/cuda.rs` times them against the tiles
-/// above and the kernel tests check them like the others.
-pub const MATMUL_CANDIDATES: [MatmulTile; 3] = [
-    MatmulTile {
-        kernel: "matmul_64x64_w8",
-        kernel_f32: "matmul_f32_64x64_w8",
-        rows: 64,
-        cols: 64,
-        bf16_threads: 256,
-        f32_threads: 256,
-    },
-    MatmulTile {
-        kernel: "matmul_64x64_k64",
-        kernel_f32: "matmul_f32_64x64_k64",
-        rows: 64,
-        cols: 64,
-        bf16_threads: 128,
-        f32_threads: 256,
-    },
-    MatmulTile {
-        kernel: "matmul_32x64",
-        kernel_f32: "matmul_f32_32x64",
-        rows: 32,
-        cols: 64,
-        bf16_threads: 128,
-        f32_threads: 256,
-    },
-];
-
 /// Blocks a launch should have to fill an H100 or H200 (132 SMs) once.
 const FILL_BLOCKS: usize = 132;
 /// The least K a share of a split-K matmul takes (8 of the tensor-core kernel's K steps).

@@ -15,5 +15,5 @@ mod weights;
 
 pub use device::{Device, KernelArg, Precision};
 pub use gpu::{unavailable, Gpu};
-pub use matmul_tile::{MatmulTile, MATMUL_CANDIDATES, MATMUL_TILES};
+pub use matmul_tile::{MatmulTile, MATMUL_TILES};
 pub use step::{supports, CudaModel, CudaStep};
