@@ -24,6 +24,7 @@ cd "$(dirname "$0")/.."
 DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
 PACK=${PACK:-target/gpu-pack}
+[[ ! -d "$PACK" && -f "$PACK.tar.xz" ]] && tar -C "$(dirname "$PACK")" -xJf "$PACK.tar.xz"  # carried compressed
 SEGMENTS=${SEGMENTS:-1954}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 BENCH_ARGS=${BENCH_ARGS:---warm-up-time 1 --measurement-time 3}

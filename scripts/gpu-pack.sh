@@ -4,6 +4,7 @@
 # CUDA benchmark (benches/cuda.rs) and the kernels compiled for sm_80 and sm_90a (so NVRTC is not needed there). Same architecture (x86-64 Linux) as the build machine.
 #
 #   scripts/gpu-pack.sh && <copy the repository with target/gpu-pack> && scripts/gpu-check.sh   # on the GPU box
+#   (or carry target/gpu-pack.tar.xz, written too: gpu-check.sh and gpu-profile.sh unpack it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=target/gpu-pack
@@ -26,3 +27,6 @@ mkdir -p "$PACK/kernels"
 target/release/rmt-fast kernels --arch sm_80,sm_90a -o "$PACK/kernels" > "$PACK/kernels/ptxas.md"
 git describe --always --dirty > "$PACK/commit"
 du -sh "$PACK"/* >&2
+# the same, compressed: what a device lease carries when the working tree and the folder exceed its 64 MiB
+tar -C "$(dirname "$PACK")" -cJf "$PACK.tar.xz" "$(basename "$PACK")"
+du -sh "$PACK.tar.xz" >&2

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-target/gpu-pack}
+[[ ! -d "$PACK" && -f "$PACK.tar.xz" ]] && tar -C "$(dirname "$PACK")" -xJf "$PACK.tar.xz"  # carried compressed
 OUT_DIR=${1:-target/gpu-profile}
 SEGMENTS=${SEGMENTS:-4}
 export RMT_KERNEL_CACHE=${RMT_KERNEL_CACHE:-$PWD/$PACK/kernels}
