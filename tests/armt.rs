@@ -105,7 +105,8 @@ fn a_probe_is_a_question_after_its_segment() {
 
 /// Truncated BPTT (`k2`) for ARMT: the state entering the window is a constant. Through the last (read-only)
 /// segment alone, no write is in the window, so the write maps get no gradient while the read map does; through
-/// two segments they get one; through all it is full BPTT, bit for bit. The loss never changes.
+/// two segments they get one; through all it is full BPTT, bit for bit. The loss changes by rounding only (the
+/// segments before the window run through the inference engine's fast step: 1e-5).
 #[test]
 fn truncated_bptt_carries_the_state_as_a_constant() {
     let model = model();
@@ -117,7 +118,7 @@ fn truncated_bptt_carries_the_state_as_a_constant() {
     assert_eq!((l, g.named(&model.config)), (full_loss, full.named(&model.config)));
     for (k2, writes) in [(1, false), (2, true)] {
         let (l, g) = loss_and_grads_truncated(&model, &sample, k2).unwrap();
-        assert_eq!(l, full_loss);
+        assert!((l - full_loss).abs() <= 1e-5 * full_loss, "k2 = {k2}: loss {l} against {full_loss}");
         for a in &g.associative {
             assert!(a.w_mq.w.iter().any(|&x| x != 0.0), "k2 = {k2}: the read map learns");
             for w in [&a.w_mk.w, &a.w_mv.w, &a.w_mb.w] {

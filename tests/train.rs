@@ -162,8 +162,8 @@ fn probe_gradients_match_finite_differences() {
 /// Truncated BPTT (the authors' `k2`). Through the last segment only, the gradient of a three-segment sample is the
 /// full gradient of its last segment alone, asked of a model whose learned memory is the memory entering that
 /// segment (read by the inference engine, so the two agree to rounding: 1e-4); the learned memory gets none.
-/// Through all segments it is full BPTT, bit for bit. The loss does not change; a probe before the window is left
-/// out.
+/// Through all segments it is full BPTT, bit for bit. The loss changes by rounding only (the segments before the
+/// window run through the inference engine's fast step: 1e-5); a probe before the window is left out.
 #[test]
 fn truncated_bptt_is_the_last_segments_from_a_constant_memory() {
     let model = fixture_model();
@@ -177,7 +177,7 @@ fn truncated_bptt_is_the_last_segments_from_a_constant_memory() {
         assert_eq!(g.named(&model.config), full.named(&model.config), "k2 = {k2} is full BPTT");
     }
     let (l1, g1) = loss_and_grads_truncated(&model, &sample, 1).unwrap();
-    assert_eq!(l1, full_loss, "truncation changes the gradient, not the loss");
+    assert!((l1 - full_loss).abs() <= 1e-5 * full_loss, "truncation changes the gradient, not the loss");
     let mut session = Engine::cpu_reference(model.clone()).session();
     session.read(&p[..2 * seg]).unwrap();
     let mut last = model.clone();

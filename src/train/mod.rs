@@ -16,8 +16,8 @@ pub mod qa1;
 mod segment;
 pub mod trainer;
 
-use crate::backend::cpu::fast;
 use crate::backend::cpu::ops::{gemm_strided, matmul, MatRef, Strided};
+use crate::backend::cpu::{fast, Kernels, Scratch};
 use crate::error::{Error, Result};
 use crate::model::weights::{Layout, Weights};
 use crate::model::{MemoryKind, Model};
@@ -165,6 +165,7 @@ fn head_softmax(model: &Model, rows: &[f32], targets: impl Iterator<Item = u32>)
 /// as the question segment does in inference. With `k2` (the authors' BPTT unroll length; `None` is their −1,
 /// full BPTT) only the last `k2` segments keep caches for the backward pass, or more when the answer's labels
 /// start earlier: the memory entering them is a constant, and probes asking about earlier segments are not run.
+/// Without dropout the earlier segments run through the inference engine's fast step.
 fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>, k2: Option<usize>) -> Result<Forward> {
     let cfg = &model.config;
     let (seg, m, d, v) = (cfg.memory.segment_size, cfg.memory.num_mem_tokens, cfg.n_embd, cfg.vocab_size);
@@ -174,10 +175,21 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>, k2: Op
     let first = k2.map_or(0, |k| segments.saturating_sub(k.max(1)).min(labels[0].0));
     let mut caches = Vec::with_capacity(segments - first);
     let mut states_after = std::collections::HashMap::new(); // ARMT: the state after each segment a probe asks
+                                                             // Segments before the window keep nothing for the backward pass: without dropout they run through the
+                                                             // inference engine's fast step, which builds no caches and reuses its buffers (with dropout, through the
+                                                             // training forward, for its masks).
+    let mut prefix = (dropout.is_none() && first > 0).then(Scratch::default);
+    let engine = (model, Kernels::Fast);
     match cfg.memory.kind {
         MemoryKind::Rmt => {
             let mut mem = model.weights.memory.clone();
             for (s, chunk) in input.chunks(seg).enumerate() {
+                if let (Some(scratch), true) = (prefix.as_mut(), s < first) {
+                    let mut next = vec![0.0; mem.len()];
+                    scratch.write_segment(engine, &mem, chunk, &mem, &mut next);
+                    mem = next;
+                    continue;
+                }
                 let c = forward_segment(model, SegmentMemory::Rows(&mem), chunk, dropout.map(|d| (d, s)));
                 mem = c.lnf[(c.t - m) * d..].to_vec();
                 if s >= first {
@@ -188,6 +200,11 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>, k2: Op
         MemoryKind::Armt => {
             let mut state = vec![0.0; cfg.associative_state_len()];
             for (s, chunk) in input.chunks(seg).enumerate() {
+                if let (Some(scratch), true) = (prefix.as_mut(), s < first) {
+                    let read = state.clone();
+                    scratch.write_segment(engine, &read, chunk, &model.weights.memory[..m * d], &mut state);
+                    continue;
+                }
                 let write_rows = if s + 1 < segments { m } else { 0 };
                 let memory = SegmentMemory::Associative { state: &mut state, write_rows };
                 let c = forward_segment(model, memory, chunk, dropout.map(|d| (d, s)));

@@ -33,31 +33,71 @@ fn retrieval(model: &Model) -> &Retrieval {
 pub struct CpuStep {
     model: Arc<Model>,
     kernels: Kernels,
-    /// One KV cache per stream of a batched step; the first is the single stream's.
-    caches: Vec<KvCache>,
-    work: Workspace,
+    scratch: Scratch,
     store: StoreCache,
     /// ARMT: the associative state the question segment and its decoding read.
     decode_state: Vec<f32>,
 }
 
-impl CpuStep {
-    /// A step for `model` with empty caches, using `kernels`; `store` configures RMT-R v1's key/value caches.
-    pub fn new(model: Arc<Model>, kernels: Kernels, store: &StoreConfig) -> Self {
-        let caches = vec![KvCache::new(model.config.n_layer)];
-        let store = StoreCache::new(model.weights.retrieval.as_ref(), model.config.n_embd, store);
-        CpuStep { model, kernels, caches, work: Workspace::default(), store, decode_state: Vec::new() }
-    }
+/// What the passes of a step keep between segments besides the model: one KV cache per stream of a batched step
+/// (the first is the single stream's) and the blocks' buffers. Training runs the segments before its BPTT window
+/// through [`Scratch::write_segment`] too (they keep nothing for the backward pass).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    caches: Vec<KvCache>,
+    work: Workspace,
+}
 
+impl Scratch {
     /// Runs each stream's `pieces` from position 0 in a fresh cache, all streams in one pass; returns the final
     /// residual rows, stream after stream.
-    fn run(&mut self, streams: &[&[Piece<'_>]], associative: Option<AssociativePass<'_>>) -> Vec<f32> {
-        let layers = self.model.config.n_layer;
+    fn run(
+        &mut self,
+        model: &Model,
+        kernels: Kernels,
+        streams: &[&[Piece<'_>]],
+        associative: Option<AssociativePass<'_>>,
+    ) -> Vec<f32> {
+        let layers = model.config.n_layer;
         self.caches.resize_with(self.caches.len().max(streams.len()), || KvCache::new(layers));
         let caches = &mut self.caches[..streams.len()];
         caches.iter_mut().for_each(KvCache::clear);
-        let x: Vec<f32> = streams.iter().flat_map(|p| forward::embed(&self.model, p, 0)).collect();
-        forward::blocks(&self.model, x, caches, self.kernels, &mut self.work, associative)
+        let x: Vec<f32> = streams.iter().flat_map(|p| forward::embed(model, p, 0)).collect();
+        forward::blocks(model, x, caches, kernels, &mut self.work, associative)
+    }
+
+    /// [`Step::write_segment`] of `model` through `kernels`.
+    pub(crate) fn write_segment(
+        &mut self,
+        (model, kernels): (&Model, Kernels),
+        read: &[f32],
+        tokens: &[u32],
+        write: &[f32],
+        out: &mut [f32],
+    ) {
+        if model.config.memory.kind == MemoryKind::Armt {
+            // `[tokens | memory rows]`; the memory rows update the state, which is the whole output
+            out.copy_from_slice(read);
+            let write_rows = write.len() / model.config.n_embd;
+            let pass = Some(AssociativePass { state: out, write_rows });
+            self.run(model, kernels, &[&[Piece::Tokens(tokens), Piece::Rows(write)]], pass);
+            return;
+        }
+        let h = self.run(model, kernels, &[&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]], None);
+        out.copy_from_slice(&forward::final_norm(model, &h[h.len() - write.len()..], kernels));
+    }
+}
+
+impl CpuStep {
+    /// A step for `model` with empty caches, using `kernels`; `store` configures RMT-R v1's key/value caches.
+    pub fn new(model: Arc<Model>, kernels: Kernels, store: &StoreConfig) -> Self {
+        let scratch = Scratch { caches: vec![KvCache::new(model.config.n_layer)], work: Workspace::default() };
+        let store = StoreCache::new(model.weights.retrieval.as_ref(), model.config.n_embd, store);
+        CpuStep { model, kernels, scratch, store, decode_state: Vec::new() }
+    }
+
+    fn run(&mut self, streams: &[&[Piece<'_>]], associative: Option<AssociativePass<'_>>) -> Vec<f32> {
+        self.scratch.run(&self.model, self.kernels, streams, associative)
     }
 
     fn is_armt(&self) -> bool {
@@ -71,15 +111,7 @@ impl CpuStep {
 
 impl Step for CpuStep {
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()> {
-        if self.is_armt() {
-            // `[tokens | memory rows]`; the memory rows update the state, which is the whole output
-            out.copy_from_slice(read);
-            let write_rows = write.len() / self.model.config.n_embd;
-            self.run(&[&[Piece::Tokens(tokens), Piece::Rows(write)]], Some(AssociativePass { state: out, write_rows }));
-            return Ok(());
-        }
-        let h = self.run(&[&[Piece::Rows(read), Piece::Tokens(tokens), Piece::Rows(write)]], None);
-        out.copy_from_slice(&self.final_norm(&h[h.len() - write.len()..]));
+        self.scratch.write_segment((&self.model, self.kernels), read, tokens, write, out);
         Ok(())
     }
 
@@ -117,10 +149,11 @@ impl Step for CpuStep {
     }
 
     fn decode(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
-        let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.caches[0].len);
+        let x = forward::embed(&self.model, &[Piece::Tokens(&[token])], self.scratch.caches[0].len);
         let mut state = std::mem::take(&mut self.decode_state);
         let pass = self.is_armt().then_some(AssociativePass { state: &mut state, write_rows: 0 });
-        let h = forward::blocks(&self.model, x, &mut self.caches[..1], self.kernels, &mut self.work, pass);
+        let h =
+            forward::blocks(&self.model, x, &mut self.scratch.caches[..1], self.kernels, &mut self.scratch.work, pass);
         self.decode_state = state;
         forward::lm_head(&self.model, &self.final_norm(&h), logits);
         Ok(())
