@@ -175,9 +175,10 @@ fn forward(model: &Model, sample: &TrainSample, dropout: Option<Dropout>, k2: Op
     let first = k2.map_or(0, |k| segments.saturating_sub(k.max(1)).min(labels[0].0));
     let mut caches = Vec::with_capacity(segments - first);
     let mut states_after = std::collections::HashMap::new(); // ARMT: the state after each segment a probe asks
-                                                             // Segments before the window keep nothing for the backward pass: without dropout they run through the
-                                                             // inference engine's fast step, which builds no caches and reuses its buffers (with dropout, through the
-                                                             // training forward, for its masks).
+
+    // Segments before the window keep nothing for the backward pass: without dropout they run through the inference
+    // engine's fast step, which builds no caches and reuses its buffers (with dropout, through the training forward,
+    // for its masks).
     let mut prefix = (dropout.is_none() && first > 0).then(Scratch::default);
     let engine = (model, Kernels::Fast);
     match cfg.memory.kind {
