@@ -115,34 +115,38 @@ DEVICE void mma_16x8x16(float d[4], const u32 a[4], const u32 b[2]) {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// The shared-state-space address of a generic pointer into shared memory (what ldmatrix and cp.async take).
-DEVICE unsigned shared_address(const void* p) {
+// A shared-memory address as ldmatrix and cp.async take it: 32 bits of the shared state space, converted from a
+// generic pointer once (`smem`) and then advanced by byte offsets, so that a kernel's main loop does no 64-bit
+// pointer arithmetic for shared memory. (In the emulator, a plain byte pointer.)
+typedef u32 smem_t;
+DEVICE smem_t smem(const void* p) {
     unsigned long long s;
     asm("cvta.to.shared.u64 %0, %1;" : "=l"(s) : "l"(p));
-    return (unsigned)s;
+    return (smem_t)s;
 }
 
 // Four 8×8 b16 matrices from shared memory into one register each, a warp at a time (ldmatrix.m8n8.x4): lane
 // 8j + i passes the address of row i of matrix j (16-byte aligned); register j of lane t receives row t/4,
 // columns 2(t%4) and 2(t%4)+1 of matrix j: an mma A fragment (x4) or two B fragments. `_trans` gives the
 // transpose: rows 2(t%4) and 2(t%4)+1 of column t/4, the B fragment of a row-major K × N tile.
-DEVICE void ldmatrix_x4(u32 r[4], const bf16* row) {
+DEVICE void ldmatrix_x4(u32 r[4], smem_t row) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(shared_address(row)));
+                 : "r"(row));
 }
+DEVICE void ldmatrix_x4(u32 r[4], const bf16* row) { ldmatrix_x4(r, smem(row)); }
 DEVICE void ldmatrix_x4_trans(u32 r[4], const bf16* row) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(shared_address(row)));
+                 : "r"(smem(row)));
 }
 
 // 16 bytes global → shared without passing through registers (sm_80+), zero-filled when !valid (src is then not
 // read, but must still be a mapped address). Copies land any time before the cp_async_wait that covers them.
-DEVICE void cp_async16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
-                 "r"(valid ? 16 : 0));
+DEVICE void cp_async16(smem_t dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
+DEVICE void cp_async16(void* dst, const void* src, bool valid) { cp_async16(smem(dst), src, valid); }
 // Closes the group of copies issued since the last commit.
 DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most n of this thread's committed groups are still in flight (n: a compile-time constant).

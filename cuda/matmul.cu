@@ -124,80 +124,113 @@ DEVICE void matmul_block(TOut* out, const floatX* in, const floatX* w, const flo
 template <int ROWS, bool SWIZZLED>
 struct alignas(16) Tile {
     bf16 v[ROWS][SWIZZLED ? BK : BK + 8];
-    DEVICE bf16* at(int r, int k) { return SWIZZLED ? &v[r][8 * ((k / 8) ^ ((r / 2) % 4)) + k % 8] : &v[r][k]; }
+    // Byte offset of element (r, k) in the tile.
+    static DEVICE u32 offset(int r, int k) {
+        return 2 * (SWIZZLED ? r * BK + 8 * ((k / 8) ^ ((r / 2) % 4)) + k % 8 : r * (BK + 8) + k);
+    }
 };
 
-// Starts filling `tile` with rows [r0, r0 + ROWS) × columns [k0, k0 + 32) of a row-major [rows, K] matrix, zero
-// outside it and from column ke on: cp.async of 16 bytes when every row start is 16-byte aligned (`vec`), else element by element
-// (stored at once).
+// One thread's share of filling a tile with rows [r0, r0 + ROWS) × columns [k0, k0 + 32) of a row-major [rows, K]
+// matrix, K step after K step, zero outside it and from column ke on. Its chunks' rows, source rows and places in
+// the tile are the same every step, so they are worked out once. VEC: K steps that are all whole (K a multiple of
+// 32, as split-K's shares are) from 16-byte aligned rows, so a step is one cp.async of 16 bytes per chunk with no
+// column test; else element by element, each tested (stored at once).
 template <int ROWS, int THREADS, bool SWIZZLED>
-DEVICE void load_tile(Tile<ROWS, SWIZZLED>& tile, const bf16* src, int r0, int rows, int k0, int ke, int K, bool vec) {
-    static_assert(ROWS * BK / 8 % THREADS == 0, "16-byte chunks split evenly over the threads");
+struct TileLoader {
+    static constexpr int CHUNKS = ROWS * BK / 8 / THREADS;
+    static_assert(ROWS * BK / 8 % THREADS == 0 && THREADS % (BK / 8) == 0, "16-byte chunks split evenly");
+    const bf16* src[CHUNKS];  // row start + this thread's column; row 0's for rows outside (never read, but mapped)
+    u32 dst[CHUNKS];          // byte offset in the tile
+    bool row_in[CHUNKS];
+    int col;  // column within the K step: the same for all of a thread's chunks
+
+    DEVICE TileLoader(const bf16* m, int r0, int rows, int K) {
+        col = threadIdx.x % (BK / 8) * 8;
 #pragma unroll
-    for (int c = 0; c < ROWS * BK / 8 / THREADS; c++) {
-        int i = threadIdx.x + c * THREADS, r = i / (BK / 8), k = (i % (BK / 8)) * 8;
-        bool in = r0 + r < rows && k0 + k < ke;
-        if (vec) {
-            cp_async16(tile.at(r, k), in ? src + (long)(r0 + r) * K + k0 + k : src, in);
-        } else {
-            bf16x8 v = {};
-#pragma unroll
-            for (int e = 0; e < 8; e++)
-                if (r0 + r < rows && k0 + k + e < ke)
-                    v.w[e / 2] |= (u32)src[(long)(r0 + r) * K + k0 + k + e].bits << (16 * (e % 2));
-            *(bf16x8*)tile.at(r, k) = v;
+        for (int c = 0; c < CHUNKS; c++) {
+            int r = (threadIdx.x + c * THREADS) / (BK / 8);
+            row_in[c] = r0 + r < rows;
+            src[c] = m + (row_in[c] ? (long)(r0 + r) * K : 0) + col;
+            dst[c] = Tile<ROWS, SWIZZLED>::offset(r, col);
         }
     }
-}
 
-template <int WARPS_M, int WARPS_N, int WM, int WN, int STAGES, class TOut>
-DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
-                      int kb, int ke, int gelu_act, int per, int stride) {
+    // Starts filling the tile at `tile` (shared address; `tile_ptr` the same tile as a pointer) with the K step at k0.
+    template <bool VEC>
+    DEVICE void load(smem_t tile, bf16* tile_ptr, int k0, int ke) const {
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++) {
+            if (VEC) {
+                cp_async16(tile + dst[c], src[c] + k0, row_in[c]);
+            } else {
+                bf16x8 v = {};
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    if (row_in[c] && k0 + col + e < ke) v.w[e / 2] |= (u32)src[c][k0 + e].bits << (16 * (e % 2));
+                *(bf16x8*)((char*)tile_ptr + dst[c]) = v;
+            }
+        }
+    }
+};
+
+template <int WARPS_M, int WARPS_N, int WM, int WN, int STAGES, bool VEC, class TOut, class ATile, class WTile>
+DEVICE void matmul_tc(ATile (&a_tile)[STAGES], WTile (&w_tile)[STAGES], TOut* out, const floatX* in, const floatX* w,
+                      const floatX* bias, int M, int N, int K, int kb, int ke, int gelu_act, int per, int stride) {
     constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN, THREADS = WARP * WARPS_M * WARPS_N;
     constexpr int MI = WM / 16, NI = WN / 8;
-    static_assert(NI % 2 == 0, "W fragments come in pairs of n-tiles");
-    constexpr bool SWIZZLED = BM == 128;  // the measured 64 × 64 kernel keeps its padded layout
-    __shared__ Tile<BM, SWIZZLED> a_tile[STAGES];
-    __shared__ Tile<BN, SWIZZLED> w_tile[STAGES];
+    constexpr bool SWIZZLED = BM == 128;
+    constexpr u32 A_BYTES = sizeof(ATile), W_BYTES = sizeof(WTile);
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int g = lane / 4, t = lane % 4;
     int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    bool vec = K % 8 == 0 && ((unsigned long long)in & 15) == 0 && ((unsigned long long)w & 15) == 0;
+    const TileLoader<BM, THREADS, SWIZZLED> a_loader(in, m0, M, K);
+    const TileLoader<BN, THREADS, SWIZZLED> w_loader(w, n0, N, K);
+    smem_t a_base = smem(a_tile), w_base = smem(w_tile);
+    // ldmatrix: lane l points at row l % 8 of matrix l / 8. A's four matrices are its 16×16 tile's quadrants (rows
+    // +8 second, columns +8 third); W's are two n-tiles of 8 rows × k and k + 8. Byte offsets in a stage's tiles,
+    // per half of the K step (kk = 0, 16).
+    u32 a_at[2][MI], w_at[2][NI / 2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++)
+            a_at[h][mi] = ATile::offset(wm + 16 * mi + lane % 8 + 8 * (lane / 8 % 2), 16 * h + 8 * (lane / 16));
+#pragma unroll
+        for (int np = 0; np < NI / 2; np++)
+            w_at[h][np] = WTile::offset(wn + 16 * np + lane % 8 + 8 * (lane / 16), 16 * h + 8 * (lane / 8 % 2));
+    }
     float acc[MI][NI][4] = {};
     int steps = ke > kb ? (ke - kb + BK - 1) / BK : 0;
     // one group committed per step, empty or not, so that "all but the last STAGES - 2" always means "step kt"
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < steps) {
-            load_tile<BM, THREADS, SWIZZLED>(a_tile[s], in, m0, M, kb + s * BK, ke, K, vec);
-            load_tile<BN, THREADS, SWIZZLED>(w_tile[s], w, n0, N, kb + s * BK, ke, K, vec);
+            a_loader.template load<VEC>(a_base + s * A_BYTES, a_tile[s].v[0], kb + s * BK, ke);
+            w_loader.template load<VEC>(w_base + s * W_BYTES, w_tile[s].v[0], kb + s * BK, ke);
         }
         cp_async_commit();
     }
+    int read = 0, write = STAGES - 1;  // the stages step kt reads and step kt + STAGES - 1 fills
     for (int kt = 0; kt < steps; kt++) {
         cp_async_wait(STAGES - 2);  // this thread's copies of step kt have landed
         __syncthreads();            // everyone's have; and step kt - 1's buffer is no longer read
-        int next = kt + STAGES - 1;
-        if (next < steps) {
-            load_tile<BM, THREADS, SWIZZLED>(a_tile[next % STAGES], in, m0, M, kb + next * BK, ke, K, vec);
-            load_tile<BN, THREADS, SWIZZLED>(w_tile[next % STAGES], w, n0, N, kb + next * BK, ke, K, vec);
+        int k_next = kb + (kt + STAGES - 1) * BK;
+        if (k_next < ke) {
+            a_loader.template load<VEC>(a_base + write * A_BYTES, a_tile[write].v[0], k_next, ke);
+            w_loader.template load<VEC>(w_base + write * W_BYTES, w_tile[write].v[0], k_next, ke);
         }
         cp_async_commit();
-        Tile<BM, SWIZZLED>& as = a_tile[kt % STAGES];
-        Tile<BN, SWIZZLED>& ws = w_tile[kt % STAGES];
+        smem_t as = a_base + read * A_BYTES, ws = w_base + read * W_BYTES;
 #pragma unroll
-        for (int kk = 0; kk < BK; kk += 16) {
-            // ldmatrix: lane l points at row l % 8 of matrix l / 8. A's four matrices are its 16×16 tile's
-            // quadrants (rows +8 second, columns +8 third); W's are two n-tiles of 8 rows × k and k + 8.
+        for (int h = 0; h < 2; h++) {
             u32 a[MI][4], b[NI][2];
 #pragma unroll
-            for (int mi = 0; mi < MI; mi++)
-                ldmatrix_x4(a[mi], as.at(wm + 16 * mi + lane % 8 + 8 * (lane / 8 % 2), kk + 8 * (lane / 16)));
+            for (int mi = 0; mi < MI; mi++) ldmatrix_x4(a[mi], as + a_at[h][mi]);
 #pragma unroll
             for (int np = 0; np < NI / 2; np++) {
                 u32 r[4];
-                ldmatrix_x4(r, ws.at(wn + 16 * np + lane % 8 + 8 * (lane / 16), kk + 8 * (lane / 8 % 2)));
+                ldmatrix_x4(r, ws + w_at[h][np]);
                 b[2 * np][0] = r[0];
                 b[2 * np][1] = r[1];
                 b[2 * np + 1][0] = r[2];
@@ -208,8 +241,29 @@ DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX
 #pragma unroll
                 for (int ni = 0; ni < NI; ni++) mma_16x8x16(acc[mi][ni], a[mi], b[ni]);
         }
+        read = read + 1 == STAGES ? 0 : read + 1;
+        write = write + 1 == STAGES ? 0 : write + 1;
     }
     pair_epilogue<MI, NI>(out, bias, gelu_act, M, N, m0 + wm + g, n0 + wn + 2 * t, acc, per, stride);
+}
+
+// The main loop compiled per load path: the 16-byte path for aligned operands whose K is a multiple of 32 (every
+// GPT-2 shape), so that its K steps test nothing else. The tiles are declared here, once for both.
+template <int WARPS_M, int WARPS_N, int WM, int WN, int STAGES, class TOut>
+DEVICE void matmul_tc(TOut* out, const floatX* in, const floatX* w, const floatX* bias, int M, int N, int K,
+                      int kb, int ke, int gelu_act, int per, int stride) {
+    constexpr int BM = WARPS_M * WM, BN = WARPS_N * WN;
+    static_assert(WN / 8 % 2 == 0, "W fragments come in pairs of n-tiles");
+    constexpr bool SWIZZLED = BM == 128;  // the measured 64 × 64 kernel keeps its padded layout
+    __shared__ Tile<BM, SWIZZLED> a_tile[STAGES];
+    __shared__ Tile<BN, SWIZZLED> w_tile[STAGES];
+    bool vec = K % BK == 0 && ((unsigned long long)in & 15) == 0 && ((unsigned long long)w & 15) == 0;
+    if (vec)
+        matmul_tc<WARPS_M, WARPS_N, WM, WN, STAGES, true>(a_tile, w_tile, out, in, w, bias, M, N, K, kb, ke, gelu_act,
+                                                          per, stride);
+    else
+        matmul_tc<WARPS_M, WARPS_N, WM, WN, STAGES, false>(a_tile, w_tile, out, in, w, bias, M, N, K, kb, ke,
+                                                           gelu_act, per, stride);
 }
 
 // The block tiles, each within the 48 KB of static shared memory: 64 × 64 (4 warps of 32 × 32, 4 stages, 40 KB) for

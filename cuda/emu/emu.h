@@ -300,6 +300,9 @@ struct Kernel {
 #define __shfl_xor_sync(mask, v, m) emu::shfl(mask, v, emu::lane_id() ^ (m), __LINE__)
 #define __shfl_sync(mask, v, src) emu::shfl(mask, v, src, __LINE__)
 #define mma_16x8x16(d, a, b) emu::mma(d, a, b, __LINE__)
+// common.cuh's shared-memory addresses: byte pointers here, so that offsets added to them address the same bytes.
+typedef char* smem_t;
+inline smem_t smem(const void* p) { return (char*)p; }
 #define ldmatrix_x4(r, row) emu::load_matrices(r, row, false, __LINE__)
 #define cp_async16(dst, src, valid) emu::cp_async16(dst, src, valid)
 #define cp_async_commit() emu::cp_async_commit()

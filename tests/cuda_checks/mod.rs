@@ -133,10 +133,13 @@ pub fn matmul_kernels<D: Device>(dev: D) {
     let lab = Lab { dev };
     let p = lab.dev.precision();
     // shapes that leave partial tiles in every dimension of every tile (m = 130: a third row block of 128, with
-    // its first rows the only ones within M); K = 27 takes the element-by-element tile loads, the others the
-    // 16-byte ones; K = 520 takes the 16 × 8 tile's lanes around K three times, the last time 8 elements
+    // its first rows the only ones within M). The tensor-core tiles load by cp.async when K is a multiple of 32 (64,
+    // 96, 256: 8 K steps, twice around the 4 stages, in 1 or 2 shares) and element by element otherwise; the 16 × 8
+    // tile's lanes load 16 bytes at a time but at K = 27, and at K = 520 go around K three times, the last time 8
+    // elements
     for (m, n, k, gelu) in [
         (16, 21, 520, false),
+        (40, 136, 256, false),
         (37, 70, 40, false),
         (5, 130, 96, true),
         (64, 64, 64, false),

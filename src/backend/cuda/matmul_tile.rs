@@ -84,7 +84,8 @@ impl MatmulTile {
     /// The tile and K shares of a projection (`m × n` f32 out, K = `k`, shares summed by residual_layernorm): the
     /// largest 2-D tile that fills the GPU alone, or whose shares fill it twice, else the smallest; up to 16 rows
     /// as [`for_shape`](Self::for_shape). Measured on an H200 (bench/results/2026-11-27-cuda-runs13-15.md, run 14):
-    /// one stream's fc proj (544 × 768 × 3072) takes 128 × 128 in 9 shares, 1.35× faster than 64 × 64 in 3; its attn
+    /// one stream's fc proj (544 × 768 × 3072) takes 128 × 128 in 8 shares of 384 (planned 9, the last empty),
+    /// 1.35× faster than 64 × 64 in 3; its attn
     /// proj (K = 768, at most 3 shares of 128 × 128: 90 blocks) keeps 64 × 64 in 3 shares, 1.10× faster.
     pub fn for_projection(m: usize, n: usize, k: usize) -> (MatmulTile, usize) {
         let with_shares = |t: MatmulTile| (t, t.k_shares(m, n, k));
@@ -92,10 +93,11 @@ impl MatmulTile {
             return with_shares(Self::for_shape(m, n));
         }
         let tiles = &MATMUL_TILES[1..];
-        let fills = |&(t, shares): &(MatmulTile, usize)| {
-            t.blocks(m, n) >= FILL_BLOCKS || t.blocks(m, n) * shares >= 2 * FILL_BLOCKS
+        // judged by the planned shares, as measured (fc proj's 9th share was empty then)
+        let fills = |t: &&MatmulTile| {
+            t.blocks(m, n) >= FILL_BLOCKS || t.blocks(m, n) * t.planned_shares(m, n, k) >= 2 * FILL_BLOCKS
         };
-        tiles.iter().rev().map(|&t| with_shares(t)).find(fills).unwrap_or_else(|| with_shares(tiles[0]))
+        with_shares(*tiles.iter().rev().find(fills).unwrap_or(&tiles[0]))
     }
 
     /// Blocks of an `m × n` output.
@@ -104,8 +106,14 @@ impl MatmulTile {
     }
 
     /// How many shares of K an f32 `m × n × k` matmul on this tile splits into: one when its blocks fill the
-    /// GPU, else enough to fill it twice, each share at least 256 of K long.
+    /// GPU, else enough to fill it twice, each share at least 256 of K long, less those that `k_split` would leave
+    /// empty.
     pub fn k_shares(&self, m: usize, n: usize, k: usize) -> usize {
+        nonempty_shares(k, self.planned_shares(m, n, k))
+    }
+
+    /// The shares that fill the GPU twice (see [`k_shares`](Self::k_shares)), empty ones included.
+    fn planned_shares(&self, m: usize, n: usize, k: usize) -> usize {
         let blocks = self.blocks(m, n);
         if blocks >= FILL_BLOCKS {
             return 1;
@@ -136,6 +144,18 @@ impl MatmulTile {
     }
 }
 
+/// Of `planned` shares of K, those to which `cuda/matmul.cu`'s `k_split` gives columns: it cuts K into spans of
+/// ⌈k / (64 · planned)⌉ · 64, so the last shares can be empty (K = 3072 in 9 planned: spans of 384, 8 shares). With
+/// the returned count it cuts the same spans, none of them empty (`nonempty_shares_keep_the_spans`).
+fn nonempty_shares(k: usize, planned: usize) -> usize {
+    k.div_ceil(k_span(k, planned).max(64)).max(1)
+}
+
+/// The span of K each share gets from `k_split` with `shares` shares.
+fn k_span(k: usize, shares: usize) -> usize {
+    k.div_ceil(64 * shares) * 64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,13 +184,13 @@ mod tests {
         assert_eq!(pick(16, 1954 * 16).kernel, "matmul");
         assert_eq!(pick(1, 50257).kernel, "matmul");
         assert_eq!(pick(17, 768).kernel, "matmul");
-        // projections: one stream's fc proj in 9 shares of 128 × 128 (30 blocks), its attn proj in 3 of 64 × 64
+        // projections: one stream's fc proj in 8 shares of 128 × 128 (30 blocks; 9 planned, the 9th empty), its attn proj in 3 of 64 × 64
         // (128 × 128 would have 90 blocks); 8 streams: 128 × 128 unsplit (204 blocks); decode rows as for_shape
         let proj = |m, n, k| {
             let (t, shares) = MatmulTile::for_projection(m, n, k);
             (t.kernel_f32, shares)
         };
-        assert_eq!(proj(544, 768, 3072), ("matmul_f32_128x128", 9));
+        assert_eq!(proj(544, 768, 3072), ("matmul_f32_128x128", 8));
         assert_eq!(proj(544, 768, 768), ("matmul_f32", 3));
         assert_eq!(proj(8 * 544, 768, 3072), ("matmul_f32_128x128", 1));
         assert_eq!(proj(16, 768, 3072), ("matmul_f32_16x8", 3));
@@ -178,6 +198,20 @@ mod tests {
         assert_eq!(pick(1, 768).k_shares(1, 768, 768), 3);
         assert_eq!(pick(16, 768).grid(16, 768), [96, 1, 1]);
         assert_eq!(MatmulTile::for_shape(1, 1).grid(1, 1), [1, 1, 1]);
+    }
+
+    #[test]
+    fn nonempty_shares_keep_the_spans() {
+        for k in (8..5000).step_by(8) {
+            for planned in 1..40 {
+                let used = nonempty_shares(k, planned);
+                let span = k_span(k, used);
+                assert!(used <= planned && span == k_span(k, planned), "k {k}, {planned} planned");
+                assert!((used - 1) * span < k && used * span >= k, "k {k}: share {} empty", used - 1);
+            }
+        }
+        assert_eq!(nonempty_shares(3072, 9), 8);
+        assert_eq!(nonempty_shares(768, 3), 3);
     }
 
     #[test]
