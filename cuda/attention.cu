@@ -113,24 +113,29 @@ DEVICE u32 query_pair(const bf16* q, int r, int rows, int d, int C) {
     return r < rows ? pack_bf16(q[(long)r * 3 * C + d], q[(long)r * 3 * C + d + 1]) : 0u;
 }
 
-// Starts filling the tiles with the keys and values of positions [k0, k0 + 64) ∩ [0, last] (zero beyond):
-// cp.async of 16 bytes when the rows are 16-byte aligned, else element by element (stored at once).
-DEVICE void load_kv(KvTile& ks, KvTile& vs, const bf16* base, int k0, int last, int C, int hs, bool vec) {
-    int per_row = hs / 8;
-    for (int i = threadIdx.x; i < KT * per_row; i += blockDim.x) {
-        int j = i / per_row, d = (i % per_row) * 8;
+// Starts filling the tiles with the keys and values of positions [k0, k0 + 64) ∩ [0, last] (zero beyond): a fixed
+// number of 16-byte chunks per thread (HS a constant), so the loop unrolls and a chunk's row and dims are shifts.
+// VEC: cp.async of 16 bytes (rows 16-byte aligned), else element by element (stored at once).
+template <int HS, bool VEC>
+DEVICE void load_kv(KvTile& ks, KvTile& vs, const bf16* base, int k0, int last, int C) {
+    constexpr int PER_ROW = HS / 8, CHUNKS = KT * PER_ROW / 128;  // 128 threads
+    static_assert(KT * PER_ROW % 128 == 0, "chunks split evenly over the threads");
+    const bf16* tile = base + (long)k0 * 3 * C;
+#pragma unroll
+    for (int c = 0; c < CHUNKS; c++) {
+        int i = threadIdx.x + 128 * c, j = i / PER_ROW, d = i % PER_ROW * 8;
         bool in = k0 + j <= last;
-        const bf16* row = base + (long)(in ? k0 + j : 0) * 3 * C + d;
-        if (vec) {
-            cp_async16(&ks.v[j][d], row + C, in);
-            cp_async16(&vs.v[j][d], row + 2 * C, in);
+        const bf16* src = (in ? tile + (long)j * 3 * C : base) + d;
+        if (VEC) {
+            cp_async16(&ks.v[j][d], src + C, in);
+            cp_async16(&vs.v[j][d], src + 2 * C, in);
         } else {
             bf16x8 k = {}, v = {};
 #pragma unroll
             for (int e = 0; e < 8; e++)
                 if (in) {
-                    k.w[e / 2] |= (u32)row[C + e].bits << (16 * (e % 2));
-                    v.w[e / 2] |= (u32)row[2 * C + e].bits << (16 * (e % 2));
+                    k.w[e / 2] |= (u32)src[C + e].bits << (16 * (e % 2));
+                    v.w[e / 2] |= (u32)src[2 * C + e].bits << (16 * (e % 2));
                 }
             *(bf16x8*)&ks.v[j][d] = k;
             *(bf16x8*)&vs.v[j][d] = v;
@@ -140,18 +145,21 @@ DEVICE void load_kv(KvTile& ks, KvTile& vs, const bf16* base, int k0, int last, 
 
 // (x0, x1) ≈ hi + lo, each a packed bf16 pair: hi the rounded values, lo what rounding left (to ~2⁻¹⁷ relative).
 DEVICE void split_bf16(float x0, float x1, u32& hi, u32& lo) {
-    bf16 h0 = to_bf16(x0), h1 = to_bf16(x1);
-    hi = pack_bf16(h0, h1);
-    lo = pack_bf16(x0 - to_float(h0), x1 - to_float(h1));
+    hi = pack_bf16(x0, x1);
+    lo = pack_bf16(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
 
-KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, int q0, int T_cap, int C, int hs,
-                      int splits, int split_keys) {
-    __shared__ KvTile k_tiles[2], v_tiles[2];  // double-buffered: the next tile streams in during this one
+// The kernel for head size HS (a compile-time constant, so that every fragment loop has a fixed count), with VEC
+// as in load_kv. Scores are kept in base 2 (scaled by log2 e along with 1/√hs, so each exponential is one ex2);
+// the partials' m goes out in natural units, as attention_merge reads it.
+template <int HS, bool VEC>
+DEVICE void attention_tc(KvTile (&k_tiles)[2], KvTile (&v_tiles)[2], floatX* out, float* partial, const floatX* qkv,
+                         int nq, int q0, int T_cap, int C, int splits, int split_keys) {
+    constexpr int KC = HS / 16, DN = HS / 8;  // 16-dim A fragments of Q; 8-dim output fragments
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, t = lane % 4;
     int h = blockIdx.y, stream = blockIdx.z / splits, split = blockIdx.z % splits, i0 = blockIdx.x * QROWS;
-    const bf16* base = qkv + (long)stream * T_cap * 3 * C + h * hs;
-    float scale = rsqrtf((float)hs);
+    const bf16* base = qkv + (long)stream * T_cap * 3 * C + h * HS;
+    const float scale = rsqrtf((float)HS) * 1.4426950408889634f;  // 1/√hs · log2 e
     int rows = nq - i0 < QROWS ? nq - i0 : QROWS;
     int k_begin = split * split_keys, block_last = q0 + i0 + rows - 1;
     if (k_begin > block_last) return;  // no keys of this split reach these rows (uniform across the block)
@@ -159,50 +167,49 @@ KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, in
     int last = block_last < k_begin + split_keys - 1 ? block_last : k_begin + split_keys - 1;
     int w0 = warp * 16, pos = q0 + i0 + w0 + g;           // this thread's rows: w0 + g and w0 + g + 8
     bool active = w0 < rows;                              // uniform across the warp
-    int warp_last = pos - g + 15 < last ? pos - g + 15 : last;
-    bool vec = ((unsigned long long)qkv & 15) == 0 && C % 8 == 0 && hs % 8 == 0;
+    int warp_first = pos - g, warp_last = warp_first + 15 < last ? warp_first + 15 : last;
 
     // the warp's 16 query rows as A fragments, one per 16 dims
-    u32 qa[MAX_HS / 16][4];
+    u32 qa[KC][4];
     const bf16* q = base + (long)(q0 + i0 + w0) * 3 * C;
 #pragma unroll
-    for (int kc = 0; kc < MAX_HS / 16; kc++) {
+    for (int kc = 0; kc < KC; kc++) {
         int d = kc * 16 + 2 * t;
-        bool in = kc < hs / 16;
-        qa[kc][0] = in ? query_pair(q, g, rows - w0, d, C) : 0u;
-        qa[kc][1] = in ? query_pair(q, g + 8, rows - w0, d, C) : 0u;
-        qa[kc][2] = in ? query_pair(q, g, rows - w0, d + 8, C) : 0u;
-        qa[kc][3] = in ? query_pair(q, g + 8, rows - w0, d + 8, C) : 0u;
+        qa[kc][0] = query_pair(q, g, rows - w0, d, C);
+        qa[kc][1] = query_pair(q, g + 8, rows - w0, d, C);
+        qa[kc][2] = query_pair(q, g, rows - w0, d + 8, C);
+        qa[kc][3] = query_pair(q, g + 8, rows - w0, d + 8, C);
     }
-    float o[MAX_HS / 8][4] = {}, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
-    load_kv(k_tiles[0], v_tiles[0], base, k_begin, last, C, hs, vec);
+    float o[DN][4] = {}, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    load_kv<HS, VEC>(k_tiles[0], v_tiles[0], base, k_begin, last, C);
     cp_async_commit();
     for (int k0 = k_begin, buf = 0; k0 <= last; k0 += KT, buf ^= 1) {
         cp_async_wait(0);  // this thread's copies of this tile have landed (the next is not issued yet)
         __syncthreads();   // everyone's have; and the other buffer's tile is consumed
-        if (k0 + KT <= last) load_kv(k_tiles[buf ^ 1], v_tiles[buf ^ 1], base, k0 + KT, last, C, hs, vec);
+        if (k0 + KT <= last) load_kv<HS, VEC>(k_tiles[buf ^ 1], v_tiles[buf ^ 1], base, k0 + KT, last, C);
         cp_async_commit();
         const KvTile &ks = k_tiles[buf], &vs = v_tiles[buf];
         if (!active || k0 > warp_last) continue;
-        // S = Q·Kᵀ over 64 keys: 8 fragments of 16 rows × 8 keys, scaled and causally masked
+        // S = Q·Kᵀ over 64 keys: 8 fragments of 16 rows × 8 keys
         float s[KT / 8][4] = {}, mx[2] = {m[0], m[1]};
 #pragma unroll
         for (int jp = 0; jp < KT / 16; jp++)  // two fragments of 8 keys per ldmatrix: dims kc·16 and kc·16 + 8
 #pragma unroll
-            for (int kc = 0; kc < MAX_HS / 16; kc++) {
-                if (kc >= hs / 16) break;
+            for (int kc = 0; kc < KC; kc++) {
                 u32 r[4];
                 ldmatrix_x4(r, &ks.v[16 * jp + lane % 8 + 8 * (lane / 16)][kc * 16 + 8 * (lane / 8 % 2)]);
                 u32 b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
                 mma_16x8x16(s[2 * jp], qa[kc], b0);
                 mma_16x8x16(s[2 * jp + 1], qa[kc], b1);
             }
+        // scaled; causally masked only in the tile that holds the diagonal of the warp's rows (uniform per warp)
+        bool diagonal = k0 + KT - 1 > warp_first;
 #pragma unroll
         for (int j = 0; j < KT / 8; j++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int key = k0 + 8 * j + 2 * t + e % 2;
-                s[j][e] = key <= pos + 8 * (e / 2) ? s[j][e] * scale : NEG_INF;
+                s[j][e] *= scale;
+                if (diagonal && k0 + 8 * j + 2 * t + e % 2 > pos + 8 * (e / 2)) s[j][e] = NEG_INF;
                 mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
             }
         }
@@ -215,19 +222,19 @@ KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, in
             // a row with no key in this split (its position is before the split's first key) keeps m = −∞ and
             // zeros: the exponents subtract 0 instead of −∞, so its partial result (never merged) has no NaN
             ref[r] = mx[r] == NEG_INF ? 0.0f : mx[r];
-            corr[r] = __expf(m[r] - ref[r]);
+            corr[r] = fast_exp2(m[r] - ref[r]);
             m[r] = mx[r];
             l[r] *= corr[r];  // this thread's share of the row sum; the quad's shares are added at the end
         }
 #pragma unroll
-        for (int dn = 0; dn < MAX_HS / 8; dn++)
+        for (int dn = 0; dn < DN; dn++)
 #pragma unroll
             for (int e = 0; e < 4; e++) o[dn][e] *= corr[e / 2];
 #pragma unroll
         for (int j = 0; j < KT / 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                s[j][e] = __expf(s[j][e] - ref[e / 2]);
+                s[j][e] = fast_exp2(s[j][e] - ref[e / 2]);
                 l[e / 2] += s[j][e];
             }
         // O += P·V: two score fragments (16 keys) form one A fragment, P split as hi + lo in bf16 so that P·V
@@ -240,8 +247,7 @@ KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, in
             split_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1], hi[2], lo[2]);
             split_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3], hi[3], lo[3]);
 #pragma unroll
-            for (int dp = 0; dp < MAX_HS / 16; dp++) {  // V is keys × dims: transposed loads, two dim fragments
-                if (dp >= hs / 16) break;
+            for (int dp = 0; dp < HS / 16; dp++) {  // V is keys × dims: transposed loads, two dim fragments
                 u32 r[4];
                 ldmatrix_x4_trans(r, &vs.v[16 * kc + lane % 8 + 8 * (lane / 8 % 2)][16 * dp + 8 * (lane / 16)]);
                 u32 b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
@@ -265,27 +271,39 @@ KERNEL void attention(floatX* out, float* partial, const floatX* qkv, int nq, in
         int row = w0 + g + 8 * r;
         if (row >= rows) continue;
         if (splits == 1) {
-            floatX* dst = out + ((long)stream * nq + i0 + row) * C + h * hs;
+            floatX* dst = out + ((long)stream * nq + i0 + row) * C + h * HS;
             float inv = 1.0f / l[r];
 #pragma unroll
-            for (int dn = 0; dn < MAX_HS / 8; dn++) {
-                if (dn >= hs / 8) break;
-                store_pair(dst + 8 * dn + 2 * t, o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
-            }
+            for (int dn = 0; dn < DN; dn++) store_pair(dst + 8 * dn + 2 * t, o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
         } else {
-            float* p = partial + partial_at(stream, split, splits, i0 + row, nq, h, C, hs);
+            float* p = partial + partial_at(stream, split, splits, i0 + row, nq, h, C, HS);
 #pragma unroll
-            for (int dn = 0; dn < MAX_HS / 8; dn++) {
-                if (dn >= hs / 8) break;
+            for (int dn = 0; dn < DN; dn++) {
                 p[8 * dn + 2 * t] = o[dn][2 * r];
                 p[8 * dn + 2 * t + 1] = o[dn][2 * r + 1];
             }
             if (t == 0) {
-                p[hs] = m[r];
-                p[hs + 1] = l[r];
+                p[HS] = m[r] * 0.6931471805599453f;  // base 2 → natural units: ln 2
+                p[HS + 1] = l[r];
             }
         }
     }
+}
+
+// Unrolled for a fixed HS, ptxas took 178 registers (2 blocks an SM); capped at 168, 3 blocks fit, with no spills (at
+// 128, 4 blocks, it spills).
+KERNEL_BOUNDED(128, 3) void attention(floatX* out, float* partial, const floatX* qkv, int nq, int q0, int T_cap, int C,
+                                      int hs, int splits, int split_keys) {
+    __shared__ KvTile k_tiles[2], v_tiles[2];  // double-buffered: the next tile streams in during this one
+    bool vec = ((unsigned long long)qkv & 15) == 0 && C % 8 == 0;
+    if (hs == 64 && vec)
+        attention_tc<64, true>(k_tiles, v_tiles, out, partial, qkv, nq, q0, T_cap, C, splits, split_keys);
+    else if (hs == 64)
+        attention_tc<64, false>(k_tiles, v_tiles, out, partial, qkv, nq, q0, T_cap, C, splits, split_keys);
+    else if (vec)
+        attention_tc<32, true>(k_tiles, v_tiles, out, partial, qkv, nq, q0, T_cap, C, splits, split_keys);
+    else
+        attention_tc<32, false>(k_tiles, v_tiles, out, partial, qkv, nq, q0, T_cap, C, splits, split_keys);
 }
 #endif
 

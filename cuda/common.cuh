@@ -2,15 +2,19 @@
 //
 // Kernels are plain CUDA C++ so that the same source also compiles as C++ against cuda/emu/emu.h (the CPU
 // emulation the tests run them under). Everything that is not plain C++ is wrapped here: inline PTX only appears
-// behind `#ifdef __CUDACC__`, with the emulator's version of the same operation in emu.h.
+// behind `#ifdef __CUDACC__`, with the emulator's version of the same operation in emu.h (or, where it is plain
+// C++, in the `#else` branch: the bf16 rounding).
 // NVRTC has no <cstdint> and no INFINITY, hence the own typedefs and the bit-pattern constant.
 #pragma once
 
 #ifdef __CUDACC__
 #define KERNEL extern "C" __global__
+// A kernel whose registers ptxas caps so that `blocks` blocks of `threads` fit on an SM at once.
+#define KERNEL_BOUNDED(threads, blocks) extern "C" __global__ __launch_bounds__(threads, blocks)
 #define DEVICE __device__ __forceinline__
 #else
 #define KERNEL inline
+#define KERNEL_BOUNDED(threads, blocks) inline
 #define DEVICE inline
 #endif
 
@@ -23,21 +27,36 @@ struct bf16 { u16 bits; };
 DEVICE float to_float(float x) { return x; }
 DEVICE float to_float(bf16 x) { return __uint_as_float(((u32)x.bits) << 16); }
 
-// Round to nearest even, as __float2bfloat16 does; NaN stays NaN.
-DEVICE void store(float* p, float x) { *p = x; }
-DEVICE void store(bf16* p, float x) {
+// Round to nearest even, as __float2bfloat16 does; NaN stays NaN. On the GPU one cvt per value or pair (sm_80+): the
+// bit arithmetic, which the emulator runs, is 5 integer instructions a value, and attention rounds 64 values per key
+// tile (its P split into hi + lo).
+DEVICE u16 round_bf16(float x) {
+#ifdef __CUDACC__
+    u16 b;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(x));
+    return b;
+#else
     u32 u = __float_as_uint(x);
     u32 rounded = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x00400000u) : u + 0x7fffu + ((u >> 16) & 1u);
-    p->bits = (u16)(rounded >> 16);
+    return (u16)(rounded >> 16);
+#endif
+}
+// Two values rounded and packed, lo in the low half (the mma operand format).
+DEVICE u32 round_bf16_pair(float lo, float hi) {
+#ifdef __CUDACC__
+    u32 b;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(b) : "f"(hi), "f"(lo));  // the first source goes to the high half
+    return b;
+#else
+    return (u32)round_bf16(lo) | ((u32)round_bf16(hi) << 16);
+#endif
 }
 
+DEVICE void store(float* p, float x) { *p = x; }
+DEVICE void store(bf16* p, float x) { p->bits = round_bf16(x); }
+
 // Two adjacent values in one store: 4 bytes (bf16, p 4-byte aligned) or 8 (f32, p 8-byte aligned).
-DEVICE void store_pair(bf16* p, float lo, float hi) {
-    bf16 b[2];
-    store(&b[0], lo);
-    store(&b[1], hi);
-    *(u32*)p = (u32)b[0].bits | ((u32)b[1].bits << 16);
-}
+DEVICE void store_pair(bf16* p, float lo, float hi) { *(u32*)p = round_bf16_pair(lo, hi); }
 struct alignas(8) f32x2 {
     float lo, hi;
 };
@@ -79,17 +98,25 @@ DEVICE float block_reduce(float v) {
     return r;
 }
 
+// 2^x, approximate (2 ulp) with denormal results flushed to 0: one ex2 instruction. __expf(x) is ex2 of x·log2 e plus
+// the range fix-ups a non-flushing ex2 needs; a softmax whose scores are kept in base 2 needs neither.
+DEVICE float fast_exp2(float x) {
+#ifdef __CUDACC__
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif
+}
+
 // GPT-2's gelu_new (tanh approximation), in f32.
 DEVICE float gelu(float x) {
     const float s = 0.7978845608028654f;  // sqrt(2/pi)
     return 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
 }
 
-DEVICE bf16 to_bf16(float x) {
-    bf16 b;
-    store(&b, x);
-    return b;
-}
+DEVICE bf16 to_bf16(float x) { return bf16{round_bf16(x)}; }
 
 // 8 bf16: one 128-bit load or store.
 struct alignas(16) bf16x8 {
@@ -98,7 +125,7 @@ struct alignas(16) bf16x8 {
 
 // Two bf16 packed in one 32-bit register, the lower index in the low half (the mma operand format).
 DEVICE u32 pack_bf16(bf16 lo, bf16 hi) { return (u32)lo.bits | ((u32)hi.bits << 16); }
-DEVICE u32 pack_bf16(float lo, float hi) { return pack_bf16(to_bf16(lo), to_bf16(hi)); }
+DEVICE u32 pack_bf16(float lo, float hi) { return round_bf16_pair(lo, hi); }
 
 
 // D = A·B + C for one warp: A 16×16 bf16 (row), B 16×8 bf16 (col), C/D 16×8 f32, in the PTX ISA's fragment

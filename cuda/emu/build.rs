@@ -46,11 +46,11 @@ fn main() {
     }
 }
 
-/// The names in `KERNEL void name(` declarations.
+/// The names in `KERNEL void name(` (or `KERNEL_BOUNDED(threads, blocks) void name(`) declarations.
 fn kernel_names(src: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(src).unwrap();
     text.lines()
-        .filter_map(|l| l.trim_start().strip_prefix("KERNEL void "))
+        .filter_map(|l| l.trim_start().strip_prefix("KERNEL")?.split_once("void ").map(|(_, rest)| rest))
         .map(|rest| rest.split('(').next().unwrap().trim().to_string())
         .collect()
 }

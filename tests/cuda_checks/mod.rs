@@ -253,30 +253,27 @@ pub fn attention<D: Device>(dev: D) {
         }
         let qkvb = lab.stored(&qkv);
         let want = attention_reference(&lab.read_stored(&qkvb, qkv.len()), streams, cap, q0, nq, c, hs);
+        // the same rows one element past a 16-byte boundary, which the bf16 kernel loads element by element
+        let shifted = lab.stored(&[&[0.0], &qkv[..]].concat());
+        let elem = match lab.dev.precision() {
+            Precision::Bf16 => 2,
+            Precision::F32 => 4,
+        };
+        let qkv_ptrs = [("aligned", lab.p(&qkvb)), ("unaligned", KernelArg::Ptr(lab.dev.address(&shifted) + elem))];
         // in one pass, and with the keys split in 64s (a block per split, then attention_merge)
-        for split_keys in [cap, 64] {
+        for ((layout, qkv_ptr), split_keys) in qkv_ptrs.into_iter().flat_map(|p| [(p, cap), (p, 64)]) {
             let splits = (q0 + nq).div_ceil(split_keys);
             let out = lab.stored(&vec![0.0; streams * nq * c]);
             let partial = lab.zeros(if splits > 1 { streams * splits * nq * (c / hs) * (hs + 2) } else { 1 });
             let grid = [nq.div_ceil(64) as u32, (c / hs) as u32, (streams * splits) as u32];
-            let args = [
-                lab.p(&out),
-                lab.p(&partial),
-                lab.p(&qkvb),
-                i(nq),
-                i(q0),
-                i(cap),
-                i(c),
-                i(hs),
-                i(splits),
-                i(split_keys),
-            ];
+            let args =
+                [lab.p(&out), lab.p(&partial), qkv_ptr, i(nq), i(q0), i(cap), i(c), i(hs), i(splits), i(split_keys)];
             lab.run("attention", grid, [128, 1, 1], &args);
             if splits > 1 {
                 let args = [lab.p(&out), lab.p(&partial), i(nq), i(q0), i(c), i(hs), i(splits), i(split_keys)];
                 lab.run("attention_merge", [nq as u32, streams as u32, c.div_ceil(256) as u32], [128, 1, 1], &args);
             }
-            let what = format!("attention {streams}×{nq} at {q0}, hs {hs}, {splits} split(s)");
+            let what = format!("attention {streams}×{nq} at {q0}, hs {hs}, {splits} split(s), {layout} qkv");
             lab.check(&what, &lab.read_stored(&out, want.len()), &want);
         }
     }

@@ -27,12 +27,12 @@ fn program_source() -> String {
     src
 }
 
-/// The names of every kernel (`KERNEL void name(`) in the sources.
+/// The names of every kernel (`KERNEL void name(`, or `KERNEL_BOUNDED(threads, blocks) void name(`) in the sources.
 pub fn kernel_names() -> Vec<&'static str> {
     CUDA_SOURCES
         .iter()
         .flat_map(|(_, text)| text.lines())
-        .filter_map(|l| l.trim_start().strip_prefix("KERNEL void "))
+        .filter_map(|l| l.trim_start().strip_prefix("KERNEL")?.split_once("void ").map(|(_, rest)| rest))
         .filter_map(|rest| rest.split('(').next())
         .map(str::trim)
         .collect()
