@@ -10,6 +10,10 @@
 #   DETAIL=1 scripts/gpu-profile.sh [OUT_DIR]   # also OUT_DIR/ncu-detail.txt: why the RMT step's kernels take
 #       their time (speed of light, occupancy, warp stalls, memory and scheduler sections) for one launch of each of
 #       one layer's kernels (qkv, attention, merge, attn proj, residual_layernorm, fc, fc proj)
+#   RETRIEVAL_AT=1954 scripts/gpu-profile.sh [OUT_DIR]   # also OUT_DIR/ncu-rmt-r-at-<N>.txt: every kernel of RMT-R's
+#       last segment of a stream of N segments (1,954: 1M tokens), when the retrieval reads N − 1 stored states.
+#       The segment's launches are found by counting: ncu times streams of 3 and 4 segments, and their difference
+#       in launches is one segment's (the retrieval's launches do not change with the store, only their grids).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-target/gpu-pack}
@@ -21,8 +25,11 @@ export RMT_KERNEL_CACHE=${RMT_KERNEL_CACHE:-$PWD/$PACK/kernels}
 command -v ncu > /dev/null || { echo "ncu (Nsight Compute) is not on the PATH" >&2; exit 2; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-profile.XXXXXX")
 mkdir -p "$OUT_DIR"
-python3 -c "import random,struct,sys; random.seed(0); n=int(sys.argv[1]); open(sys.argv[2],'wb').write(struct.pack(f'<{n}H', *[random.randrange(50000) for _ in range(n)]))" \
-  $((SEGMENTS * 512)) "$WORK/tokens.u16"
+tokens() {  # $1 segments of random token ids into the file $2
+  python3 -c "import random,struct,sys; random.seed(0); n=int(sys.argv[1]); open(sys.argv[2],'wb').write(struct.pack(f'<{n}H', *[random.randrange(50000) for _ in range(n)]))" \
+    $(($1 * 512)) "$2"
+}
+tokens "$SEGMENTS" "$WORK/tokens.u16"
 for kind in rmt rmt-r; do
   retrieval=""; [[ $kind == rmt-r ]] && retrieval=', "retrieval": "v2"'
   echo "{\"n_layer\": 12, \"n_head\": 12, \"n_embd\": 768, \"vocab_size\": 50257, \"n_positions\": 1024,
@@ -33,6 +40,24 @@ for kind in rmt rmt-r; do
   echo "== $kind: $OUT_DIR/ncu-$kind.txt" >&2
   grep -E "^  [a-z_]+|gpu__time_duration|invocations" "$OUT_DIR/ncu-$kind.txt" | head -60 >&2 || true
 done
+launches() {  # kernel launches of an RMT-R stream of $1 segments, from ncu's per-kernel summary
+  tokens "$1" "$WORK/count.u16"
+  ncu --metrics gpu__time_duration.sum --print-summary per-kernel --clock-control none --cache-control none \
+    "$PACK/rmt-fast" infer "$WORK/count.u16" --model "$WORK/rmt-r.safetensors" --device cuda 2>&1 |
+    awk '/Invocations/ { n += $NF } END { print n }'
+}
+if [[ ${RETRIEVAL_AT:-0} -gt 4 ]]; then
+  three=$(launches 3); four=$(launches 4); per=$((four - three))
+  skip=$((three + (RETRIEVAL_AT - 4) * per))
+  echo "== RMT-R at $RETRIEVAL_AT segments: $per launches a segment, skipping $skip" >&2
+  tokens "$RETRIEVAL_AT" "$WORK/long.u16"
+  ncu --metrics gpu__time_duration.sum --print-summary per-kernel --launch-skip "$skip" --launch-count "$per" \
+    --clock-control none --cache-control none \
+    "$PACK/rmt-fast" infer "$WORK/long.u16" --model "$WORK/rmt-r.safetensors" --device cuda \
+    > "$OUT_DIR/ncu-rmt-r-at-$RETRIEVAL_AT.txt" 2>&1
+  echo "== RMT-R, last segment of $RETRIEVAL_AT: $OUT_DIR/ncu-rmt-r-at-$RETRIEVAL_AT.txt" >&2
+  grep -E "^  [a-z_0-9]+|gpu__time_duration" "$OUT_DIR/ncu-rmt-r-at-$RETRIEVAL_AT.txt" | head -60 >&2 || true
+fi
 if [[ ${DETAIL:-0} == 1 ]]; then
   # the second layer's 8 launches (skipping embed, ln_1 and the first layer's 8), one replay set per kernel
   sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
