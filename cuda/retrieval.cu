@@ -11,7 +11,7 @@
 
 // partial: [m][chunks][d + 2] = (max score, Σ exp, Σ exp·value[d]) over the rows of chunk c. scores: [m][n] f32,
 // q·k from the tensor-core matmul (scaled here). Grid (chunks, ceil(d / 128)), 128 threads: per pass of 16
-// queries, a warp per query finds the chunk's max and sum, then each thread owns one dim and accumulates the
+// queries, each warp finds the chunk's max and sum of 4 of them, then each thread owns one dim and accumulates the
 // weighted values of all 16 queries (one value load feeds 16 FMAs; the weights are broadcast from shared memory).
 KERNEL void retrieval_partial(float* partial, const float* scores, const floatX* values, int n, int m, int d,
                               int chunk, float scale) {
@@ -19,21 +19,41 @@ KERNEL void retrieval_partial(float* partial, const float* scores, const floatX*
     int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = RETRIEVAL_THREADS / WARP;
     int c = blockIdx.x, chunks = gridDim.x, e = blockIdx.y * RETRIEVAL_THREADS + threadIdx.x;
     int j0 = c * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
+    constexpr int PER_WARP = QG / (RETRIEVAL_THREADS / WARP);  // queries warp, warp + 4, …
     for (int g0 = 0; g0 < m; g0 += QG) {
         int gm = m - g0 < QG ? m - g0 : QG;
-        for (int qi = warp; qi < gm; qi += warps) {
-            const float* s = scores + (long)(g0 + qi) * n;
-            float v = NEG_INF;
-            for (int j = j0 + lane; j < j1; j += WARP) v = fmaxf(v, s[j] * scale);
-            v = warp_max(v);
-            float l = 0.0f;
-            for (int j = j0 + lane; j < j1; j += WARP) l += __expf(s[j] * scale - v);
-            l = warp_sum(l);
-            if (lane == 0) {
-                mx[qi] = v;
+        // each warp's queries' max and sum over the chunk in one online-softmax pass, the loads of all its queries
+        // in flight together (a pass per query and per statistic waited on each load in turn)
+        float v[PER_WARP], l[PER_WARP];
+#pragma unroll
+        for (int k = 0; k < PER_WARP; k++) v[k] = NEG_INF, l[k] = 0.0f;
+        for (int j = j0 + lane; j < j1; j += WARP) {
+            float x[PER_WARP];
+#pragma unroll
+            for (int k = 0; k < PER_WARP; k++) {
+                int qi = warp + warps * k;
+                x[k] = qi < gm ? scores[(long)(g0 + qi) * n + j] * scale : NEG_INF;
+            }
+#pragma unroll
+            for (int k = 0; k < PER_WARP; k++) {
+                if (x[k] > v[k]) {  // a new max: the sum so far rescaled
+                    l[k] = l[k] * __expf(v[k] - x[k]) + 1.0f;
+                    v[k] = x[k];
+                } else if (x[k] != NEG_INF) {
+                    l[k] += __expf(x[k] - v[k]);
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < PER_WARP; k++) {
+            int qi = warp + warps * k;
+            float v_all = warp_max(v[k]);
+            float l_all = warp_sum(v[k] == NEG_INF ? 0.0f : l[k] * __expf(v[k] - v_all));  // a lane with no row: 0
+            if (lane == 0 && qi < gm) {
+                mx[qi] = v_all;
                 if (blockIdx.y == 0) {
-                    partial[((long)(g0 + qi) * chunks + c) * (d + 2)] = v;
-                    partial[((long)(g0 + qi) * chunks + c) * (d + 2) + 1] = l;
+                    partial[((long)(g0 + qi) * chunks + c) * (d + 2)] = v_all;
+                    partial[((long)(g0 + qi) * chunks + c) * (d + 2) + 1] = l_all;
                 }
             }
         }
