@@ -22,6 +22,9 @@ OUT_DIR=${1:-target/gpu-profile}
 SEGMENTS=${SEGMENTS:-4}
 export RMT_KERNEL_CACHE=${RMT_KERNEL_CACHE:-$PWD/$PACK/kernels}
 [[ -x "$PACK/rmt-fast" ]] || { echo "missing $PACK/rmt-fast: run scripts/gpu-pack.sh on the build machine first" >&2; exit 2; }
+if [[ -n ${RETRIEVAL_AT:-} ]] && ! [[ $RETRIEVAL_AT =~ ^[0-9]+$ && $RETRIEVAL_AT -gt 4 ]]; then
+  echo "RETRIEVAL_AT must be a number of segments above 4 (1954: 1M tokens), not '$RETRIEVAL_AT'" >&2; exit 2
+fi
 command -v ncu > /dev/null || { echo "ncu (Nsight Compute) is not on the PATH" >&2; exit 2; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-profile.XXXXXX")
 mkdir -p "$OUT_DIR"
@@ -46,7 +49,7 @@ launches() {  # kernel launches of an RMT-R stream of $1 segments, from ncu's pe
     "$PACK/rmt-fast" infer "$WORK/count.u16" --model "$WORK/rmt-r.safetensors" --device cuda 2>&1 |
     awk '/Invocations/ { n += $NF } END { print n }'
 }
-if [[ ${RETRIEVAL_AT:-0} -gt 4 ]]; then
+if [[ -n ${RETRIEVAL_AT:-} ]]; then
   three=$(launches 3); four=$(launches 4); per=$((four - three))
   skip=$((three + (RETRIEVAL_AT - 4) * per))
   echo "== RMT-R at $RETRIEVAL_AT segments: $per launches a segment, skipping $skip" >&2

@@ -24,5 +24,9 @@ bin="${RMT_FAST:-target/release/rmt-fast}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 scripts/install-nvrtc.sh >/dev/null
-"$bin" kernels --arch "$arch" -o "$out" >/dev/null 2>&1
+if ! log=$("$bin" kernels --arch "$arch" -o "$out" 2>&1); then
+    echo "$log" >&2
+    echo "sass-loops: compiling the kernels for $arch failed (see above)" >&2
+    exit 1
+fi
 python3 scripts/sass_loops.py "$out"/*-bf16.cubin "${kernels[@]}"

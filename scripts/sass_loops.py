@@ -19,7 +19,9 @@ WORK = ("HMMA", "LDSM", "LDGSTS")
 
 
 def sass(cubin, kernel):
-    out = subprocess.run(["cuobjdump", "-sass", "-fun", kernel, cubin], capture_output=True, text=True, check=True)
+    out = subprocess.run(["cuobjdump", "-sass", "-fun", kernel, cubin], capture_output=True, text=True)
+    if out.returncode != 0 or "Function :" not in out.stdout:
+        sys.exit(f"sass-loops: no kernel {kernel!r} in {cubin}: {out.stderr.strip()}")
     return [(int(m.group(1), 16), m.group(2)) for m in map(INSTR.match, out.stdout.splitlines()) if m]
 
 
@@ -80,15 +82,17 @@ def loops(instrs):
 
 def main():
     cubin, kernels = sys.argv[1], sys.argv[2:]
-    print("| kernel | loop | path | instructions | work (HMMA + LDSM + LDGSTS) | overhead | inner loops (run once) |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for kernel in kernels:
         for start, end, path in loops(sass(kernel=kernel, cubin=cubin)):
             ops = Counter(opcode(t) for _, t in path)
             work = sum(ops[o] for o in WORK)
             inner = sum(1 for a, t in path[:-1] if (b := branch(t)) and b[0] <= a)
             kind = "element loads" if ops["LDG"] else "cp.async"
-            print(f"| {kernel} | {start:#x}–{end:#x} | {kind} | {len(path)} | {work} | {len(path) - work} | {inner} |")
+            rows.append(f"| {kernel} | {start:#x}–{end:#x} | {kind} | {len(path)} | {work} | {len(path) - work} | {inner} |")
+    print("| kernel | loop | path | instructions | work (HMMA + LDSM + LDGSTS) | overhead | inner loops (run once) |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
