@@ -4,7 +4,7 @@
 //! in one direction (cosine near +1) grow `A` linearly; a delta rule that overshoots flips its write each
 //! segment (cosine near −1) and grows it geometrically.
 //!
-//!     cargo run --release --example armt_state -- models/candidates/armt-run3.safetensors DIR/qa1/64k.jsonl [INDEX]
+//!     cargo run --release --example armt_state -- models/default.safetensors DIR/qa1/64k.jsonl [INDEX]
 //!
 //! DIR is a `rmt-fast babilong gen` directory; INDEX picks the sample (default 0).
 

@@ -1,24 +1,44 @@
 #!/usr/bin/env bash
-# Retrains the bundled model (models/default.safetensors) from scratch: the runs of models/recipe/ in name order,
-# each starting from the best model of the run before it (their configs name target/train-default/RUN). Two threads,
-# as the recipe was run: the result is then the same bytes (see models/README.md). ≈ 1.7 h on 2 cores.
+# Retrains the bundled model (models/default.safetensors, an ARMT) from scratch: the runs of models/recipe/ in
+# numeric order (1-binding … 11-armt-2048), each starting from the best model of the run before it (their configs
+# name target/train-default/RUN). Runs 1–4 make the RMT (models/rmt-qa1.safetensors), runs 5–11 the ARMT on its
+# backbone. Each run keeps its best model also in bf16 (model_best.bf16.safetensors): runs 5 and 7 start from those,
+# as the recorded chain did. ≈ 7 hours on 2 cores (see models/README.md).
 #
-#   scripts/train-default.sh [OUT_MODEL]      (default: target/train-default/default.safetensors, bf16)
+#   scripts/train-default.sh [OUT_MODEL] [LAST_RUN]
 #
-# Interrupted (Ctrl-C, a crash)? Run it again: finished runs are skipped and the one in progress resumes exactly.
+# OUT_MODEL (default target/train-default/default.safetensors) is LAST_RUN's best model in bf16; LAST_RUN
+# (default: the last config) stops the chain early: 4-memory-16-32 retrains only the RMT (≈ 1.7 h).
+# Threads per run are those the recipe was run with (2; 1 for runs 10 and 11), so that each run is the recorded
+# procedure on the same arithmetic. Interrupted (Ctrl-C, a crash)? Run it again: finished runs are skipped and the
+# one in progress resumes exactly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=target/train-default
 OUT=${1:-$RUNS/default.safetensors}
+LAST=${2:-}
+configs=$(printf '%s\n' models/recipe/*.json | sort -V)
+if [ -n "$LAST" ] && ! grep -qx "models/recipe/$LAST.json" <<<"$configs"; then
+  echo "error: no run '$LAST' in models/recipe (runs: $(basename -a -s .json $configs | tr '\n' ' '))" >&2
+  exit 2
+fi
 cargo build --release --quiet
 B=target/release/rmt-fast
-for cfg in models/recipe/*.json; do
-  run=$RUNS/$(basename "$cfg" .json)
-  [ -f "$run/finished" ] && continue
-  resume=()
-  [ -f "$run/checkpoint.safetensors" ] && resume=(--resume)
-  echo "== $run ($cfg)" >&2
-  $B train --config "$cfg" -o "$run" --threads 2 "${resume[@]}"
-  touch "$run/finished"
+for cfg in $configs; do
+  name=$(basename "$cfg" .json)
+  run=$RUNS/$name
+  if [ ! -f "$run/finished" ]; then
+    threads=2
+    case $name in 10-* | 11-*) threads=1 ;; esac   # these two ran on one core beside other work
+    resume=()
+    [ -f "$run/checkpoint.safetensors" ] && resume=(--resume)
+    echo "== $run ($cfg, $threads threads)" >&2
+    $B train --config "$cfg" -o "$run" --threads $threads "${resume[@]}"
+    touch "$run/finished"
+  fi
+  [ -f "$run/model_best.bf16.safetensors" ] ||
+    $B convert "$run/model_best.safetensors" --dtype bf16 -o "$run/model_best.bf16.safetensors"
+  [ "$name" = "$LAST" ] && break
 done
-$B convert "$run/model_best.safetensors" --dtype bf16 -o "$OUT"
+cp "$run/model_best.bf16.safetensors" "$OUT"
+echo "wrote $OUT (the best model of $name, bf16)" >&2

@@ -592,3 +592,31 @@ fn recorded_training_configs_parse() {
     }
     assert!(checked >= 4, "the recipe's configs at least: {checked}");
 }
+
+/// The bundled model's recipe is a chain: `scripts/train-default.sh` runs `models/recipe/N-*.json` for N = 1, 2, …
+/// and each run after the first starts from the best model (f32 or the script's bf16 copy) of the run numbered
+/// before it, so a renamed or reordered run cannot silently train from the wrong model.
+#[test]
+fn recipe_runs_chain_in_numeric_order() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/recipe");
+    let mut runs: Vec<(u32, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|name| name.strip_suffix(".json").map(str::to_string))
+        .map(|run| (run.split('-').next().unwrap().parse().expect("runs are named N-…"), run))
+        .collect();
+    runs.sort();
+    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=runs.len() as u32).collect::<Vec<_>>());
+    for pair in runs.windows(2) {
+        let (prev, run) = (&pair[0].1, &pair[1].1);
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{run}.json"))).unwrap()).unwrap();
+        let from = cfg["model"]["from"].as_str().or(cfg["model"]["backbone"]["from"].as_str()).unwrap();
+        let best = format!("target/train-default/{prev}/model_best");
+        assert!(
+            [".safetensors", ".bf16.safetensors"].iter().any(|ext| from == format!("{best}{ext}")),
+            "{run} starts from {from}, not from {prev}'s best"
+        );
+        assert!(dir.join(format!("{run}.log.jsonl")).exists(), "{run} has no log");
+    }
+}

@@ -105,16 +105,25 @@ pub fn training_curve(points: &[(u64, f64)], stages: &[(u64, String)], title: &s
     let last = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let xs = |s: u64| left + pw * s as f64 / last;
     let ys = |a: f64| top + ph * (1.0 - a);
-    let mut svg = svg_open(left + pw + 30.0, top + ph + 50.0, left, title);
+    // room on the right for the label of a stage that starts near the end
+    let mut svg = svg_open(left + pw + 90.0, top + ph + 50.0, left, title);
     y_grid(&mut svg, left, pw, &ys);
+    // short stages sit close together on the step axis: a label goes on the first row where it clears the one before
+    let mut row_ends: Vec<f64> = Vec::new();
     for (start, label) in stages {
         let x = xs(*start);
+        let width = 7.5 * label.chars().count() as f64;
+        let row = row_ends.iter().position(|&end| x + 4.0 > end).unwrap_or(row_ends.len());
+        if row == row_ends.len() {
+            row_ends.push(0.0);
+        }
+        row_ends[row] = x + 4.0 + width;
         svg.push_str(&format!(
             "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/>\
              <text x=\"{:.1}\" y=\"{}\" fill=\"#555\">{}</text>\n",
             top + ph,
             x + 4.0,
-            top + 14.0,
+            top + 14.0 + 16.0 * row as f64,
             escape(label)
         ));
     }
@@ -123,6 +132,10 @@ pub fn training_curve(points: &[(u64, f64)], stages: &[(u64, String)], title: &s
         "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>\n",
         path.join(" ")
     ));
+    // a dot per validation, so that a stage with a single check still shows it
+    for p in points {
+        svg.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#1f77b4\"/>\n", xs(p.0), ys(p.1)));
+    }
     svg.push_str(&format!(
         "<text x=\"{left}\" y=\"{}\" fill=\"#555\">validation accuracy % vs optimizer steps ({} in all)</text>\n</svg>\n",
         top + ph + 42.0,
@@ -185,4 +198,29 @@ pub fn lines(series: &[(String, Results)], title: &str) -> String {
         top + ph + 42.0
     ));
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::training_curve;
+
+    /// The y of each stage label, in order.
+    fn label_rows(svg: &str) -> Vec<f64> {
+        svg.split("stroke-dasharray=\"4 3\"/><text ")
+            .skip(1)
+            .map(|t| t.split("y=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn close_stage_labels_take_separate_rows_and_every_validation_gets_a_dot() {
+        let points = [(100, 0.5), (990, 0.6), (1000, 0.7)];
+        let stages = [(0, "≤1 seg".to_string()), (980, "≤256 seg".to_string()), (990, "≤512 seg".to_string())];
+        let svg = training_curve(&points, &stages, "t");
+        // the first label has the axis to itself; the last two stages start 10 steps apart and would overlap
+        assert_eq!(label_rows(&svg), [64.0, 64.0, 80.0], "{svg}");
+        let far = [(0, "≤1 seg".to_string()), (500, "≤2 seg".to_string())];
+        assert_eq!(label_rows(&training_curve(&points, &far, "t")), [64.0, 64.0]);
+        assert_eq!(svg.matches("<circle").count(), points.len());
+    }
 }
