@@ -16,4 +16,4 @@ mod weights;
 pub use device::{Device, KernelArg, Precision};
 pub use gpu::{unavailable, Gpu};
 pub use matmul_tile::{MatmulTile, MATMUL_TILES};
-pub use step::{supports, CudaModel, CudaStep};
+pub use step::{supports, supports_memory, CudaModel, CudaStep};

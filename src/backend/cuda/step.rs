@@ -123,8 +123,9 @@ struct GraphKey {
     chain: bool,
 }
 
-/// Whether the kernels are written for this model's shape (attention.cu's head sizes, layernorm.cu's widths):
-/// every GPT-2 size is. A [`Error::Config`] says what does not fit.
+/// Whether the kernels cover this model: RMT or RMT-R memory (ARMT runs on the CPU backend only), and a shape they
+/// are written for (attention.cu's head sizes, layernorm.cu's widths): every GPT-2 size is. A [`Error::Config`]
+/// says what does not fit, so that `--device auto` can fall back to the CPU before touching the GPU.
 ///
 /// ```
 /// use rmt_fast::{backend::cuda::supports, Config};
@@ -133,8 +134,11 @@ struct GraphKey {
 /// assert!(supports(&Config::from_json(gpt2).unwrap()).is_ok());
 /// let heads_of_16 = gpt2.replace(r#""n_head": 12"#, r#""n_head": 48"#);
 /// assert!(supports(&Config::from_json(&heads_of_16).unwrap()).is_err());
+/// let armt = gpt2.replace(r#""kind": "rmt""#, r#""kind": "armt", "d_mem": 32"#);
+/// assert!(supports(&Config::from_json(&armt).unwrap()).is_err());
 /// ```
 pub fn supports(cfg: &Config) -> Result<()> {
+    supports_memory(cfg)?;
     let hs = cfg.n_embd / cfg.n_head;
     if (hs == 32 || hs == 64) && cfg.n_embd <= 1600 {
         return Ok(());
@@ -143,6 +147,15 @@ pub fn supports(cfg: &Config) -> Result<()> {
         "the CUDA kernels take head sizes 32 or 64 and widths up to 1600; this model has {} heads of {hs} ({} wide)",
         cfg.n_head, cfg.n_embd
     )))
+}
+
+/// Whether the kernels cover this model's kind of memory: RMT and RMT-R, not ARMT. [`crate::Engine::cuda`] asks this
+/// before it looks for a GPU, so an ARMT is refused the same way on every machine.
+pub fn supports_memory(cfg: &Config) -> Result<()> {
+    if cfg.memory.kind == crate::MemoryKind::Armt {
+        return Err(Error::Config("ARMT models run on the CPU backend (the CUDA kernels cover RMT and RMT-R)".into()));
+    }
+    Ok(())
 }
 
 /// One stream's segment step on a CUDA device (or its emulation, in the tests).
