@@ -14,10 +14,11 @@
 #
 # Steps: 1. the device; 2. parity on the GPU (tests/cuda_gpu.rs: every kernel, tiny and GPT-2-small streams, bf16
 # and f32, against the CPU backend); 3. rmt-fast's benchmarks: benches/cuda.rs (single and batched steps, retrieval
-# at 1M tokens, with their floors) and end-to-end `rmt-fast infer` over SEGMENTS × 512 tokens (RMT and RMT-R);
-# 4. compute-sanitizer memcheck on a short stream (RMT and RMT-R); 5. the PyTorch loop of the same model on the
-# same GPU (HF GPT-2, bf16, eager and torch.compile; scripts/rmt_reference.py). Every step's output goes into the
-# report; a failed step is reported and the run goes on, and the exit status says whether all passed.
+# at 1M tokens, with their floors), end-to-end `rmt-fast infer` over SEGMENTS × 512 tokens (RMT and RMT-R) and the
+# bundled ARMT's 1M-token demo (GPU and CPU); 4. compute-sanitizer memcheck on a short stream (RMT, RMT-R and the
+# bundled ARMT); 5. the PyTorch loop of the same model on the same GPU (HF GPT-2, bf16, eager and torch.compile;
+# scripts/rmt_reference.py). Every step's output goes into the report; a failed step is reported and the run goes
+# on, and the exit status says whether all passed.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
@@ -131,14 +132,20 @@ for segments in ${SEGMENTS//,/ }; do
   done
   rm -f "$long"
 done
+# the bundled model (an ARMT, 4 layers × 128) on its demo: one BABILong sample read and answered, on the GPU and on
+# this machine's CPU (a dry run: 4k tokens on the CPU)
+if [[ $DRY == 1 ]]; then demo=(4k cpu); else demo=(1M cuda cpu); fi
+for device in "${demo[@]:1}"; do
+  run "rmt-fast demo (the bundled ARMT), $device, ${demo[0]} tokens" "$PACK/rmt-fast" demo --length "${demo[0]}" --device "$device"
+done
 
 section "4. compute-sanitizer (memcheck) on a short stream"
 if [[ $DRY == 1 ]]; then
   run "rmt-fast --device auto (falls back to the CPU here)" "$PACK/rmt-fast" infer "$short" --model "$WORK/rmt.safetensors" --device auto
 elif command -v compute-sanitizer > /dev/null; then
-  for kind in rmt rmt-r; do
-    run "memcheck $kind" compute-sanitizer --tool memcheck --error-exitcode 1 \
-      "$PACK/rmt-fast" infer "$short" --model "$WORK/$kind.safetensors" --device cuda
+  for model in "$WORK/rmt.safetensors" "$WORK/rmt-r.safetensors" models/default.safetensors; do
+    run "memcheck $(basename "$model" .safetensors)" compute-sanitizer --tool memcheck --error-exitcode 1 \
+      "$PACK/rmt-fast" infer "$short" --model "$model" --device cuda
   done
 else
   echo "compute-sanitizer is not installed on this machine: not run" >> "$REPORT"

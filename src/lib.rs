@@ -87,7 +87,7 @@ impl Engine {
     /// An engine on the first CUDA GPU, with weights and activations stored in `precision` (bf16 is the fast
     /// mode, f32 the checking one). A machine without a driver or GPU gets an [`Error::Device`] saying why.
     pub fn cuda(model: Model, precision: backend::cuda::Precision) -> Result<Self> {
-        // an ARMT is refused before the GPU is looked for; the shape is checked once the GPU is there
+        // memory the kernels do not cover is refused before the GPU is looked for; the shape once the GPU is there
         backend::cuda::supports_memory(&model.config)?;
         let model = Arc::new(model);
         let gpu = backend::cuda::Gpu::new(0, precision)?;

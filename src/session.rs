@@ -184,6 +184,13 @@ impl Session {
                 self.state.segments += (segments.len() / seg) as u64;
                 segments = &[];
             }
+        } else if !segments.is_empty() {
+            // ARMT: every segment writes with the learned memory rows; a device may keep the state between them
+            let (state, write) = (&mut self.state.memory, &self.model.weights.memory);
+            if self.step.write_associative_chain(state, write, segments, seg)? {
+                self.state.segments += (segments.len() / seg) as u64;
+                segments = &[];
+            }
         }
         segments.chunks_exact(seg).try_for_each(|c| self.write_segment(c))?;
         self.state.tail = rest[full..].to_vec();

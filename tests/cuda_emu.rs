@@ -193,6 +193,11 @@ fn embed_kernels_match_the_cpu() {
     PRECISIONS.into_iter().for_each(|p| cuda_checks::embed(Emu::new(p)));
 }
 
+#[test]
+fn associative_kernels_match_the_cpu() {
+    PRECISIONS.into_iter().for_each(|p| cuda_checks::associative(Emu::new(p)));
+}
+
 /// A CUDA engine whose steps run under the emulator.
 fn emulated_engine(model: &Model, p: Precision) -> Engine {
     let model = Arc::new(model.clone());
@@ -204,6 +209,14 @@ fn emulated_engine(model: &Model, p: Precision) -> Engine {
 fn emulated_rmt_stream_matches_the_cpu() {
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 1);
     compare_streams(&model, 4, 1, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
+}
+
+/// ARMT: the associative state after every segment (every layer's, written by the memory rows), and the answer,
+/// read with the state.
+#[test]
+fn emulated_armt_stream_matches_the_cpu() {
+    let model = cuda_checks::tiny_armt(3);
+    compare_streams(&model, 4, 3, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
 }
 
 #[test]
@@ -260,6 +273,23 @@ fn emulated_rmt_chain_matches_the_cpu() {
     assert_eq!((gpu.state().segments, &gpu.state().tail), (70, &cpu.state().tail));
     let e = common::rel_err(&gpu.state().memory, &cpu.state().memory);
     assert!(e <= 1e-5, "memory after 70 chained segments: {e:.3e}");
+}
+
+/// ARMT read in one call runs as a device-side chain too: 66 segments span two uploads of token ids, the state
+/// stays on the device; the state after them and the answer agree with the CPU reference.
+#[test]
+fn emulated_armt_chain_matches_the_cpu() {
+    let model = cuda_checks::tiny_armt(4);
+    let tokens = cuda_checks::stream(66 * 16 + 3, 6);
+    let (mut gpu, mut cpu) =
+        (emulated_engine(&model, Precision::F32).session(), Engine::cpu_reference(model).session());
+    gpu.read(&tokens).unwrap();
+    cpu.read(&tokens).unwrap();
+    assert_eq!((gpu.state().segments, &gpu.state().tail), (66, &cpu.state().tail));
+    let e = common::rel_err(&gpu.state().memory, &cpu.state().memory);
+    assert!(e <= 1e-5, "state after 66 chained segments: {e:.3e}");
+    let question = cuda_checks::stream(5, 8);
+    assert_eq!(gpu.ask(&question, 3).unwrap().tokens, cpu.ask(&question, 3).unwrap().tokens, "the answer");
 }
 
 /// RMT-R read in one call runs as a device-side chain after its first segment: 70 segments span two uploads of

@@ -27,6 +27,7 @@ fn gpu_kernels_match_the_cpu() {
         cuda_checks::attention(gpu(p));
         cuda_checks::retrieval(gpu(p));
         cuda_checks::embed(gpu(p));
+        cuda_checks::associative(gpu(p));
     }
 }
 
@@ -44,6 +45,9 @@ fn gpu_tiny_streams_match_the_cpu() {
         // 1.03e-2 after six), so its 1e-2 bound is checked over 4 segments, as under emulation
         compare_streams(&model, 4, 7, [(Precision::Bf16, engine(&model, Precision::Bf16))]);
     }
+    let model = cuda_checks::tiny_armt(7);
+    compare_streams(&model, 30, 7, [(Precision::F32, engine(&model, Precision::F32))]);
+    compare_streams(&model, 4, 7, [(Precision::Bf16, engine(&model, Precision::Bf16))]);
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 3);
     cuda_checks::batched_streams(&model, engine(&model, Precision::F32));
 }
@@ -66,4 +70,15 @@ fn gpu_gpt2_small_streams_match_the_cpu() {
         let model = Model::random(cfg, 11).unwrap();
         compare_streams(&model, 8, 11, PRECISIONS.map(|p| (p, engine(&model, p))));
     }
+}
+
+/// The bundled default (an ARMT trained here, 4 layers × 128, segments of 128): its associative state after each
+/// of 16 segments in f32 and 8 in bf16, and the answers, against the exact CPU reference. Run from the repository
+/// root (as cargo and gpu-check.sh do).
+#[test]
+#[ignore = "needs a GPU: scripts/gpu-check.sh"]
+fn gpu_bundled_default_matches_the_cpu() {
+    let model = Model::load("models/default.safetensors").unwrap();
+    compare_streams(&model, 16, 13, [(Precision::F32, engine(&model, Precision::F32))]);
+    compare_streams(&model, 8, 13, [(Precision::Bf16, engine(&model, Precision::Bf16))]);
 }

@@ -60,6 +60,19 @@ pub trait Step: Send {
     ) -> Result<bool> {
         Ok(false)
     }
+    /// ARMT: runs the full segments of `tokens` (a multiple of `seg`) back to back, each `[segment | write]`
+    /// reading the associative `state` the one before left and updating it, which is left holding the last.
+    /// Returns `false`, having done nothing, where the step has no such chain (the default): the session then goes
+    /// segment by segment.
+    fn write_associative_chain(
+        &mut self,
+        _state: &mut [f32],
+        _write: &[f32],
+        _tokens: &[u32],
+        _seg: usize,
+    ) -> Result<bool> {
+        Ok(false)
+    }
     /// Runs the final segment `[read | tokens]` into a fresh KV cache and writes the last row's logits.
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()>;
     /// Appends one token after the prefilled rows (next position) and writes its logits.

@@ -3,9 +3,10 @@
 //! ‖gpu − cpu‖ / ‖cpu‖: 1e-5 in the f32 checking build, 1e-2 in the bf16 build.
 
 use crate::common::rel_err;
+use rmt_fast::backend::cpu::associative;
 use rmt_fast::backend::cpu::ops::{gelu_new, layer_norm, matmul, MatRef};
 use rmt_fast::backend::cuda::{Device, KernelArg, MatmulTile, Precision, MATMUL_TILES};
-use rmt_fast::model::weights::{LayerNorm, Layout};
+use rmt_fast::model::weights::{Associative, LayerNorm, Layout, Linear};
 use rmt_fast::{Config, Engine, Model};
 
 pub fn tolerance(p: Precision) -> f64 {
@@ -318,6 +319,73 @@ pub fn retrieval<D: Device>(dev: D) {
     }
 }
 
+/// ARMT's read and write (f32 in both builds) against `cpu::associative`: 7 rows 200 wide (a row spans two of a
+/// block's column passes, the second partly), key maps 5 wide (dk = 30), the last 3 rows writing.
+pub fn associative<D: Device>(dev: D) {
+    let lab = Lab { dev };
+    let (rows, d, dm, m) = (7usize, 200usize, 5usize, 3usize);
+    let dk = 6 * dm;
+    let map = |n_out: usize, seed: u64, b: Option<Vec<f32>>| Linear {
+        w: random(n_out * d, seed, 0.3),
+        b,
+        n_in: d,
+        n_out,
+        layout: Layout::OutIn,
+    };
+    let w = Associative {
+        w_mq: map(dm, 80, None),
+        w_mk: map(dm, 81, None),
+        w_mv: map(d, 82, None),
+        w_mb: map(1, 83, Some(vec![0.4])),
+    };
+    // a state as a few writes leave it: z ≥ 0, so that every denominator is positive
+    let mut state = random(dk * (d + 1), 84, 1.0);
+    state[dk * d..].iter_mut().for_each(|z| *z = z.abs());
+    let x = random(rows * d, 85, 2.0);
+    let buf = |l: &Linear| lab.f32(&l.w);
+    let (wq, wk, wv, wb, bb) = (buf(&w.w_mq), buf(&w.w_mk), buf(&w.w_mv), buf(&w.w_mb), lab.f32(&[0.4]));
+    let (xb, sb) = (lab.f32(&x), lab.f32(&state));
+    let eps = KernelArg::F32(associative::EPS);
+
+    let mut want = x.clone();
+    let (a, z) = state.split_at(dk * d);
+    associative::read(&w, a, z, &mut want, d);
+    let args = [lab.p(&xb), lab.p(&wq), lab.p(&sb), i(rows), i(d), i(dm), eps];
+    lab.run("associative_read", [rows as u32, 1, 1], [128, 1, 1], &args);
+    lab.check("associative_read", &lab.read_f32(&xb, rows * d), &want);
+
+    let mut want_state = state.clone();
+    let (a, z) = want_state.split_at_mut(dk * d);
+    associative::write(&w, a, z, &want[(rows - m) * d..], d);
+    let (keys, delta, gamma) = (lab.zeros(m * dk), lab.zeros(m * d), lab.zeros(m));
+    let mem = KernelArg::Ptr(lab.dev.address(&xb) + ((rows - m) * d * 4) as u64);
+    let args = [
+        lab.p(&keys),
+        lab.p(&delta),
+        lab.p(&gamma),
+        mem,
+        lab.p(&wk),
+        lab.p(&wv),
+        lab.p(&wb),
+        lab.p(&bb),
+        lab.p(&sb),
+        i(m),
+        i(d),
+        i(dm),
+        eps,
+    ];
+    lab.run("associative_delta", [m as u32, 1, 1], [128, 1, 1], &args);
+    let step = lab.bytes(&5i32.to_le_bytes());
+    let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gamma), lab.p(&step), i(m), i(d), i(dk)];
+    lab.run("associative_update", [(dk * (d + 1)).div_ceil(256) as u32, 1, 1], [256, 1, 1], &args);
+    assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
+    let got = lab.read_f32(&sb, state.len());
+    lab.check("associative write (A)", &got[..dk * d], &want_state[..dk * d]);
+    lab.check("associative write (z)", &got[dk * d..], &want_state[dk * d..]);
+    // the write changed the state by more than the tolerance: the check sees a missing update
+    assert!(rel_err(&state, &want_state) > 1e-2, "the test's write is too small to see");
+}
+
 /// Token and memory rows with restarting positions, and the f32 → storage conversion.
 pub fn embed<D: Device>(dev: D) {
     let lab = Lab { dev };
@@ -361,6 +429,24 @@ pub fn embed<D: Device>(dev: D) {
             if bf16_store { mem.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect() } else { mem.clone() };
         assert_eq!(lab.read_f32(&out, 3 * c), want, "stored_state, bf16 store {bf16_store}: bit-exact");
     }
+}
+
+/// An ARMT [`tiny_model`] whose value maps are random too (zero at initialisation, they would write nothing).
+pub fn tiny_armt(seed: u64) -> Model {
+    let mut model = Model::random(
+        Config::from_json(
+            r#"{"n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 120, "n_positions": 48,
+            "eos_token_id": 119, "gen_token_id": 118,
+            "memory": {"kind": "armt", "num_mem_tokens": 4, "segment_size": 16, "d_mem": 4}}"#,
+        )
+        .unwrap(),
+        seed,
+    )
+    .unwrap();
+    for (l, a) in model.weights.associative.iter_mut().enumerate() {
+        a.w_mv.w = random(a.w_mv.w.len(), seed + 100 + l as u64, 0.3);
+    }
+    model
 }
 
 pub fn tiny_model(memory: &str, seed: u64) -> Model {

@@ -76,10 +76,10 @@ fn state_mat(a: &[f32], dk: usize, d: usize) -> MatRef<'_> {
 /// What a read leaves for the backward: the query map's output `u`, the keys `q = φ(u)`, the numerators `q·A`
 /// and the denominators `q·z + ε`.
 pub struct Read {
-    pub u: Vec<f32>,
-    pub q: Vec<f32>,
-    pub num: Vec<f32>,
-    pub den: Vec<f32>,
+    pub(crate) u: Vec<f32>,
+    pub(crate) q: Vec<f32>,
+    pub(crate) num: Vec<f32>,
+    pub(crate) den: Vec<f32>,
 }
 
 /// The read before a block: `x += (q·A) / (q·z + ε)` with `q = φ(x·W_mqᵀ)`, for every row of `x`.
@@ -105,14 +105,14 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// What a write leaves for the backward: the memory rows `M`, the key map's output `u`, the keys `k = φ(u)`, the
 /// values `v = M·W_mvᵀ`, the strengths `β`, the normaliser weights `γ`, `den = k·z + ε` and `v_old = k·A / den`.
 pub struct Write {
-    pub mem: Vec<f32>,
-    pub u: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    pub beta: Vec<f32>,
-    pub gamma: Vec<f32>,
-    pub den: Vec<f32>,
-    pub v_old: Vec<f32>,
+    pub(crate) mem: Vec<f32>,
+    pub(crate) u: Vec<f32>,
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) beta: Vec<f32>,
+    pub(crate) gamma: Vec<f32>,
+    pub(crate) den: Vec<f32>,
+    pub(crate) v_old: Vec<f32>,
 }
 
 /// The delta-rule write after a block, from the memory rows `mem` of its output:

@@ -1,7 +1,7 @@
 //! The CPU backend: the exact f32 reference (the oracle every faster path is compared with) and the fast kernels
 //! behind the same step.
 
-pub(crate) mod associative;
+pub mod associative;
 mod attention;
 pub(crate) mod fast;
 pub(crate) mod forward;

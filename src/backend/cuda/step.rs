@@ -3,7 +3,10 @@
 //!
 //! Per segment the host uploads the token ids and memory rows, replays the write step's graph (2 + 7·layers + 1
 //! kernels, 8 per layer when attention's keys are split; captured once per shape) and downloads the new memory
-//! (`m × d` f32): everything in between stays on the device. RMT-R's retrieval runs before it as plain launches (its grid grows with the store).
+//! (`m × d` f32): everything in between stays on the device. RMT-R's retrieval runs before it as plain launches (its
+//! grid grows with the store); ARMT's associative memory is in [`associative`].
+
+mod associative;
 
 use std::sync::Arc;
 
@@ -12,8 +15,9 @@ use super::matmul_tile::MatmulTile;
 use super::weights::{DeviceLinear, DeviceNorm, DeviceRetrieval, DeviceWeights};
 use crate::backend::{SegmentInput, Step};
 use crate::error::{Error, Result};
-use crate::model::{Config, Model};
+use crate::model::{Config, MemoryKind, Model};
 use crate::store::{RowStore, StoreDtype};
+use associative::AssociativeBuffers;
 
 /// Threads of a LayerNorm-family block (one row each).
 const LN_THREADS: u32 = 128;
@@ -85,6 +89,8 @@ struct Activations<B> {
     mem: B,
     /// New memory rows (f32), or one row's logits.
     out: B,
+    /// ARMT: the associative state and the write's scratch.
+    associative: Option<AssociativeBuffers<B>>,
 }
 
 /// RMT-R: what retrieval keeps on the device for every stored state (v2: `ln_kv(state)` only; v1: its gelu keys
@@ -123,8 +129,8 @@ struct GraphKey {
     chain: bool,
 }
 
-/// Whether the kernels cover this model: RMT or RMT-R memory (ARMT runs on the CPU backend only), and a shape they
-/// are written for (attention.cu's head sizes, layernorm.cu's widths): every GPT-2 size is. A [`Error::Config`]
+/// Whether the kernels cover this model: its kind of memory ([`supports_memory`]) and a shape they are written for
+/// (attention.cu's head sizes, layernorm.cu's widths): every GPT-2 size is. A [`Error::Config`]
 /// says what does not fit, so that `--device auto` can fall back to the CPU before touching the GPU.
 ///
 /// ```
@@ -135,7 +141,9 @@ struct GraphKey {
 /// let heads_of_16 = gpt2.replace(r#""n_head": 12"#, r#""n_head": 48"#);
 /// assert!(supports(&Config::from_json(&heads_of_16).unwrap()).is_err());
 /// let armt = gpt2.replace(r#""kind": "rmt""#, r#""kind": "armt", "d_mem": 32"#);
-/// assert!(supports(&Config::from_json(&armt).unwrap()).is_err());
+/// assert!(supports(&Config::from_json(&armt).unwrap()).is_ok());
+/// let wide_keys = gpt2.replace(r#""kind": "rmt""#, r#""kind": "armt", "d_mem": 128"#);
+/// assert!(supports(&Config::from_json(&wide_keys).unwrap()).is_err());
 /// ```
 pub fn supports(cfg: &Config) -> Result<()> {
     supports_memory(cfg)?;
@@ -149,13 +157,17 @@ pub fn supports(cfg: &Config) -> Result<()> {
     )))
 }
 
-/// Whether the kernels cover this model's kind of memory: RMT and RMT-R, not ARMT. [`crate::Engine::cuda`] asks this
-/// before it looks for a GPU, so an ARMT is refused the same way on every machine.
+/// Whether the kernels cover this model's memory: RMT, RMT-R, and ARMT with key maps up to
+/// [`associative::MAX_D_MEM`] wide (associative.cu's shared buffers). [`crate::Engine::cuda`] asks this before it
+/// looks for a GPU, so such a model is refused the same way on every machine.
 pub fn supports_memory(cfg: &Config) -> Result<()> {
-    if cfg.memory.kind == crate::MemoryKind::Armt {
-        return Err(Error::Config("ARMT models run on the CPU backend (the CUDA kernels cover RMT and RMT-R)".into()));
+    match cfg.memory.d_mem {
+        Some(dm) if dm > associative::MAX_D_MEM => Err(Error::Config(format!(
+            "the CUDA kernels take ARMT key maps up to {} wide (memory.d_mem); this model's is {dm}",
+            associative::MAX_D_MEM
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// One stream's segment step on a CUDA device (or its emulation, in the tests).
@@ -218,6 +230,7 @@ impl<D: Device> CudaStep<D> {
             chain_step: dev.alloc(4)?,
             mem: dev.alloc(rows * d * 4)?,
             out: dev.alloc((rows * d).max(cfg.vocab_size) * 4)?,
+            associative: AssociativeBuffers::for_model(dev, cfg)?,
         });
         Ok(())
     }
@@ -363,7 +376,9 @@ impl<D: Device> CudaStep<D> {
 
     /// Embeds the uploaded `rows` input rows of `streams` streams from position `pos0` (a chain link: the ids
     /// of the chain's current segment), then runs every block. Leaves the final residual (before `ln_f`) in `x`.
-    fn forward(&self, rows: usize, streams: usize, pos0: usize, chain: bool) -> Result<()> {
+    /// ARMT: every block reads the associative state first, and the last `write_rows` rows (0: none) update it
+    /// after the block.
+    fn forward(&self, rows: usize, streams: usize, pos0: usize, chain: bool, write_rows: usize) -> Result<()> {
         let a = self.act.as_ref().expect("inputs uploaded first");
         let cfg = &self.m.model.config;
         let (d, sz, w) = (cfg.n_embd, self.sz(), &self.m.weights);
@@ -387,8 +402,16 @@ impl<D: Device> CudaStep<D> {
             i32_arg(d),
         ];
         self.dev().launch("embed", [blocks_for(rows * d, 256), 1, 1], [256, 1, 1], &embed)?;
-        self.layernorm(self.ptr(&a.ln), self.ptr(&a.x), &w.blocks[0].ln_1, rows)?;
+        let armt = a.associative.is_some();
+        if !armt {
+            self.layernorm(self.ptr(&a.ln), self.ptr(&a.x), &w.blocks[0].ln_1, rows)?;
+        }
         for (l, b) in w.blocks.iter().enumerate() {
+            if armt {
+                // the read changes the residual between blocks: no ln_1 fused into the add before it
+                self.associative_read(l, rows)?;
+                self.layernorm(self.ptr(&a.ln), self.ptr(&a.x), &b.ln_1, rows)?;
+            }
             let qkv = &a.qkv[l];
             self.matmul(self.at(qkv, pos0 * 3 * d * sz), self.ptr(&a.ln), &b.c_attn, rows, false, Some((per, cap)))?;
             self.attention(self.ptr(qkv), streams, per, pos0)?;
@@ -398,10 +421,14 @@ impl<D: Device> CudaStep<D> {
             let shares = self.project(self.ptr(&a.proj), self.ptr(&a.hidden), &b.mlp_proj, rows)?;
             // fused across blocks: the residual add of this MLP and the next block's ln_1 (llm.c)
             let (next, out) = match w.blocks.get(l + 1) {
-                Some(nb) => (&nb.ln_1, self.ptr(&a.ln)),
-                None => (&w.ln_f, KernelArg::Ptr(0)),
+                Some(nb) if !armt => (&nb.ln_1, self.ptr(&a.ln)),
+                _ => (&w.ln_f, KernelArg::Ptr(0)),
             };
             self.residual_layernorm(self.ptr(&a.x), (self.ptr(&a.proj), shares), out, next, rows)?;
+            if armt && write_rows > 0 {
+                // a chain's counter advances with the last layer's update
+                self.associative_write(l, rows, write_rows, chain && l + 1 == w.blocks.len())?;
+            }
         }
         Ok(())
     }
@@ -523,11 +550,15 @@ impl<D: Device> CudaStep<D> {
     }
 
     /// Every launch of a write step: the blocks over all rows, then `ln_f` of each stream's last `write_rows` rows
-    /// (the new memory) into `out`, or for a chain link back into `mem`.
+    /// (the new memory) into `out`, or for a chain link back into `mem`. ARMT: the blocks alone (the rows update
+    /// the associative state, which is what the step writes).
     fn write_launches(&self, key: GraphKey) -> Result<()> {
         let GraphKey { streams, rows_per_stream: rows_per, write_rows: w, chain } = key;
-        self.forward(streams * rows_per, streams, 0, chain)?;
+        self.forward(streams * rows_per, streams, 0, chain, w)?;
         let a = self.act.as_ref().expect("inputs uploaded first");
+        if a.associative.is_some() {
+            return Ok(());
+        }
         let d = self.d();
         let ln_f = &self.m.weights.ln_f;
         let rows = streams * w;
@@ -584,7 +615,7 @@ impl<D: Device> CudaStep<D> {
         let mut ids: Vec<i32> = (0..read.len() / d).map(|k| -(k as i32) - 1).collect();
         ids.extend(tokens.iter().map(|&t| t as i32));
         self.upload_inputs(&ids, read, 1)?;
-        self.forward(ids.len(), 1, 0, false)?;
+        self.forward(ids.len(), 1, 0, false, 0)?;
         self.cache_len = ids.len();
         self.logits(ids.len() - 1, logits)
     }
@@ -592,7 +623,7 @@ impl<D: Device> CudaStep<D> {
     fn decode_token(&mut self, token: u32, logits: &mut [f32]) -> Result<()> {
         let pos = self.cache_len;
         self.upload_inputs(&[token as i32], &[], 1)?;
-        self.forward(1, 1, pos, false)?;
+        self.forward(1, 1, pos, false, 0)?;
         self.cache_len += 1;
         self.logits(0, logits)
     }
@@ -735,10 +766,17 @@ impl<D: Device> CudaStep<D> {
 
 impl<D: Device> Step for CudaStep<D> {
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()> {
+        if self.m.model.config.memory.kind == MemoryKind::Armt {
+            return self.associative_write_segment(read, tokens, write, out);
+        }
         self.write_all(&[SegmentInput { read, tokens, write }], out)
     }
 
     fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
+        if self.m.model.config.memory.kind == MemoryKind::Armt {
+            // each stream's state is updated inside every block: the streams run one after the other
+            return crate::backend::write_each(self, segments, out);
+        }
         self.write_all(segments, out)
     }
 
@@ -747,6 +785,11 @@ impl<D: Device> Step for CudaStep<D> {
     }
 
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        if self.m.model.config.memory.kind == MemoryKind::Armt {
+            // the question segment only reads the state (the authors' generate mode), and so does decoding
+            self.upload_associative_state(read)?;
+            return self.prefill_rows(&[], tokens, logits);
+        }
         self.prefill_rows(read, tokens, logits)
     }
 
@@ -766,6 +809,17 @@ impl<D: Device> Step for CudaStep<D> {
 
     fn retrieve(&mut self, store: &RowStore, cur: &[f32], out: &mut [f32]) -> Result<()> {
         self.retrieve_rows(store.rows(), cur, out)
+    }
+
+    fn write_associative_chain(
+        &mut self,
+        state: &mut [f32],
+        write: &[f32],
+        tokens: &[u32],
+        seg: usize,
+    ) -> Result<bool> {
+        self.associative_chain(state, write, tokens, seg)?;
+        Ok(true)
     }
 
     fn write_retrieval_chain(

@@ -49,6 +49,17 @@ pub enum DeviceRetrieval<B> {
     },
 }
 
+/// One layer's ARMT associative memory, in f32 whatever the storage type (`associative.cu` computes in f32 like the
+/// CPU reference; the maps are small next to the blocks): every map `[out, in]`.
+pub struct DeviceAssociative<B> {
+    pub wq: B,
+    pub wk: B,
+    pub wv: B,
+    pub wb: B,
+    /// β's bias (one value).
+    pub bb: B,
+}
+
 pub struct DeviceWeights<B> {
     pub wte: B,
     pub wpe: B,
@@ -57,6 +68,8 @@ pub struct DeviceWeights<B> {
     /// The untied LM head, `[vocab, d]`; `None`: tied to `wte`.
     pub lm_head: Option<B>,
     pub retrieval: Option<DeviceRetrieval<B>>,
+    /// ARMT: one per block; empty for the other kinds.
+    pub associative: Vec<DeviceAssociative<B>>,
 }
 
 /// `values` uploaded in the device's precision.
@@ -65,6 +78,22 @@ pub fn upload<D: Device>(dev: &D, values: &[f32]) -> Result<D::Buffer> {
     let mut buf = dev.alloc(bytes.len())?;
     dev.upload(&mut buf, 0, &bytes)?;
     Ok(buf)
+}
+
+/// `values` uploaded as f32.
+pub fn upload_f32<D: Device>(dev: &D, values: &[f32]) -> Result<D::Buffer> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut buf = dev.alloc(bytes.len())?;
+    dev.upload(&mut buf, 0, &bytes)?;
+    Ok(buf)
+}
+
+/// `l`'s weights as `[out, in]`.
+fn out_in(l: &Linear) -> Vec<f32> {
+    match l.layout {
+        Layout::OutIn => l.w.clone(),
+        Layout::InOut => transposed(&l.w, l.n_in, l.n_out),
+    }
 }
 
 /// `w` (`[rows, cols]`) transposed.
@@ -79,10 +108,7 @@ fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 fn linear<D: Device>(dev: &D, l: &Linear) -> Result<DeviceLinear<D::Buffer>> {
-    let w = match l.layout {
-        Layout::OutIn => upload(dev, &l.w)?,
-        Layout::InOut => upload(dev, &transposed(&l.w, l.n_in, l.n_out))?,
-    };
+    let w = upload(dev, &out_in(l))?;
     let b = l.b.as_deref().map(|b| upload(dev, b)).transpose()?;
     Ok(DeviceLinear { w, b, n_in: l.n_in, n_out: l.n_out })
 }
@@ -134,6 +160,20 @@ impl<B> DeviceWeights<B> {
                 }
             })
             .transpose()?;
+        let associative = w
+            .associative
+            .iter()
+            .map(|a| {
+                let bias = a.w_mb.b.as_deref().unwrap_or(&[0.0]);
+                Ok(DeviceAssociative {
+                    wq: upload_f32(dev, &out_in(&a.w_mq))?,
+                    wk: upload_f32(dev, &out_in(&a.w_mk))?,
+                    wv: upload_f32(dev, &out_in(&a.w_mv))?,
+                    wb: upload_f32(dev, &out_in(&a.w_mb))?,
+                    bb: upload_f32(dev, bias)?,
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(DeviceWeights {
             wte: upload(dev, &w.wte)?,
             wpe: upload(dev, &w.wpe)?,
@@ -141,6 +181,7 @@ impl<B> DeviceWeights<B> {
             ln_f: norm(dev, &w.ln_f)?,
             lm_head: w.lm_head.as_deref().map(|h| upload(dev, h)).transpose()?,
             retrieval,
+            associative,
         })
     }
 }

@@ -1,0 +1,125 @@
+// ARMT's associative memory (RMT-SPEC §3.1), exact f32 like the CPU reference (src/backend/cpu/associative.rs): the
+// read before every block, and the delta-rule write of a segment's memory rows after it. One layer's state is
+// A (dk × C, row-major) then z (dk), f32; dk = 2·ν·dm with the DPFP key map's ν = 3.
+#include "common.cuh"
+
+#define ASSOC_THREADS 128
+#define ASSOC_MAX_C 1600  // GPT-2 XL's width
+#define ASSOC_MAX_DM 64   // the key maps' widths the shared buffers hold (src/backend/cuda/step.rs checks it)
+#define DPFP_NU 3
+
+// Loads row `x` (C wide) into shared `xs`, then u = x·Wᵀ (W: dm × C, [out, in]) into shared `us`: a warp per
+// output, its lanes over C.
+DEVICE void key_map(float* xs, float* us, const float* x, const float* w, int C, int dm) {
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xs[c] = x[c];
+    __syncthreads();
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    for (int i = warp; i < dm; i += ASSOC_THREADS / WARP) {
+        float s = 0.0f;
+        for (int c = lane; c < C; c += WARP) s += xs[c] * w[(long)i * C + c];
+        s = warp_sum(s);
+        if (lane == 0) us[i] = s;
+    }
+    __syncthreads();
+}
+
+// DPFP of u (dm wide) into shared `phi` (dk = 2·ν·dm): with x = [relu(u), relu(−u)] (n = 2·dm),
+// φ[j·n + i] = x[i] · x[(i − (j + 1)) mod n], torch's roll. Returns this thread's share of φ·z; `phi` is complete
+// after the caller's next barrier.
+DEVICE float dpfp(float* phi, const float* us, const float* z, int dm) {
+    int n = 2 * dm;
+    float dot = 0.0f;
+    for (int p = threadIdx.x; p < DPFP_NU * n; p += ASSOC_THREADS) {
+        int j = p / n, i = p % n, k = (i + n - (j + 1)) % n;
+        float a = i < dm ? fmaxf(us[i], 0.0f) : fmaxf(-us[i - dm], 0.0f);
+        float b = k < dm ? fmaxf(us[k], 0.0f) : fmaxf(-us[k - dm], 0.0f);
+        phi[p] = a * b;
+        dot += phi[p] * z[p];
+    }
+    return dot;
+}
+
+// Launches: grid (rows), ASSOC_THREADS threads.
+
+// The read before a block, per row of x: x += (φ·A) / (φ·z + eps) with φ = DPFP(x·W_qᵀ). Fuses the query map, the
+// key map, both products with the state and the residual add.
+KERNEL void associative_read(float* x, const float* wq, const float* state, int rows, int C, int dm, float eps) {
+    __shared__ float xs[ASSOC_MAX_C];
+    __shared__ float us[ASSOC_MAX_DM];
+    __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    int dk = 2 * DPFP_NU * dm;
+    const float *a = state, *z = state + (long)dk * C;
+    float* xr = x + (long)r * C;
+    key_map(xs, us, xr, wq, C, dm);
+    float den = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm)) + eps;
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) {
+        float num = 0.0f;
+        for (int p = 0; p < dk; p++) num += phi[p] * a[(long)p * C + c];
+        xr[c] = xs[c] + num / den;
+    }
+}
+
+// The write's first half, per memory row M (the last `m` rows of x, `mem` pointing at the first): its key
+// k = DPFP(M·W_kᵀ) into `keys`, the normaliser weight γ = clip(1 − k·z / (‖k‖² + eps), 0, 1) into `gamma`, and the
+// delta β (M·W_vᵀ − k·A / (k·z + eps)) with β = σ(M·w_b + b_b) into `delta`, all against the state before the write
+// (associative_update applies them). Fuses the three maps, DPFP, the old value's product and the gates.
+KERNEL void associative_delta(float* keys, float* delta, float* gamma, const float* mem, const float* wk,
+                              const float* wv, const float* wb, const float* bb, const float* state, int m, int C,
+                              int dm, float eps) {
+    __shared__ float xs[ASSOC_MAX_C];
+    __shared__ float vs[ASSOC_MAX_C];
+    __shared__ float us[ASSOC_MAX_DM];
+    __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
+    int r = blockIdx.x;
+    if (r >= m) return;
+    int dk = 2 * DPFP_NU * dm;
+    const float *a = state, *z = state + (long)dk * C;
+    key_map(xs, us, mem + (long)r * C, wk, C, dm);
+    float kz = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm));
+    float kk = 0.0f, mb = 0.0f;
+    for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) kk += phi[p] * phi[p];
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) mb += xs[c] * wb[c];
+    kk = block_reduce<ASSOC_THREADS, false>(kk);
+    float beta = 1.0f / (1.0f + expf(-(block_reduce<ASSOC_THREADS, false>(mb) + bb[0])));
+    float den = kz + eps;
+    if (threadIdx.x == 0) gamma[r] = fminf(fmaxf(1.0f - kz / (kk + eps), 0.0f), 1.0f);
+    for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) keys[(long)r * dk + p] = phi[p];
+    // v = M·W_vᵀ: a warp per output, its lanes over the row
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    for (int c = warp; c < C; c += ASSOC_THREADS / WARP) {
+        float s = 0.0f;
+        for (int e = lane; e < C; e += WARP) s += xs[e] * wv[(long)c * C + e];
+        s = warp_sum(s);
+        if (lane == 0) vs[c] = s;
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) {
+        float old = 0.0f;
+        for (int p = 0; p < dk; p++) old += phi[p] * a[(long)p * C + c];
+        delta[(long)r * C + c] = beta * (vs[c] - old / den);
+    }
+}
+
+// Launches: grid (⌈dk·(C + 1) / 256⌉), 256 threads.
+
+// The write's second half: A += Σ_j kⱼᵀ·deltaⱼ and z += Σ_j γⱼ·kⱼ over the m memory rows, added in row order as the
+// CPU reference adds them. A thread per state value. With `step` (may be null; the last layer's update of a write
+// step), the segment counter of a device-side chain of segments advances: embed reads it next.
+KERNEL void associative_update(float* state, const float* keys, const float* delta, const float* gamma, int* step,
+                               int m, int C, int dk) {
+    long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (step && idx == 0) *step += 1;  // no other thread reads it in this launch
+    if (idx < (long)dk * C) {
+        long p = idx / C, c = idx % C;
+        float v = state[idx];
+        for (int j = 0; j < m; j++) v += keys[(long)j * dk + p] * delta[(long)j * C + c];
+        state[idx] = v;
+    } else if (idx < (long)dk * (C + 1)) {
+        long p = idx - (long)dk * C;
+        float v = state[idx];
+        for (int j = 0; j < m; j++) v += gamma[j] * keys[(long)j * dk + p];
+        state[idx] = v;
+    }
+}

@@ -1,0 +1,159 @@
+//! ARMT on the CUDA step (`cuda/associative.cu`): the associative state of every layer (f32, as
+//! [`crate::Config::associative_state_len`] lays it out) lives on the device next to the activations. Every block
+//! reads it before its `ln_1`, and a write step's memory rows update it after the block, as the CPU reference does.
+//! Per segment the host uploads the state, replays the write step's graph and downloads the new state.
+
+use super::{blocks_for, download_f32, CudaStep, GraphKey, CHAIN_SEGMENTS};
+use crate::backend::cpu::associative::EPS;
+use crate::backend::cuda::device::{Device, KernelArg};
+use crate::error::Result;
+use crate::model::Config;
+
+/// The widest key map (`memory.d_mem`) associative.cu's shared buffers hold (its ASSOC_MAX_DM).
+pub const MAX_D_MEM: usize = 64;
+/// Threads of an `associative_read` or `associative_delta` block (one row each; associative.cu's ASSOC_THREADS).
+const THREADS: u32 = 128;
+/// Threads of an `associative_update` block (one state value each).
+const UPDATE_THREADS: usize = 256;
+
+/// The associative state and what a write passes from its first kernel to its second.
+pub(super) struct AssociativeBuffers<B> {
+    /// Every layer's `A` (`dk × d`) then `z` (`dk`), f32.
+    state: B,
+    /// The memory rows' keys (`m × dk`), deltas (`m × d`) and normaliser weights (`m`), f32.
+    keys: B,
+    delta: B,
+    gamma: B,
+}
+
+impl<B> AssociativeBuffers<B> {
+    /// The buffers of an ARMT model; `None` for the other kinds.
+    pub(super) fn for_model<D: Device<Buffer = B>>(dev: &D, cfg: &Config) -> Result<Option<Self>> {
+        if cfg.memory.d_mem.is_none() {
+            return Ok(None);
+        }
+        let (d, dk, m) = (cfg.n_embd, cfg.memory.key_width(), cfg.memory.num_mem_tokens);
+        Ok(Some(AssociativeBuffers {
+            state: dev.alloc(cfg.associative_state_len() * 4)?,
+            keys: dev.alloc(m * dk * 4)?,
+            delta: dev.alloc(m * d * 4)?,
+            gamma: dev.alloc(m * 4)?,
+        }))
+    }
+}
+
+impl<D: Device> CudaStep<D> {
+    fn buffers(&self) -> &AssociativeBuffers<D::Buffer> {
+        self.act.as_ref().and_then(|a| a.associative.as_ref()).expect("an ARMT model's activations")
+    }
+
+    /// Byte offset of layer `l`'s state.
+    fn layer_state(&self, l: usize) -> usize {
+        let cfg = &self.m.model.config;
+        l * cfg.memory.key_width() * (cfg.n_embd + 1) * 4
+    }
+
+    fn key_map_width(&self) -> KernelArg {
+        KernelArg::I32(self.m.model.config.memory.d_mem.expect("an ARMT model") as i32)
+    }
+
+    /// Before block `l`'s `ln_1`: the first `rows` rows of the residual read layer `l`'s state.
+    pub(super) fn associative_read(&self, l: usize, rows: usize) -> Result<()> {
+        let (a, s, w) = (self.act.as_ref().expect("allocated"), self.buffers(), &self.m.weights.associative[l]);
+        let args = [
+            self.ptr(&a.x),
+            self.ptr(&w.wq),
+            self.at(&s.state, self.layer_state(l)),
+            KernelArg::I32(rows as i32),
+            KernelArg::I32(self.d() as i32),
+            self.key_map_width(),
+            KernelArg::F32(EPS),
+        ];
+        self.dev().launch("associative_read", [rows as u32, 1, 1], [THREADS, 1, 1], &args)
+    }
+
+    /// After block `l`: the last `write_rows` of the `rows` residual rows update layer `l`'s state (all of them
+    /// against the state before the write); with `advance`, a chain's segment counter moves on.
+    pub(super) fn associative_write(&self, l: usize, rows: usize, write_rows: usize, advance: bool) -> Result<()> {
+        let (a, s, w) = (self.act.as_ref().expect("allocated"), self.buffers(), &self.m.weights.associative[l]);
+        let (d, dk) = (self.d(), self.m.model.config.memory.key_width());
+        let state = self.at(&s.state, self.layer_state(l));
+        let delta = [
+            self.ptr(&s.keys),
+            self.ptr(&s.delta),
+            self.ptr(&s.gamma),
+            self.at(&a.x, (rows - write_rows) * d * 4),
+            self.ptr(&w.wk),
+            self.ptr(&w.wv),
+            self.ptr(&w.wb),
+            self.ptr(&w.bb),
+            state,
+            KernelArg::I32(write_rows as i32),
+            KernelArg::I32(d as i32),
+            self.key_map_width(),
+            KernelArg::F32(EPS),
+        ];
+        self.dev().launch("associative_delta", [write_rows as u32, 1, 1], [THREADS, 1, 1], &delta)?;
+        let update = [
+            state,
+            self.ptr(&s.keys),
+            self.ptr(&s.delta),
+            self.ptr(&s.gamma),
+            if advance { self.ptr(&a.chain_step) } else { KernelArg::Ptr(0) },
+            KernelArg::I32(write_rows as i32),
+            KernelArg::I32(d as i32),
+            KernelArg::I32(dk as i32),
+        ];
+        let grid = [blocks_for(dk * (d + 1), UPDATE_THREADS), 1, 1];
+        self.dev().launch("associative_update", grid, [UPDATE_THREADS as u32, 1, 1], &update)
+    }
+
+    /// Puts `state` (every layer's) on the device.
+    pub(super) fn upload_associative_state(&mut self, state: &[f32]) -> Result<()> {
+        self.activations(1)?;
+        let bytes: Vec<u8> = state.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let s = self.act.as_mut().and_then(|a| a.associative.as_mut()).expect("an ARMT model's activations");
+        self.m.dev.upload(&mut s.state, 0, &bytes)
+    }
+
+    /// [`Step::write_segment`](crate::backend::Step::write_segment) of an ARMT: `[tokens | write rows]` from
+    /// position 0 reading `state` in every block, the write rows updating it; `out` gets the new state.
+    pub(super) fn associative_write_segment(
+        &mut self,
+        state: &[f32],
+        tokens: &[u32],
+        write: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let m = write.len() / self.d();
+        let mut ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        ids.extend((0..m).map(|k| -(k as i32) - 1));
+        self.upload_inputs(&ids, write, 1)?;
+        self.upload_associative_state(state)?;
+        self.replay_write(GraphKey { streams: 1, rows_per_stream: ids.len(), write_rows: m, chain: false })?;
+        download_f32(self.dev(), &self.buffers().state, out)
+    }
+
+    /// [`Step::write_associative_chain`](crate::backend::Step::write_associative_chain) on the device: the state
+    /// and the write rows go up once, the token ids [`CHAIN_SEGMENTS`] segments at a time, and the host only
+    /// enqueues graph replays until the last state comes back.
+    pub(super) fn associative_chain(
+        &mut self,
+        state: &mut [f32],
+        write: &[f32],
+        tokens: &[u32],
+        seg: usize,
+    ) -> Result<()> {
+        let m = write.len() / self.d();
+        self.upload_inputs(&[], write, 1)?;
+        self.upload_associative_state(state)?;
+        for chunk in tokens.chunks(CHAIN_SEGMENTS * seg) {
+            // every row of a link: [tokens | write], the write rows read from `mem`
+            self.upload_chain_ids(chunk, seg, 0, m)?;
+            for _ in 0..chunk.len() / seg {
+                self.replay_write(GraphKey { streams: 1, rows_per_stream: seg + m, write_rows: m, chain: true })?;
+            }
+        }
+        download_f32(self.dev(), &self.buffers().state, state)
+    }
+}
