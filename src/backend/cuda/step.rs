@@ -157,8 +157,8 @@ pub fn supports(cfg: &Config) -> Result<()> {
     )))
 }
 
-/// Whether the kernels cover this model's memory: RMT, RMT-R, and ARMT with key maps up to
-/// [`associative::MAX_D_MEM`] wide (associative.cu's shared buffers). [`crate::Engine::cuda`] asks this before it
+/// Whether the kernels cover this model's memory: RMT, RMT-R, and ARMT with key maps (`memory.d_mem`) up to 64
+/// wide (associative.cu's shared buffers). [`crate::Engine::cuda`] asks this before it
 /// looks for a GPU, so such a model is refused the same way on every machine.
 pub fn supports_memory(cfg: &Config) -> Result<()> {
     match cfg.memory.d_mem {
