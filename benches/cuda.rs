@@ -1,6 +1,7 @@
 //! Segment-step throughput of the CUDA backend (bf16) on GPU 0: GPT-2-small RMT (16 + 512 + 16 positions) with
 //! 1, 8 and 16 streams in one step, RMT-R v2 retrieval over the store of a 1M-token stream (1,954 stored
-//! states), and the matmul tiles of `cuda/matmul.cu` on the step's four projections and on RMT-R's 16-row
+//! states), ARMT streams as device-side chains (GPT-2 small with `d_mem` 32, and the bundled default), and the
+//! matmul tiles of `cuda/matmul.cu` on the step's four projections and on RMT-R's 16-row
 //! matmuls (the data behind [`MatmulTile::for_shape`]). Without a GPU it prints why and exits 0 (nothing is
 //! measured, nothing is claimed).
 //!
@@ -24,9 +25,15 @@ use rmt_fast::{Config, Model};
 
 const PEAK_FLOPS: f64 = 989e12;
 const PEAK_BYTES: f64 = 3.35e12;
+/// The H100 SXM's f32 peak without tensor cores: ARMT's kernels are SIMT f32.
+const PEAK_F32_FLOPS: f64 = 67e12;
 
 fn gpt2_small(kind: &str) -> Config {
-    let retrieval = if kind == "rmt-r" { r#", "retrieval": "v2""# } else { "" };
+    let retrieval = match kind {
+        "rmt-r" => r#", "retrieval": "v2""#,
+        "armt" => r#", "d_mem": 32"#,
+        _ => "",
+    };
     Config::from_json(&format!(
         r#"{{"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024,
             "memory": {{"kind": "{kind}", "num_mem_tokens": 16, "segment_size": 512{retrieval}}}}}"#
@@ -79,10 +86,27 @@ fn print_floors(cfg: &Config, streams: usize, t: usize) {
     );
 }
 
+/// ARMT's kernels per layer on one stream of `rows` rows, `m` of them writing: floors at the f32 SIMT peak, with
+/// the state (A, `dk × d` f32) read once. `associative_read` reads A once per row, from L2: the second figure.
+fn print_associative_floors(cfg: &Config, rows: usize) {
+    let (d, dm, dk, m) = (cfg.n_embd as f64, cfg.memory.d_mem.unwrap() as f64, cfg.memory.key_width() as f64, 16.0);
+    let floor = |f: f64, b: f64| (f / PEAK_F32_FLOPS).max(b / PEAK_BYTES) * 1e6;
+    let r = rows as f64;
+    let read = (2.0 * r * (dm + dk) * d, r * d * 8.0 + dk * d * 4.0);
+    let delta = (2.0 * m * (dm + d + dk + 1.0) * d, m * d * 8.0 + (d * d + dk * d) * 4.0);
+    let update = (2.0 * m * dk * d, 2.0 * dk * d * 4.0);
+    println!("ARMT floors per layer, GPT-2 small (d_mem {dm}, dk {dk}), {rows} rows, f32 SIMT:");
+    for (name, (f, b)) in [("associative_read", read), ("associative_delta", delta), ("associative_update", update)] {
+        println!("  {name:<30} {:>8.3} GFLOP {:>8.2} MB  floor {:>7.2} µs", f / 1e9, b / 1e6, floor(f, b));
+    }
+    println!("  (associative_read as written reads A once per row: {:.0} MB from L2)", r * dk * d * 4.0 / 1e6);
+}
+
 fn main() {
     for streams in [1, 8, 16] {
         print_floors(&gpt2_small("rmt"), streams, 544);
     }
+    print_associative_floors(&gpt2_small("armt"), 528);
     if let Some(why) = unavailable() {
         println!("cuda bench skipped: {why}");
         return;
@@ -131,8 +155,38 @@ fn main() {
     c.bench_function("cuda gpt2-small rmt-r v2 retrieve at 1M tokens", |b| {
         b.iter(|| step.retrieve(&store, &mem[..16 * d], &mut out).unwrap())
     });
+    armt_chains(&mut c);
     matmul_tiles(&mut c);
     c.final_summary();
+}
+
+/// ARMT streams read as device-side chains (`Step::write_associative_chain`): the state goes up once and comes back
+/// once per chain of `segments` segments. GPT-2 small with `d_mem` 32 (16 segments of 512 per iteration) and the
+/// bundled default (4 layers × 128, 64 segments of 128).
+fn armt_chains(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cuda armt chain");
+    let bundled = Model::load("models/default.safetensors");
+    let models =
+        [("gpt2-small armt", Model::random(gpt2_small("armt"), 3).ok(), 16), ("bundled default", bundled.ok(), 64)];
+    for (name, model, segments) in models {
+        let Some(model) = model else {
+            println!("{name}: no model (run from the repository root)");
+            continue;
+        };
+        let (cfg, model) = (model.config.clone(), Arc::new(model));
+        let seg = cfg.memory.segment_size;
+        let uploaded = CudaModel::new(Gpu::new(0, Precision::Bf16).unwrap(), Arc::clone(&model)).unwrap();
+        let mut step = CudaStep::new(uploaded);
+        let tokens: Vec<u32> = (0..segments * seg).map(|i| (i * 37 % 50000) as u32).collect();
+        let mut state = vec![0.0; cfg.associative_state_len()];
+        let write = &model.weights.memory;
+        step.write_associative_chain(&mut state, write, &tokens, seg).unwrap(); // allocate and capture the graph
+        group.throughput(Throughput::Elements(tokens.len() as u64));
+        group.bench_function(format!("{name}, {segments} segments of {seg}"), |b| {
+            b.iter(|| step.write_associative_chain(&mut state, write, &tokens, seg).unwrap())
+        });
+    }
+    group.finish();
 }
 
 /// The matmul tiles on the step's four matmuls at 1 and 16 streams (544 and 8,704 rows), launched as the step
