@@ -135,7 +135,8 @@ impl Engine {
 
     /// How many segments a caller should hand a session per [`Session::read`]: 1 on the CPU (nothing to gain, and
     /// a caller that checks for Ctrl-C between reads stays responsive), 64 on other backends, which may run the
-    /// segments of one read back to back without the host in between ([`backend::Step::write_chain`]).
+    /// segments of one read back to back without the host in between ([`backend::Step::write_chain`], and for
+    /// RMT-R and ARMT `write_retrieval_chain` and `write_associative_chain`).
     pub fn segments_per_read(&self) -> usize {
         match self.backend {
             Backend::Cpu(_) => 1,
