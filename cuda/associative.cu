@@ -8,18 +8,23 @@
 #define ASSOC_MAX_DM 64   // the key maps' widths the shared buffers hold (src/backend/cuda/step.rs checks it)
 #define DPFP_NU 3
 
-// Loads row `x` (C wide) into shared `xs`, then u = x·Wᵀ (W: dm × C, [out, in]) into shared `us`: a warp per
-// output, its lanes over C.
-DEVICE void key_map(float* xs, float* us, const float* x, const float* w, int C, int dm) {
-    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xs[c] = x[c];
-    __syncthreads();
+// out = xs·Wᵀ for the row in shared `xs` (C wide; W: n × C, [out, in]) into shared `out`: a warp per output, its
+// lanes over C. `out` is complete after the caller's next barrier.
+DEVICE void row_times(float* out, const float* xs, const float* w, int C, int n) {
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    for (int i = warp; i < dm; i += ASSOC_THREADS / WARP) {
+    for (int i = warp; i < n; i += ASSOC_THREADS / WARP) {
         float s = 0.0f;
         for (int c = lane; c < C; c += WARP) s += xs[c] * w[(long)i * C + c];
         s = warp_sum(s);
-        if (lane == 0) us[i] = s;
+        if (lane == 0) out[i] = s;
     }
+}
+
+// Loads row `x` (C wide) into shared `xs`, then its key map's output u = x·Wᵀ (W: dm × C) into shared `us`.
+DEVICE void key_map(float* xs, float* us, const float* x, const float* w, int C, int dm) {
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xs[c] = x[c];
+    __syncthreads();
+    row_times(us, xs, w, C, dm);
     __syncthreads();
 }
 
@@ -86,14 +91,7 @@ KERNEL void associative_delta(float* keys, float* delta, float* gamma, const flo
     float den = kz + eps;
     if (threadIdx.x == 0) gamma[r] = fminf(fmaxf(1.0f - kz / (kk + eps), 0.0f), 1.0f);
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) keys[(long)r * dk + p] = phi[p];
-    // v = M·W_vᵀ: a warp per output, its lanes over the row
-    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    for (int c = warp; c < C; c += ASSOC_THREADS / WARP) {
-        float s = 0.0f;
-        for (int e = lane; e < C; e += WARP) s += xs[e] * wv[(long)c * C + e];
-        s = warp_sum(s);
-        if (lane == 0) vs[c] = s;
-    }
+    row_times(vs, xs, wv, C, C);  // v = M·W_vᵀ
     __syncthreads();
     for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) {
         float old = 0.0f;

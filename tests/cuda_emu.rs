@@ -260,34 +260,32 @@ fn emulated_split_k_stream_matches_the_cpu() {
     compare_streams(&model, 3, 8, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
 }
 
+/// `segments` segments of 16 (and 3 tokens more) read in one call on the emulated GPU (f32) and on the CPU
+/// reference: the same segments and tail, and memory within 1e-5. Returns both sessions.
+fn chained_read_matches_the_cpu(model: &Model, segments: usize) -> (rmt_fast::Session, rmt_fast::Session) {
+    let tokens = cuda_checks::stream(segments * 16 + 3, 6);
+    let (mut gpu, mut cpu) =
+        (emulated_engine(model, Precision::F32).session(), Engine::cpu_reference(model.clone()).session());
+    gpu.read(&tokens).unwrap();
+    cpu.read(&tokens).unwrap();
+    assert_eq!((gpu.state().segments, &gpu.state().tail), (segments as u64, &cpu.state().tail));
+    let e = common::rel_err(&gpu.state().memory, &cpu.state().memory);
+    assert!(e <= 1e-5, "memory after {segments} chained segments: {e:.3e}");
+    (gpu, cpu)
+}
+
 /// Plain RMT read in one call runs as a device-side chain: 70 segments span two uploads of token ids (64
 /// segments each); the memory after them agrees with the CPU reference.
 #[test]
 fn emulated_rmt_chain_matches_the_cpu() {
-    let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 4);
-    let tokens = cuda_checks::stream(70 * 16 + 3, 6);
-    let (mut gpu, mut cpu) =
-        (emulated_engine(&model, Precision::F32).session(), Engine::cpu_reference(model).session());
-    gpu.read(&tokens).unwrap();
-    cpu.read(&tokens).unwrap();
-    assert_eq!((gpu.state().segments, &gpu.state().tail), (70, &cpu.state().tail));
-    let e = common::rel_err(&gpu.state().memory, &cpu.state().memory);
-    assert!(e <= 1e-5, "memory after 70 chained segments: {e:.3e}");
+    chained_read_matches_the_cpu(&tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 4), 70);
 }
 
 /// ARMT read in one call runs as a device-side chain too: 66 segments span two uploads of token ids, the state
 /// stays on the device; the state after them and the answer agree with the CPU reference.
 #[test]
 fn emulated_armt_chain_matches_the_cpu() {
-    let model = cuda_checks::tiny_armt(4);
-    let tokens = cuda_checks::stream(66 * 16 + 3, 6);
-    let (mut gpu, mut cpu) =
-        (emulated_engine(&model, Precision::F32).session(), Engine::cpu_reference(model).session());
-    gpu.read(&tokens).unwrap();
-    cpu.read(&tokens).unwrap();
-    assert_eq!((gpu.state().segments, &gpu.state().tail), (66, &cpu.state().tail));
-    let e = common::rel_err(&gpu.state().memory, &cpu.state().memory);
-    assert!(e <= 1e-5, "state after 66 chained segments: {e:.3e}");
+    let (mut gpu, mut cpu) = chained_read_matches_the_cpu(&cuda_checks::tiny_armt(4), 66);
     let question = cuda_checks::stream(5, 8);
     assert_eq!(gpu.ask(&question, 3).unwrap().tokens, cpu.ask(&question, 3).unwrap().tokens, "the answer");
 }
