@@ -44,6 +44,13 @@ DEVICE float dpfp(float* phi, const float* us, const float* z, int dm) {
     return dot;
 }
 
+// Column c of φ·A (A: dk × C), for the φ in shared memory.
+DEVICE float phi_times_state(const float* phi, const float* a, int c, int dk, int C) {
+    float s = 0.0f;
+    for (int p = 0; p < dk; p++) s += phi[p] * a[(long)p * C + c];
+    return s;
+}
+
 // Launches: grid (rows), ASSOC_THREADS threads.
 
 // The read before a block, per row of x: x += (φ·A) / (φ·z + eps) with φ = DPFP(x·W_qᵀ). Fuses the query map, the
@@ -59,11 +66,7 @@ KERNEL void associative_read(float* x, const float* wq, const float* state, int 
     float* xr = x + (long)r * C;
     key_map(xs, us, xr, wq, C, dm);
     float den = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm)) + eps;
-    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) {
-        float num = 0.0f;
-        for (int p = 0; p < dk; p++) num += phi[p] * a[(long)p * C + c];
-        xr[c] = xs[c] + num / den;
-    }
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xr[c] = xs[c] + phi_times_state(phi, a, c, dk, C) / den;
 }
 
 // The write's first half, per memory row M (the last `m` rows of x, `mem` pointing at the first): its key
@@ -93,11 +96,8 @@ KERNEL void associative_delta(float* keys, float* delta, float* gamma, const flo
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) keys[(long)r * dk + p] = phi[p];
     row_times(vs, xs, wv, C, C);  // v = M·W_vᵀ
     __syncthreads();
-    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) {
-        float old = 0.0f;
-        for (int p = 0; p < dk; p++) old += phi[p] * a[(long)p * C + c];
-        delta[(long)r * C + c] = beta * (vs[c] - old / den);
-    }
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS)
+        delta[(long)r * C + c] = beta * (vs[c] - phi_times_state(phi, a, c, dk, C) / den);
 }
 
 // Launches: grid (⌈dk·(C + 1) / 256⌉), 256 threads.
