@@ -1,6 +1,7 @@
 // ARMT's associative memory (RMT-SPEC §3.1), exact f32 like the CPU reference (src/backend/cpu/associative.rs): the
 // read before every block, and the delta-rule write of a segment's memory rows after it. One layer's state is
-// A (dk × C, row-major) then z (dk), f32; dk = 2·ν·dm with the DPFP key map's ν = 3.
+// A (dk × C, row-major) then z (dk), f32; dk = 2·ν·dm with the DPFP key map's ν = 3. Several independent streams
+// run in one launch: `state` is the first stream's state of the layer, each further stream's `stride` floats on.
 #include "common.cuh"
 
 #define ASSOC_THREADS 128
@@ -51,40 +52,43 @@ DEVICE float phi_times_state(const float* phi, const float* a, int c, int dk, in
     return s;
 }
 
-// Launches: grid (rows), ASSOC_THREADS threads.
+// Launches: grid (rows), ASSOC_THREADS threads; associative_delta: grid (m, streams).
 
-// The read before a block, per row of x: x += (φ·A) / (φ·z + eps) with φ = DPFP(x·W_qᵀ). Fuses the query map, the
-// key map, both products with the state and the residual add.
-KERNEL void associative_read(float* x, const float* wq, const float* state, int rows, int C, int dm, float eps) {
+// The read before a block, per row of x (streams of `per` rows): x += (φ·A) / (φ·z + eps) with φ = DPFP(x·W_qᵀ)
+// and the row's stream's state. Fuses the query map, the key map, both products with the state and the residual
+// add.
+KERNEL void associative_read(float* x, const float* wq, const float* state, int stride, int rows, int per, int C,
+                             int dm, float eps) {
     __shared__ float xs[ASSOC_MAX_C];
     __shared__ float us[ASSOC_MAX_DM];
     __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
     int r = blockIdx.x;
     if (r >= rows) return;
     int dk = 2 * DPFP_NU * dm;
-    const float *a = state, *z = state + (long)dk * C;
+    const float *a = state + (long)(r / per) * stride, *z = a + (long)dk * C;
     float* xr = x + (long)r * C;
     key_map(xs, us, xr, wq, C, dm);
     float den = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm)) + eps;
     for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xr[c] = xs[c] + phi_times_state(phi, a, c, dk, C) / den;
 }
 
-// The write's first half, per memory row M (the last `m` rows of x, `mem` pointing at the first): its key
+// The write's first half, per memory row M (the last `m` rows of each stream of `per` rows in x): its key
 // k = DPFP(M·W_kᵀ) into `keys`, the normaliser weight γ = clip(1 − k·z / (‖k‖² + eps), 0, 1) into `gamma`, and the
-// delta β (M·W_vᵀ − k·A / (k·z + eps)) with β = σ(M·w_b + b_b) into `delta`, all against the state before the write
-// (associative_update applies them). Fuses the three maps, DPFP, the old value's product and the gates.
-KERNEL void associative_delta(float* keys, float* delta, float* gamma, const float* mem, const float* wk,
-                              const float* wv, const float* wb, const float* bb, const float* state, int m, int C,
-                              int dm, float eps) {
+// delta β (M·W_vᵀ − k·A / (k·z + eps)) with β = σ(M·w_b + b_b) into `delta` (each stream's m rows after the one
+// before's), all against the stream's state before the write (associative_update applies them). Fuses the three
+// maps, DPFP, the old value's product and the gates.
+KERNEL void associative_delta(float* keys, float* delta, float* gamma, const float* x, const float* wk,
+                              const float* wv, const float* wb, const float* bb, const float* state, int stride,
+                              int m, int per, int C, int dm, float eps) {
     __shared__ float xs[ASSOC_MAX_C];
     __shared__ float vs[ASSOC_MAX_C];
     __shared__ float us[ASSOC_MAX_DM];
     __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
-    int r = blockIdx.x;
-    if (r >= m) return;
+    int s = blockIdx.y, j = blockIdx.x, r = s * m + j;  // r: the row among all streams' memory rows
+    if (j >= m) return;
     int dk = 2 * DPFP_NU * dm;
-    const float *a = state, *z = state + (long)dk * C;
-    key_map(xs, us, mem + (long)r * C, wk, C, dm);
+    const float *a = state + (long)s * stride, *z = a + (long)dk * C;
+    key_map(xs, us, x + ((long)s * per + per - m + j) * C, wk, C, dm);
     float kz = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm));
     float kk = 0.0f, mb = 0.0f;
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) kk += phi[p] * phi[p];
@@ -100,15 +104,19 @@ KERNEL void associative_delta(float* keys, float* delta, float* gamma, const flo
         delta[(long)r * C + c] = beta * (vs[c] - phi_times_state(phi, a, c, dk, C) / den);
 }
 
-// Launches: grid (⌈dk·(C + 1) / 256⌉), 256 threads.
+// Launches: grid (⌈dk·(C + 1) / 256⌉, streams), 256 threads.
 
-// The write's second half: A += Σ_j kⱼᵀ·deltaⱼ and z += Σ_j γⱼ·kⱼ over the m memory rows, added in row order as the
-// CPU reference adds them. A thread per state value. With `step` (may be null; the last layer's update of a write
-// step), the segment counter of a device-side chain of segments advances: embed reads it next.
+// The write's second half, per stream: A += Σ_j kⱼᵀ·deltaⱼ and z += Σ_j γⱼ·kⱼ over its m memory rows, added in row
+// order as the CPU reference adds them. A thread per state value. With `step` (may be null; the last layer's update
+// of a write step), the segment counter of a device-side chain of segments advances: embed reads it next.
 KERNEL void associative_update(float* state, const float* keys, const float* delta, const float* gamma, int* step,
-                               int m, int C, int dk) {
+                               int stride, int m, int C, int dk) {
     long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (step && idx == 0) *step += 1;  // no other thread reads it in this launch
+    if (step && idx == 0 && blockIdx.y == 0) *step += 1;  // no other thread reads it in this launch
+    state += (long)blockIdx.y * stride;
+    keys += (long)blockIdx.y * m * dk;
+    delta += (long)blockIdx.y * m * C;
+    gamma += blockIdx.y * m;
     if (idx < (long)dk * C) {
         long p = idx / C, c = idx % C;
         float v = state[idx];

@@ -331,6 +331,13 @@ fn emulated_rmt_r_chain_matches_the_cpu() {
     }
 }
 
+/// Two ARMT streams stacked in one step, each reading and writing its own state, against separate CPU sessions.
+#[test]
+fn emulated_batched_armt_streams_match_separate_sessions() {
+    let model = cuda_checks::tiny_armt(5);
+    cuda_checks::batched_streams(&model, emulated_engine(&model, Precision::F32));
+}
+
 #[test]
 fn emulated_batched_streams_match_separate_sessions() {
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 3);

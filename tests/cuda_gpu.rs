@@ -48,6 +48,7 @@ fn gpu_tiny_streams_match_the_cpu() {
     let model = cuda_checks::tiny_armt(7);
     compare_streams(&model, 30, 7, [(Precision::F32, engine(&model, Precision::F32))]);
     compare_streams(&model, 4, 7, [(Precision::Bf16, engine(&model, Precision::Bf16))]);
+    cuda_checks::batched_streams(&model, engine(&model, Precision::F32));
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 3);
     cuda_checks::batched_streams(&model, engine(&model, Precision::F32));
 }

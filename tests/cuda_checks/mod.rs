@@ -319,12 +319,14 @@ pub fn retrieval<D: Device>(dev: D) {
     }
 }
 
-/// ARMT's read and write (f32 in both builds) against `cpu::associative`: 7 rows 200 wide (a row spans two of a
-/// block's column passes, the second partly), key maps 5 wide (dk = 30), the last 3 rows writing.
+/// ARMT's read and write (f32 in both builds) against `cpu::associative`: 2 streams of 7 rows 200 wide (a row spans
+/// two of a block's column passes, the second partly), key maps 5 wide (dk = 30), the last 3 rows of each stream
+/// writing; each stream has its own state, `stride` floats after the one before (more than a state: other layers').
 pub fn associative<D: Device>(dev: D) {
     let lab = Lab { dev };
-    let (rows, d, dm, m) = (7usize, 200usize, 5usize, 3usize);
-    let dk = 6 * dm;
+    let (streams, per, d, dm, m) = (2usize, 7usize, 200usize, 5usize, 3usize);
+    let (dk, rows) = (6 * dm, streams * per);
+    let (len, stride) = (dk * (d + 1), dk * (d + 1) + 40);
     let map = |n_out: usize, seed: u64, b: Option<Vec<f32>>| Linear {
         w: random(n_out * d, seed, 0.3),
         b,
@@ -338,52 +340,58 @@ pub fn associative<D: Device>(dev: D) {
         w_mv: map(d, 82, None),
         w_mb: map(1, 83, Some(vec![0.4])),
     };
-    // a state as a few writes leave it: z ≥ 0, so that every denominator is positive
-    let mut state = random(dk * (d + 1), 84, 1.0);
-    state[dk * d..].iter_mut().for_each(|z| *z = z.abs());
+    // states as a few writes leave them: z ≥ 0, so that every denominator is positive
+    let mut states = random(streams * stride, 84, 1.0);
+    for st in states.chunks_exact_mut(stride) {
+        st[dk * d..len].iter_mut().for_each(|z| *z = z.abs());
+    }
     let x = random(rows * d, 85, 2.0);
     let buf = |l: &Linear| lab.f32(&l.w);
     let (wq, wk, wv, wb, bb) = (buf(&w.w_mq), buf(&w.w_mk), buf(&w.w_mv), buf(&w.w_mb), lab.f32(&[0.4]));
-    let (xb, sb) = (lab.f32(&x), lab.f32(&state));
+    let (xb, sb) = (lab.f32(&x), lab.f32(&states));
     let eps = KernelArg::F32(associative::EPS);
 
-    let mut want = x.clone();
-    let (a, z) = state.split_at(dk * d);
-    associative::read(&w, a, z, &mut want, d);
-    let args = [lab.p(&xb), lab.p(&wq), lab.p(&sb), i(rows), i(d), i(dm), eps];
+    let (mut want, mut want_states) = (x.clone(), states.clone());
+    for (xs, st) in want.chunks_exact_mut(per * d).zip(want_states.chunks_exact_mut(stride)) {
+        let (a, z) = st[..len].split_at_mut(dk * d);
+        associative::read(&w, a, z, xs, d);
+        associative::write(&w, a, z, &xs[(per - m) * d..], d);
+    }
+    let args = [lab.p(&xb), lab.p(&wq), lab.p(&sb), i(stride), i(rows), i(per), i(d), i(dm), eps];
     lab.run("associative_read", [rows as u32, 1, 1], [128, 1, 1], &args);
     lab.check("associative_read", &lab.read_f32(&xb, rows * d), &want);
 
-    let mut want_state = state.clone();
-    let (a, z) = want_state.split_at_mut(dk * d);
-    associative::write(&w, a, z, &want[(rows - m) * d..], d);
-    let (keys, delta, gamma) = (lab.zeros(m * dk), lab.zeros(m * d), lab.zeros(m));
-    let mem = KernelArg::Ptr(lab.dev.address(&xb) + ((rows - m) * d * 4) as u64);
+    let (keys, delta, gamma) = (lab.zeros(streams * m * dk), lab.zeros(streams * m * d), lab.zeros(streams * m));
     let args = [
         lab.p(&keys),
         lab.p(&delta),
         lab.p(&gamma),
-        mem,
+        lab.p(&xb),
         lab.p(&wk),
         lab.p(&wv),
         lab.p(&wb),
         lab.p(&bb),
         lab.p(&sb),
+        i(stride),
         i(m),
+        i(per),
         i(d),
         i(dm),
         eps,
     ];
-    lab.run("associative_delta", [m as u32, 1, 1], [128, 1, 1], &args);
+    lab.run("associative_delta", [m as u32, streams as u32, 1], [128, 1, 1], &args);
     let step = lab.bytes(&5i32.to_le_bytes());
-    let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gamma), lab.p(&step), i(m), i(d), i(dk)];
-    lab.run("associative_update", [(dk * (d + 1)).div_ceil(256) as u32, 1, 1], [256, 1, 1], &args);
+    let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gamma), lab.p(&step), i(stride), i(m), i(d), i(dk)];
+    lab.run("associative_update", [len.div_ceil(256) as u32, streams as u32, 1], [256, 1, 1], &args);
     assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
-    let got = lab.read_f32(&sb, state.len());
-    lab.check("associative write (A)", &got[..dk * d], &want_state[..dk * d]);
-    lab.check("associative write (z)", &got[dk * d..], &want_state[dk * d..]);
-    // the write changed the state by more than the tolerance: the check sees a missing update
-    assert!(rel_err(&state, &want_state) > 1e-2, "the test's write is too small to see");
+    let got = lab.read_f32(&sb, states.len());
+    for (k, (g, w)) in got.chunks_exact(stride).zip(want_states.chunks_exact(stride)).enumerate() {
+        lab.check(&format!("associative write, stream {k} (A)"), &g[..dk * d], &w[..dk * d]);
+        lab.check(&format!("associative write, stream {k} (z)"), &g[dk * d..len], &w[dk * d..len]);
+        assert_eq!(g[len..], w[len..], "stream {k}: the values between states are left alone");
+    }
+    // the write changed the states by more than the tolerance: the check sees a missing update
+    assert!(rel_err(&states, &want_states) > 1e-2, "the test's write is too small to see");
 }
 
 /// Token and memory rows with restarting positions, and the f32 → storage conversion.

@@ -230,7 +230,7 @@ impl<D: Device> CudaStep<D> {
             chain_step: dev.alloc(4)?,
             mem: dev.alloc(rows * d * 4)?,
             out: dev.alloc((rows * d).max(cfg.vocab_size) * 4)?,
-            associative: AssociativeBuffers::for_model(dev, cfg)?,
+            associative: AssociativeBuffers::for_model(dev, cfg, streams)?,
         });
         Ok(())
     }
@@ -409,7 +409,7 @@ impl<D: Device> CudaStep<D> {
         for (l, b) in w.blocks.iter().enumerate() {
             if armt {
                 // the read changes the residual between blocks: no ln_1 fused into the add before it
-                self.associative_read(l, rows)?;
+                self.associative_read(l, rows, streams)?;
                 self.layernorm(self.ptr(&a.ln), self.ptr(&a.x), &b.ln_1, rows)?;
             }
             let qkv = &a.qkv[l];
@@ -427,7 +427,7 @@ impl<D: Device> CudaStep<D> {
             self.residual_layernorm(self.ptr(&a.x), (self.ptr(&a.proj), shares), out, next, rows)?;
             if armt && write_rows > 0 {
                 // a chain's counter advances with the last layer's update
-                self.associative_write(l, rows, write_rows, chain && l + 1 == w.blocks.len())?;
+                self.associative_write(l, (rows, streams, write_rows), chain && l + 1 == w.blocks.len())?;
             }
         }
         Ok(())
@@ -766,16 +766,16 @@ impl<D: Device> CudaStep<D> {
 
 impl<D: Device> Step for CudaStep<D> {
     fn write_segment(&mut self, read: &[f32], tokens: &[u32], write: &[f32], out: &mut [f32]) -> Result<()> {
+        let segment = [SegmentInput { read, tokens, write }];
         if self.m.model.config.memory.kind == MemoryKind::Armt {
-            return self.associative_write_segment(read, tokens, write, out);
+            return self.associative_write_all(&segment, out);
         }
-        self.write_all(&[SegmentInput { read, tokens, write }], out)
+        self.write_all(&segment, out)
     }
 
     fn write_segments(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
         if self.m.model.config.memory.kind == MemoryKind::Armt {
-            // each stream's state is updated inside every block: the streams run one after the other
-            return crate::backend::write_each(self, segments, out);
+            return self.associative_write_all(segments, out);
         }
         self.write_all(segments, out)
     }
@@ -787,7 +787,7 @@ impl<D: Device> Step for CudaStep<D> {
     fn prefill(&mut self, read: &[f32], tokens: &[u32], logits: &mut [f32]) -> Result<()> {
         if self.m.model.config.memory.kind == MemoryKind::Armt {
             // the question segment only reads the state (the authors' generate mode), and so does decoding
-            self.upload_associative_state(read)?;
+            self.upload_associative_state(read, 1)?;
             return self.prefill_rows(&[], tokens, logits);
         }
         self.prefill_rows(read, tokens, logits)

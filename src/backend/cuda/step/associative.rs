@@ -1,11 +1,14 @@
 //! ARMT on the CUDA step (`cuda/associative.cu`): the associative state of every layer (f32, as
 //! [`crate::Config::associative_state_len`] lays it out) lives on the device next to the activations. Every block
 //! reads it before its `ln_1`, and a write step's memory rows update it after the block, as the CPU reference does.
-//! Per segment the host uploads the state, replays the write step's graph and downloads the new state.
+//! Per segment the host uploads the state, replays the write step's graph and downloads the new state; a stream
+//! read in one call keeps it on the device (a chain), and several streams stack their rows in one step, each
+//! reading and writing its own state.
 
 use super::{blocks_for, download_f32, CudaStep, GraphKey, CHAIN_SEGMENTS};
 use crate::backend::cpu::associative::EPS;
 use crate::backend::cuda::device::{Device, KernelArg};
+use crate::backend::SegmentInput;
 use crate::error::Result;
 use crate::model::Config;
 
@@ -16,25 +19,25 @@ const THREADS: u32 = 128;
 /// Threads of an `associative_update` block (one state value each).
 const UPDATE_THREADS: usize = 256;
 
-/// The associative state and what a write passes from its first kernel to its second.
+/// Every stream's associative state and what a write passes from its first kernel to its second.
 pub(super) struct AssociativeBuffers<B> {
-    /// Every layer's `A` (`dk × d`) then `z` (`dk`), f32.
+    /// Per stream, every layer's `A` (`dk × d`) then `z` (`dk`), f32.
     state: B,
-    /// The memory rows' keys (`m × dk`), deltas (`m × d`) and normaliser weights (`m`), f32.
+    /// Per stream, the memory rows' keys (`m × dk`), deltas (`m × d`) and normaliser weights (`m`), f32.
     keys: B,
     delta: B,
     gamma: B,
 }
 
 impl<B> AssociativeBuffers<B> {
-    /// The buffers of an ARMT model; `None` for the other kinds.
-    pub(super) fn for_model<D: Device<Buffer = B>>(dev: &D, cfg: &Config) -> Result<Option<Self>> {
+    /// The buffers of an ARMT model for `streams` streams; `None` for the other kinds.
+    pub(super) fn for_model<D: Device<Buffer = B>>(dev: &D, cfg: &Config, streams: usize) -> Result<Option<Self>> {
         if cfg.memory.d_mem.is_none() {
             return Ok(None);
         }
-        let (d, dk, m) = (cfg.n_embd, cfg.memory.key_width(), cfg.memory.num_mem_tokens);
+        let (d, dk, m) = (cfg.n_embd, cfg.memory.key_width(), streams * cfg.memory.num_mem_tokens);
         Ok(Some(AssociativeBuffers {
-            state: dev.alloc(cfg.associative_state_len() * 4)?,
+            state: dev.alloc(streams * cfg.associative_state_len() * 4)?,
             keys: dev.alloc(m * dk * 4)?,
             delta: dev.alloc(m * d * 4)?,
             gamma: dev.alloc(m * 4)?,
@@ -47,24 +50,29 @@ impl<D: Device> CudaStep<D> {
         self.act.as_ref().and_then(|a| a.associative.as_ref()).expect("an ARMT model's activations")
     }
 
-    /// Byte offset of layer `l`'s state.
-    fn layer_state(&self, l: usize) -> usize {
+    /// Layer `l`'s state of the first stream, and the floats from one stream's state to the next.
+    fn layer_state(&self, l: usize) -> (KernelArg, KernelArg) {
         let cfg = &self.m.model.config;
-        l * cfg.memory.key_width() * (cfg.n_embd + 1) * 4
+        let layer = l * cfg.memory.key_width() * (cfg.n_embd + 1) * 4;
+        (self.at(&self.buffers().state, layer), KernelArg::I32(cfg.associative_state_len() as i32))
     }
 
     fn key_map_width(&self) -> KernelArg {
         KernelArg::I32(self.m.model.config.memory.d_mem.expect("an ARMT model") as i32)
     }
 
-    /// Before block `l`'s `ln_1`: the first `rows` rows of the residual read layer `l`'s state.
-    pub(super) fn associative_read(&self, l: usize, rows: usize) -> Result<()> {
-        let (a, s, w) = (self.act.as_ref().expect("allocated"), self.buffers(), &self.m.weights.associative[l]);
+    /// Before block `l`'s `ln_1`: the first `rows` rows of the residual (`streams` streams) read their stream's
+    /// state of layer `l`.
+    pub(super) fn associative_read(&self, l: usize, rows: usize, streams: usize) -> Result<()> {
+        let (a, w) = (self.act.as_ref().expect("allocated"), &self.m.weights.associative[l]);
+        let (state, stride) = self.layer_state(l);
         let args = [
             self.ptr(&a.x),
             self.ptr(&w.wq),
-            self.at(&s.state, self.layer_state(l)),
+            state,
+            stride,
             KernelArg::I32(rows as i32),
+            KernelArg::I32((rows / streams) as i32),
             KernelArg::I32(self.d() as i32),
             self.key_map_width(),
             KernelArg::F32(EPS),
@@ -72,65 +80,80 @@ impl<D: Device> CudaStep<D> {
         self.dev().launch("associative_read", [rows as u32, 1, 1], [THREADS, 1, 1], &args)
     }
 
-    /// After block `l`: the last `write_rows` of the `rows` residual rows update layer `l`'s state (all of them
-    /// against the state before the write); with `advance`, a chain's segment counter moves on.
-    pub(super) fn associative_write(&self, l: usize, rows: usize, write_rows: usize, advance: bool) -> Result<()> {
+    /// After block `l`: the last `write_rows` rows of each of `streams` streams (`rows` in all) update their
+    /// stream's state of layer `l` (all of them against the state before the write); with `advance`, a chain's
+    /// segment counter moves on.
+    pub(super) fn associative_write(
+        &self,
+        l: usize,
+        (rows, streams, write_rows): (usize, usize, usize),
+        advance: bool,
+    ) -> Result<()> {
         let (a, s, w) = (self.act.as_ref().expect("allocated"), self.buffers(), &self.m.weights.associative[l]);
         let (d, dk) = (self.d(), self.m.model.config.memory.key_width());
-        let state = self.at(&s.state, self.layer_state(l));
+        let (state, stride) = self.layer_state(l);
+        let i32_arg = |v: usize| KernelArg::I32(v as i32);
         let delta = [
             self.ptr(&s.keys),
             self.ptr(&s.delta),
             self.ptr(&s.gamma),
-            self.at(&a.x, (rows - write_rows) * d * 4),
+            self.ptr(&a.x),
             self.ptr(&w.wk),
             self.ptr(&w.wv),
             self.ptr(&w.wb),
             self.ptr(&w.bb),
             state,
-            KernelArg::I32(write_rows as i32),
-            KernelArg::I32(d as i32),
+            stride,
+            i32_arg(write_rows),
+            i32_arg(rows / streams),
+            i32_arg(d),
             self.key_map_width(),
             KernelArg::F32(EPS),
         ];
-        self.dev().launch("associative_delta", [write_rows as u32, 1, 1], [THREADS, 1, 1], &delta)?;
+        let grid = [write_rows as u32, streams as u32, 1];
+        self.dev().launch("associative_delta", grid, [THREADS, 1, 1], &delta)?;
         let update = [
             state,
             self.ptr(&s.keys),
             self.ptr(&s.delta),
             self.ptr(&s.gamma),
             if advance { self.ptr(&a.chain_step) } else { KernelArg::Ptr(0) },
-            KernelArg::I32(write_rows as i32),
-            KernelArg::I32(d as i32),
-            KernelArg::I32(dk as i32),
+            stride,
+            i32_arg(write_rows),
+            i32_arg(d),
+            i32_arg(dk),
         ];
-        let grid = [blocks_for(dk * (d + 1), UPDATE_THREADS), 1, 1];
+        let grid = [blocks_for(dk * (d + 1), UPDATE_THREADS), streams as u32, 1];
         self.dev().launch("associative_update", grid, [UPDATE_THREADS as u32, 1, 1], &update)
     }
 
-    /// Puts `state` (every layer's) on the device.
-    pub(super) fn upload_associative_state(&mut self, state: &[f32]) -> Result<()> {
-        self.activations(1)?;
-        let bytes: Vec<u8> = state.iter().flat_map(|v| v.to_le_bytes()).collect();
+    /// Puts `states` (every layer's, of `streams` streams one after the other) on the device.
+    pub(super) fn upload_associative_state(&mut self, states: &[f32], streams: usize) -> Result<()> {
+        self.activations(streams)?;
+        let bytes: Vec<u8> = states.iter().flat_map(|v| v.to_le_bytes()).collect();
         let s = self.act.as_mut().and_then(|a| a.associative.as_mut()).expect("an ARMT model's activations");
         self.m.dev.upload(&mut s.state, 0, &bytes)
     }
 
-    /// [`Step::write_segment`](crate::backend::Step::write_segment) of an ARMT: `[tokens | write rows]` from
-    /// position 0 reading `state` in every block, the write rows updating it; `out` gets the new state.
-    pub(super) fn associative_write_segment(
-        &mut self,
-        state: &[f32],
-        tokens: &[u32],
-        write: &[f32],
-        out: &mut [f32],
-    ) -> Result<()> {
-        let m = write.len() / self.d();
-        let mut ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        ids.extend((0..m).map(|k| -(k as i32) - 1));
-        self.upload_inputs(&ids, write, 1)?;
-        self.upload_associative_state(state)?;
-        self.replay_write(GraphKey { streams: 1, rows_per_stream: ids.len(), write_rows: m, chain: false })?;
+    /// [`Step::write_segments`](crate::backend::Step::write_segments) of an ARMT, its streams stacked in one step:
+    /// each stream's `[tokens | write rows]` from position 0 reads its state (`read`) in every block, and its write
+    /// rows update it; `out` gets the new states, stream after stream.
+    pub(super) fn associative_write_all(&mut self, segments: &[SegmentInput<'_>], out: &mut [f32]) -> Result<()> {
+        let d = self.d();
+        let (mut ids, mut mem, mut states) = (Vec::new(), Vec::new(), Vec::new());
+        let rows_per = segments[0].tokens.len() + segments[0].write.len() / d;
+        for s in segments {
+            assert_eq!(s.tokens.len() + s.write.len() / d, rows_per, "batched segments share a shape");
+            ids.extend(s.tokens.iter().map(|&t| t as i32));
+            ids.extend((0..s.write.len() / d).map(|k| -((mem.len() / d + k) as i32) - 1));
+            mem.extend_from_slice(s.write);
+            states.extend_from_slice(s.read);
+        }
+        let streams = segments.len();
+        self.upload_inputs(&ids, &mem, streams)?;
+        self.upload_associative_state(&states, streams)?;
+        let write_rows = segments[0].write.len() / d;
+        self.replay_write(GraphKey { streams, rows_per_stream: rows_per, write_rows, chain: false })?;
         download_f32(self.dev(), &self.buffers().state, out)
     }
 
@@ -146,7 +169,7 @@ impl<D: Device> CudaStep<D> {
     ) -> Result<()> {
         let m = write.len() / self.d();
         self.upload_inputs(&[], write, 1)?;
-        self.upload_associative_state(state)?;
+        self.upload_associative_state(state, 1)?;
         for chunk in tokens.chunks(CHAIN_SEGMENTS * seg) {
             // every row of a link: [tokens | write], the write rows read from `mem`
             self.upload_chain_ids(chunk, seg, 0, m)?;
