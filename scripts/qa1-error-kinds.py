@@ -25,6 +25,9 @@ A second table sorts the questions by where the answer had to come from, with se
 - memory, later in segment: facts about others come after it, all in the question's segment;
 - memory, overwritten: facts about others come after it in earlier segments too, so the memory was written again
   after it (a memory that keeps only the latest fact is at chance here).
+
+A third table sorts them by how many tokens before the question the asked person's last fact is (< 4k, 4k–32k,
+32k–128k, 128k–256k, 256k–512k, ≥ 512k): whether a long context loses recent facts too, or only distant ones.
 """
 import json
 import re
@@ -35,6 +38,14 @@ from pathlib import Path
 FACT = re.compile(r"\b(Mary|John|Sandra|Daniel) (?:went back|went|journeyed|travelled|moved) to the (\w+)\.")
 KINDS = ["correct", "latest fact", "stale", "other fact", "not in story"]
 SOURCES = ["in segment", "memory, latest", "memory, later in segment", "memory, overwritten"]
+DISTANCES = [
+    (4096, "< 4k"),
+    (32768, "4k–32k"),
+    (131072, "32k–128k"),
+    (262144, "128k–256k"),
+    (524288, "256k–512k"),
+    (None, "≥ 512k"),
+]
 
 
 def kind(prediction, person, facts):
@@ -76,6 +87,13 @@ def source(row, person, segment):
     return "memory, overwritten"
 
 
+def distance(row, person):
+    """The bucket of how many tokens the asked person's last fact is before the end of the context."""
+    mine = [at for at, fact in zip(row["fact_positions"], row["facts"]) if fact.split()[0] == person]
+    back = row["tokens"]["context"] - max(mine)
+    return next(name for limit, name in DISTANCES if limit is None or back < limit)
+
+
 def main():
     if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
@@ -85,7 +103,7 @@ def main():
     for p in results["predictions"]:
         if p["task"] == "qa1":
             by_length.setdefault(p["length"], []).append(p)
-    kinds_table, sources_table = [], []
+    kinds_table, sources_table, distances_table = [], [], []
     for length, preds in sorted(by_length.items()):
         name = length_name(length)
         path = data / "qa1" / f"{name}.jsonl"
@@ -93,6 +111,7 @@ def main():
             continue
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         kinds, back, asked, right = Counter(), {True: [], False: []}, Counter(), Counter()
+        far_asked, far_right = Counter(), Counter()
         for p in preds:
             row = rows[p["index"]]
             text = row["input"]
@@ -105,11 +124,16 @@ def main():
             where = source(row, person, segment)
             asked[where] += 1
             right[where] += k == "correct"
+            far = distance(row, person)
+            far_asked[far] += 1
+            far_right[far] += k == "correct"
         mean = lambda xs: f"{sum(xs) / len(xs):.2f}" if xs else "–"
         cells = " | ".join(str(kinds[k]) for k in KINDS)
         kinds_table.append(f"| {name} | {len(preds)} | {cells} | {mean(back[True])} / {mean(back[False])} |")
         cells = " | ".join(f"{right[w]} / {asked[w]}" for w in SOURCES)
         sources_table.append(f"| {name} | {cells} |")
+        cells = " | ".join(f"{far_right[b]} / {far_asked[b]}" if far_asked[b] else "–" for _, b in DISTANCES)
+        distances_table.append(f"| {name} | {cells} |")
     print("| length | n | " + " | ".join(KINDS) + " | last fact from the end: right / wrong |")
     print("|---|---|" + "---|" * (len(KINDS) + 1))
     print("\n".join(kinds_table))
@@ -117,6 +141,10 @@ def main():
     print("| length | " + " | ".join(SOURCES) + " |")
     print("|---|" + "---|" * len(SOURCES))
     print("\n".join(sources_table))
+    print("\nright / asked, by how far before the question the answer was (tokens):\n")
+    print("| length | " + " | ".join(b for _, b in DISTANCES) + " |")
+    print("|---|" + "---|" * len(DISTANCES))
+    print("\n".join(distances_table))
 
 
 if __name__ == "__main__":
