@@ -54,22 +54,64 @@ DEVICE float phi_times_state(const float* phi, const float* a, int c, int dk, in
 
 // Launches: grid (rows), ASSOC_THREADS threads; associative_delta: grid (m, streams).
 
-// The read before a block, per row of x (streams of `per` rows): x += (φ·A) / (φ·z + eps) with φ = DPFP(x·W_qᵀ)
-// and the row's stream's state. Fuses the query map, the key map, both products with the state and the residual
-// add.
-KERNEL void associative_read(float* x, const float* wq, const float* state, int stride, int rows, int per, int C,
-                             int dm, float eps) {
+// The read's first half, per row of x (streams of `per` rows): its query q = φ / (φ·z + eps) into `query` (dk per
+// row), with φ = DPFP(x·W_qᵀ) and z of the row's stream. Fuses the query map, the key map and the denominator.
+KERNEL void associative_query(float* query, const float* x, const float* wq, const float* state, int stride,
+                              int rows, int per, int C, int dm, float eps) {
     __shared__ float xs[ASSOC_MAX_C];
     __shared__ float us[ASSOC_MAX_DM];
     __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
     int r = blockIdx.x;
     if (r >= rows) return;
     int dk = 2 * DPFP_NU * dm;
-    const float *a = state + (long)(r / per) * stride, *z = a + (long)dk * C;
-    float* xr = x + (long)r * C;
-    key_map(xs, us, xr, wq, C, dm);
+    const float* z = state + (long)(r / per) * stride + (long)dk * C;
+    key_map(xs, us, x + (long)r * C, wq, C, dm);
     float den = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm)) + eps;
-    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xr[c] = xs[c] + phi_times_state(phi, a, c, dk, C) / den;
+    for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) query[(long)r * dk + p] = phi[p] / den;
+}
+
+#define READ_ROWS 32
+#define READ_COLS 64
+#define READ_K 16
+
+// Launches: grid (⌈per / READ_ROWS⌉, ⌈C / READ_COLS⌉, streams), 128 threads.
+
+// The read's second half: x += query·A for each stream's rows and its A, a SIMT f32 matmul in tiles of 32 rows ×
+// 64 columns (A read from memory once per 32 rows; a block per row would read it once per row), K in steps of 16
+// through shared memory, each thread holding 4 × 4 outputs.
+KERNEL void associative_read(float* x, const float* query, const float* state, int stride, int per, int C, int dk) {
+    __shared__ float qs[READ_ROWS][READ_K];
+    __shared__ float as[READ_K][READ_COLS];
+    int s = blockIdx.z, r0 = blockIdx.x * READ_ROWS, c0 = blockIdx.y * READ_COLS;
+    const float* a = state + (long)s * stride;
+    long first = (long)s * per;  // the stream's first row
+    int tr = threadIdx.x / 16, tc = threadIdx.x % 16;  // rows tr + 8i, columns tc + 16j
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < dk; k0 += READ_K) {
+        for (int e = threadIdx.x; e < READ_ROWS * READ_K; e += 128) {
+            int r = e / READ_K, k = e % READ_K;
+            qs[r][k] = r0 + r < per && k0 + k < dk ? query[(first + r0 + r) * dk + k0 + k] : 0.0f;
+        }
+        for (int e = threadIdx.x; e < READ_K * READ_COLS; e += 128) {
+            int k = e / READ_COLS, c = e % READ_COLS;
+            as[k][c] = k0 + k < dk && c0 + c < C ? a[(long)(k0 + k) * C + c0 + c] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < READ_K; k++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] += qs[tr + 8 * i][k] * as[k][tc + 16 * j];
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int r = r0 + tr + 8 * i, c = c0 + tc + 16 * j;
+            if (r < per && c < C) x[(first + r) * C + c] += acc[i][j];
+        }
 }
 
 // The write's first half, per memory row M (the last `m` rows of each stream of `per` rows in x): its key

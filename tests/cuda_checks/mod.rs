@@ -319,12 +319,13 @@ pub fn retrieval<D: Device>(dev: D) {
     }
 }
 
-/// ARMT's read and write (f32 in both builds) against `cpu::associative`: 2 streams of 7 rows 200 wide (a row spans
-/// two of a block's column passes, the second partly), key maps 5 wide (dk = 30), the last 3 rows of each stream
-/// writing; each stream has its own state, `stride` floats after the one before (more than a state: other layers').
+/// ARMT's read and write (f32 in both builds) against `cpu::associative`: 2 streams of 37 rows 200 wide (a row spans
+/// two of a block's column passes, the second partly; the read's tiles of 32 × 64, the last partial in rows and
+/// columns),
+/// key maps 5 wide (dk = 30: the read's K steps of 16, the second partial), the last 3 rows of each stream writing; each stream has its own state, `stride` floats after the one before (more than a state: other layers').
 pub fn associative<D: Device>(dev: D) {
     let lab = Lab { dev };
-    let (streams, per, d, dm, m) = (2usize, 7usize, 200usize, 5usize, 3usize);
+    let (streams, per, d, dm, m) = (2usize, 37usize, 200usize, 5usize, 3usize);
     let (dk, rows) = (6 * dm, streams * per);
     let (len, stride) = (dk * (d + 1), dk * (d + 1) + 40);
     let map = |n_out: usize, seed: u64, b: Option<Vec<f32>>| Linear {
@@ -357,9 +358,12 @@ pub fn associative<D: Device>(dev: D) {
         associative::read(&w, a, z, xs, d);
         associative::write(&w, a, z, &xs[(per - m) * d..], d);
     }
-    let args = [lab.p(&xb), lab.p(&wq), lab.p(&sb), i(stride), i(rows), i(per), i(d), i(dm), eps];
-    lab.run("associative_read", [rows as u32, 1, 1], [128, 1, 1], &args);
-    lab.check("associative_read", &lab.read_f32(&xb, rows * d), &want);
+    let query = lab.zeros(rows * dk);
+    let args = [lab.p(&query), lab.p(&xb), lab.p(&wq), lab.p(&sb), i(stride), i(rows), i(per), i(d), i(dm), eps];
+    lab.run("associative_query", [rows as u32, 1, 1], [128, 1, 1], &args);
+    let args = [lab.p(&xb), lab.p(&query), lab.p(&sb), i(stride), i(per), i(d), i(dk)];
+    lab.run("associative_read", [per.div_ceil(32) as u32, d.div_ceil(64) as u32, streams as u32], [128, 1, 1], &args);
+    lab.check("associative_query and associative_read", &lab.read_f32(&xb, rows * d), &want);
 
     let (keys, delta, gamma) = (lab.zeros(streams * m * dk), lab.zeros(streams * m * d), lab.zeros(streams * m));
     let args = [

@@ -14,8 +14,11 @@ use crate::model::Config;
 
 /// The widest key map (`memory.d_mem`) associative.cu's shared buffers hold (its ASSOC_MAX_DM).
 pub const MAX_D_MEM: usize = 64;
-/// Threads of an `associative_read` or `associative_delta` block (one row each; associative.cu's ASSOC_THREADS).
+/// Threads of an `associative_query` or `associative_delta` block (one row each; associative.cu's ASSOC_THREADS),
+/// and of an `associative_read` block.
 const THREADS: u32 = 128;
+/// Rows and columns of an `associative_read` block's tile (associative.cu's READ_ROWS, READ_COLS).
+const READ_TILE: (usize, usize) = (32, 64);
 /// Threads of an `associative_update` block (one state value each).
 const UPDATE_THREADS: usize = 256;
 
@@ -23,6 +26,8 @@ const UPDATE_THREADS: usize = 256;
 pub(super) struct AssociativeBuffers<B> {
     /// Per stream, every layer's `A` (`dk × d`) then `z` (`dk`), f32.
     state: B,
+    /// Every row's query `φ / (φ·z + ε)` (`dk`), f32.
+    query: B,
     /// Per stream, the memory rows' keys (`m × dk`), deltas (`m × d`) and normaliser weights (`m`), f32.
     keys: B,
     delta: B,
@@ -38,6 +43,7 @@ impl<B> AssociativeBuffers<B> {
         let (d, dk, m) = (cfg.n_embd, cfg.memory.key_width(), streams * cfg.memory.num_mem_tokens);
         Ok(Some(AssociativeBuffers {
             state: dev.alloc(streams * cfg.associative_state_len() * 4)?,
+            query: dev.alloc(streams * cfg.n_positions * dk * 4)?,
             keys: dev.alloc(m * dk * 4)?,
             delta: dev.alloc(m * d * 4)?,
             gamma: dev.alloc(m * 4)?,
@@ -64,20 +70,26 @@ impl<D: Device> CudaStep<D> {
     /// Before block `l`'s `ln_1`: the first `rows` rows of the residual (`streams` streams) read their stream's
     /// state of layer `l`.
     pub(super) fn associative_read(&self, l: usize, rows: usize, streams: usize) -> Result<()> {
-        let (a, w) = (self.act.as_ref().expect("allocated"), &self.m.weights.associative[l]);
+        let (a, s, w) = (self.act.as_ref().expect("allocated"), self.buffers(), &self.m.weights.associative[l]);
         let (state, stride) = self.layer_state(l);
-        let args = [
+        let (d, dk, per) = (self.d(), self.m.model.config.memory.key_width(), rows / streams);
+        let i32_arg = |v: usize| KernelArg::I32(v as i32);
+        let query = [
+            self.ptr(&s.query),
             self.ptr(&a.x),
             self.ptr(&w.wq),
             state,
             stride,
-            KernelArg::I32(rows as i32),
-            KernelArg::I32((rows / streams) as i32),
-            KernelArg::I32(self.d() as i32),
+            i32_arg(rows),
+            i32_arg(per),
+            i32_arg(d),
             self.key_map_width(),
             KernelArg::F32(EPS),
         ];
-        self.dev().launch("associative_read", [rows as u32, 1, 1], [THREADS, 1, 1], &args)
+        self.dev().launch("associative_query", [rows as u32, 1, 1], [THREADS, 1, 1], &query)?;
+        let read = [self.ptr(&a.x), self.ptr(&s.query), state, stride, i32_arg(per), i32_arg(d), i32_arg(dk)];
+        let grid = [blocks_for(per, READ_TILE.0), blocks_for(d, READ_TILE.1), streams as u32];
+        self.dev().launch("associative_read", grid, [THREADS, 1, 1], &read)
     }
 
     /// After block `l`: the last `write_rows` rows of each of `streams` streams (`rows` in all) update their
