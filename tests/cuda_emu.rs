@@ -408,3 +408,14 @@ fn unsupported_head_size_is_a_config_error() {
         Ok(_) => panic!("head size 16 accepted"),
     }
 }
+
+/// RMT's device-side chain refuses an ARMT step: its links would write with the state as memory rows.
+#[test]
+fn rmt_chain_refuses_an_armt_step() {
+    use rmt_fast::backend::Step;
+    let model = Arc::new(cuda_checks::tiny_armt(1));
+    let mut step = CudaStep::new(CudaModel::new(Emu::new(Precision::F32), Arc::clone(&model)).unwrap());
+    let mut state = vec![0.0; model.config.associative_state_len()];
+    let err = step.write_chain(&mut state, &[0; 16], 16).unwrap_err();
+    assert!(err.to_string().contains("write_associative_chain"), "{err}");
+}

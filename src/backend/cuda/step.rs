@@ -781,6 +781,10 @@ impl<D: Device> Step for CudaStep<D> {
     }
 
     fn write_chain(&mut self, memory: &mut [f32], tokens: &[u32], seg: usize) -> Result<()> {
+        if self.m.model.config.memory.kind == MemoryKind::Armt {
+            // its links would write with the state as memory rows
+            return Err(Error::Config("an ARMT stream chains through write_associative_chain".into()));
+        }
         self.chain(memory, tokens, seg)
     }
 
