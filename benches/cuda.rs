@@ -94,12 +94,14 @@ fn print_associative_floors(cfg: &Config, rows: usize) {
     let r = rows as f64;
     let query = (2.0 * r * dm * d, r * (d + dk) * 4.0);
     let read = (2.0 * r * dk * d, r * (d * 8.0 + dk * 4.0) + dk * d * 4.0);
-    let delta = (2.0 * m * (dm + d + dk + 1.0) * d, m * d * 8.0 + (d * d + dk * d) * 4.0);
+    let key = (2.0 * m * (dm + 1.0) * d, (m * (d + dk) + (dm + 1.0) * d) * 4.0);
+    let delta = (2.0 * m * (d + dk) * d, (m * (2.0 * d + dk) + d * d + dk * d) * 4.0);
     let update = (2.0 * m * dk * d, 2.0 * dk * d * 4.0);
     println!("ARMT floors per layer, GPT-2 small (d_mem {dm}, dk {dk}), {rows} rows, f32 SIMT:");
     let kernels = [
         ("associative_query", query),
         ("associative_read", read),
+        ("associative_key", key),
         ("associative_delta", delta),
         ("associative_update", update),
     ];

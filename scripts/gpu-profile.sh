@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Per-kernel GPU time of rmt-fast's segment step, from Nsight Compute (ncu), on a GPU machine with the binaries of
-# scripts/gpu-pack.sh: GPT-2 small (random weights), RMT and RMT-R v2, reading SEGMENTS segments (default 4) with
+# scripts/gpu-pack.sh: GPT-2 small (random weights), RMT, RMT-R v2 and ARMT (d_mem 32), reading SEGMENTS segments (default 4) with
 # --device cuda. ncu times every kernel launch (graph nodes one by one), so the table is the GPU's share of a step;
 # the rest of a step's wall time is the host and launch gaps. Clocks and caches are left as a replay finds them
 # (`--clock-control none --cache-control none`): ncu's defaults (base clock, caches flushed before every kernel)
@@ -33,10 +33,12 @@ tokens() {  # $1 segments of random token ids into the file $2
     $(($1 * 512)) "$2"
 }
 tokens "$SEGMENTS" "$WORK/tokens.u16"
-for kind in rmt rmt-r; do
-  retrieval=""; [[ $kind == rmt-r ]] && retrieval=', "retrieval": "v2"'
+for kind in rmt rmt-r armt; do
+  extra=""
+  [[ $kind == rmt-r ]] && extra=', "retrieval": "v2"'
+  [[ $kind == armt ]] && extra=', "d_mem": 32'
   echo "{\"n_layer\": 12, \"n_head\": 12, \"n_embd\": 768, \"vocab_size\": 50257, \"n_positions\": 1024,
-    \"memory\": {\"kind\": \"$kind\", \"num_mem_tokens\": 16, \"segment_size\": 512$retrieval}}" > "$WORK/$kind.json"
+    \"memory\": {\"kind\": \"$kind\", \"num_mem_tokens\": 16, \"segment_size\": 512$extra}}" > "$WORK/$kind.json"
   "$PACK/rmt-fast" init --config "$WORK/$kind.json" -o "$WORK/$kind.safetensors" > /dev/null
   ncu --metrics gpu__time_duration.sum --print-summary per-kernel --clock-control none --cache-control none \
     "$PACK/rmt-fast" infer "$WORK/tokens.u16" --model "$WORK/$kind.safetensors" --device cuda > "$OUT_DIR/ncu-$kind.txt" 2>&1

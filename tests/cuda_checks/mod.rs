@@ -325,7 +325,7 @@ pub fn retrieval<D: Device>(dev: D) {
 /// key maps 5 wide (dk = 30: the read's K steps of 16, the second partial), the last 3 rows of each stream writing; each stream has its own state, `stride` floats after the one before (more than a state: other layers').
 pub fn associative<D: Device>(dev: D) {
     let lab = Lab { dev };
-    let (streams, per, d, dm, m) = (2usize, 37usize, 200usize, 5usize, 3usize);
+    let (streams, per, d, dm, m) = (2usize, 37usize, 200usize, 5usize, 19usize);
     let (dk, rows) = (6 * dm, streams * per);
     let (len, stride) = (dk * (d + 1), dk * (d + 1) + 40);
     let map = |n_out: usize, seed: u64, b: Option<Vec<f32>>| Linear {
@@ -365,27 +365,15 @@ pub fn associative<D: Device>(dev: D) {
     lab.run("associative_read", [per.div_ceil(32) as u32, d.div_ceil(64) as u32, streams as u32], [128, 1, 1], &args);
     lab.check("associative_query and associative_read", &lab.read_f32(&xb, rows * d), &want);
 
-    let (keys, delta, gamma) = (lab.zeros(streams * m * dk), lab.zeros(streams * m * d), lab.zeros(streams * m));
-    let args = [
-        lab.p(&keys),
-        lab.p(&delta),
-        lab.p(&gamma),
-        lab.p(&xb),
-        lab.p(&wk),
-        lab.p(&wv),
-        lab.p(&wb),
-        lab.p(&bb),
-        lab.p(&sb),
-        i(stride),
-        i(m),
-        i(per),
-        i(d),
-        i(dm),
-        eps,
-    ];
-    lab.run("associative_delta", [m as u32, streams as u32, 1], [128, 1, 1], &args);
+    let (keys, gates, delta) = (lab.zeros(streams * m * dk), lab.zeros(streams * m * 3), lab.zeros(streams * m * d));
+    let args = [lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wk), lab.p(&wb), lab.p(&bb), lab.p(&sb)];
+    let args = [&args[..], &[i(stride), i(m), i(per), i(d), i(dm), eps]].concat();
+    lab.run("associative_key", [m as u32, streams as u32, 1], [128, 1, 1], &args);
+    let args = [lab.p(&delta), lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wv), lab.p(&sb), i(stride), i(m)];
+    let args = [&args[..], &[i(per), i(d), i(dk)]].concat();
+    lab.run("associative_delta", [m.div_ceil(16) as u32, d.div_ceil(64) as u32, streams as u32], [128, 1, 1], &args);
     let step = lab.bytes(&5i32.to_le_bytes());
-    let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gamma), lab.p(&step), i(stride), i(m), i(d), i(dk)];
+    let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gates), lab.p(&step), i(stride), i(m), i(d), i(dk)];
     lab.run("associative_update", [len.div_ceil(256) as u32, streams as u32, 1], [256, 1, 1], &args);
     assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
     let got = lab.read_f32(&sb, states.len());

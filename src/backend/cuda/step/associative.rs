@@ -14,24 +14,27 @@ use crate::model::Config;
 
 /// The widest key map (`memory.d_mem`) associative.cu's shared buffers hold (its ASSOC_MAX_DM).
 pub const MAX_D_MEM: usize = 64;
-/// Threads of an `associative_query` or `associative_delta` block (one row each; associative.cu's ASSOC_THREADS),
-/// and of an `associative_read` block.
+/// Threads of an `associative_query` or `associative_key` block (one row each; associative.cu's ASSOC_THREADS),
+/// and of an `associative_read` or `associative_delta` block (a tile each).
 const THREADS: u32 = 128;
-/// Rows and columns of an `associative_read` block's tile (associative.cu's READ_ROWS, READ_COLS).
+/// Rows and columns of an `associative_read` block's tile, and of an `associative_delta` block's (associative.cu's
+/// `tile_product` with 8·RI rows and TILE_COLS columns).
 const READ_TILE: (usize, usize) = (32, 64);
+const DELTA_TILE: (usize, usize) = (16, 64);
 /// Threads of an `associative_update` block (one state value each).
 const UPDATE_THREADS: usize = 256;
 
-/// Every stream's associative state and what a write passes from its first kernel to its second.
+/// Every stream's associative state, and what a read and a write pass from one kernel to the next.
 pub(super) struct AssociativeBuffers<B> {
     /// Per stream, every layer's `A` (`dk × d`) then `z` (`dk`), f32.
     state: B,
     /// Every row's query `φ / (φ·z + ε)` (`dk`), f32.
     query: B,
-    /// Per stream, the memory rows' keys (`m × dk`), deltas (`m × d`) and normaliser weights (`m`), f32.
+    /// Per stream, the memory rows' keys (`m × dk`), gates (`m × 3`: γ, β and the old value's denominator) and
+    /// deltas (`m × d`), f32.
     keys: B,
+    gates: B,
     delta: B,
-    gamma: B,
 }
 
 impl<B> AssociativeBuffers<B> {
@@ -45,8 +48,8 @@ impl<B> AssociativeBuffers<B> {
             state: dev.alloc(streams * cfg.associative_state_len() * 4)?,
             query: dev.alloc(streams * cfg.n_positions * dk * 4)?,
             keys: dev.alloc(m * dk * 4)?,
+            gates: dev.alloc(m * 3 * 4)?,
             delta: dev.alloc(m * d * 4)?,
-            gamma: dev.alloc(m * 4)?,
         }))
     }
 }
@@ -105,30 +108,43 @@ impl<D: Device> CudaStep<D> {
         let (d, dk) = (self.d(), self.m.model.config.memory.key_width());
         let (state, stride) = self.layer_state(l);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
-        let delta = [
+        let per = rows / streams;
+        let key = [
             self.ptr(&s.keys),
-            self.ptr(&s.delta),
-            self.ptr(&s.gamma),
+            self.ptr(&s.gates),
             self.ptr(&a.x),
             self.ptr(&w.wk),
-            self.ptr(&w.wv),
             self.ptr(&w.wb),
             self.ptr(&w.bb),
             state,
             stride,
             i32_arg(write_rows),
-            i32_arg(rows / streams),
+            i32_arg(per),
             i32_arg(d),
             self.key_map_width(),
             KernelArg::F32(EPS),
         ];
-        let grid = [write_rows as u32, streams as u32, 1];
+        self.dev().launch("associative_key", [write_rows as u32, streams as u32, 1], [THREADS, 1, 1], &key)?;
+        let delta = [
+            self.ptr(&s.delta),
+            self.ptr(&s.keys),
+            self.ptr(&s.gates),
+            self.ptr(&a.x),
+            self.ptr(&w.wv),
+            state,
+            stride,
+            i32_arg(write_rows),
+            i32_arg(per),
+            i32_arg(d),
+            i32_arg(dk),
+        ];
+        let grid = [blocks_for(write_rows, DELTA_TILE.0), blocks_for(d, DELTA_TILE.1), streams as u32];
         self.dev().launch("associative_delta", grid, [THREADS, 1, 1], &delta)?;
         let update = [
             state,
             self.ptr(&s.keys),
             self.ptr(&s.delta),
-            self.ptr(&s.gamma),
+            self.ptr(&s.gates),
             if advance { self.ptr(&a.chain_step) } else { KernelArg::Ptr(0) },
             stride,
             i32_arg(write_rows),
