@@ -13,12 +13,21 @@
 DEVICE void key_map(float* xs, float* us, const float* x, const float* w, int C, int dm) {
     for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xs[c] = x[c];
     __syncthreads();
+    // warp `warp` has outputs warp + WARPS·o, its lanes over C; all of them in one pass over xs, so that a lane has
+    // one load per output in flight at once rather than one output's loads after another's
+    constexpr int WARPS = ASSOC_THREADS / WARP, OUTS = ASSOC_MAX_DM / WARPS;
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    for (int i = warp; i < dm; i += ASSOC_THREADS / WARP) {  // a warp per output, its lanes over C
-        float s = 0.0f;
-        for (int c = lane; c < C; c += WARP) s += xs[c] * w[(long)i * C + c];
-        s = warp_sum(s);
-        if (lane == 0) us[i] = s;
+    float s[OUTS] = {};
+    for (int c = lane; c < C; c += WARP) {
+        float xc = xs[c];
+#pragma unroll
+        for (int o = 0; o < OUTS; o++)
+            if (warp + WARPS * o < dm) s[o] += xc * w[(long)(warp + WARPS * o) * C + c];
+    }
+#pragma unroll
+    for (int o = 0; o < OUTS; o++) {
+        float sum = warp_sum(s[o]);
+        if (lane == 0 && warp + WARPS * o < dm) us[warp + WARPS * o] = sum;
     }
     __syncthreads();
 }
