@@ -51,10 +51,10 @@ DEVICE float dpfp(float* phi, const float* us, const float* z, int dm) {
 #define TILE_COLS 64
 #define TILE_K 16
 
-// out += a·b for one tile of 8·RI rows × TILE_COLS columns at (r0, c0), the f32 SIMT matmul of the read and the
+// acc += a·b for one tile of 8·RI rows × TILE_COLS columns at (r0, c0), the f32 SIMT matmul of the read and the
 // write: a is rows × K (row-major), b is K × N (row-major), or with OUT_IN N × K (a weight's [out, in] layout).
-// K goes in steps of TILE_K through shared memory; 128 threads, each holding RI × 4 outputs, rows tr + 8i and
-// columns tc + 16j with tr = threadIdx.x / 16, tc = threadIdx.x % 16. Outside the matrices the tile reads zeros.
+// K goes in steps of TILE_K through shared memory; 128 threads, each holding RI × 4 outputs (tile_outputs says
+// where). Outside the matrices the tile reads zeros.
 template <int RI, bool OUT_IN>
 DEVICE void tile_product(float (&acc)[RI][4], const float* a, int rows, const float* b, int K, int N, int r0,
                          int c0) {
@@ -81,6 +81,17 @@ DEVICE void tile_product(float (&acc)[RI][4], const float* a, int rows, const fl
                 for (int j = 0; j < 4; j++) acc[i][j] += as[tr + 8 * i][k] * bs[k][tc + 16 * j];
         __syncthreads();
     }
+}
+
+// Calls out(i, j, r, c) for each of this thread's outputs acc[i][j] of tile_product's tile at (r0, c0): row r,
+// column c (not bounds-checked).
+template <int RI, typename Out>
+DEVICE void tile_outputs(int r0, int c0, Out out) {
+    int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+#pragma unroll
+    for (int i = 0; i < RI; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) out(i, j, r0 + tr + 8 * i, c0 + tc + 16 * j);
 }
 
 // Launches: associative_query, associative_key: grid (rows) and (m, streams), ASSOC_THREADS threads;
@@ -110,14 +121,9 @@ KERNEL void associative_read(float* x, const float* query, const float* state, i
     long first = (long)s * per;  // the stream's first row
     float acc[4][4] = {};
     tile_product<4, false>(acc, query + first * dk, per, state + (long)s * stride, dk, C, r0, c0);
-    int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int r = r0 + tr + 8 * i, c = c0 + tc + 16 * j;
-            if (r < per && c < C) x[(first + r) * C + c] += acc[i][j];
-        }
+    tile_outputs<4>(r0, c0, [&](int i, int j, int r, int c) {
+        if (r < per && c < C) x[(first + r) * C + c] += acc[i][j];
+    });
 }
 
 // The write's first step, per memory row M (the last `m` rows of each stream of `per` rows in x), against the
@@ -158,15 +164,10 @@ KERNEL void associative_delta(float* delta, const float* keys, const float* gate
     float value[2][4] = {}, old[2][4] = {};
     tile_product<2, true>(value, x + ((long)s * per + per - m) * C, m, wv, C, C, r0, c0);
     tile_product<2, false>(old, keys + (long)s * m * dk, m, state + (long)s * stride, dk, C, r0, c0);
-    int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int r = r0 + tr + 8 * i, c = c0 + tc + 16 * j;
-            long row = (long)s * m + r;
-            if (r < m && c < C) delta[row * C + c] = gates[3 * row + 1] * (value[i][j] - old[i][j] / gates[3 * row + 2]);
-        }
+    tile_outputs<2>(r0, c0, [&](int i, int j, int r, int c) {
+        long row = (long)s * m + r;
+        if (r < m && c < C) delta[row * C + c] = gates[3 * row + 1] * (value[i][j] - old[i][j] / gates[3 * row + 2]);
+    });
 }
 
 // Launches: grid (⌈dk·(C + 1) / 256⌉, streams), 256 threads.
