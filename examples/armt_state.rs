@@ -1,8 +1,9 @@
 //! How an ARMT's associative state grows along a stream: reads the context of one BABILong sample segment by
 //! segment and prints, per layer, after 1, 2, 4, … segments (RMT-SPEC §3.1): the Frobenius norms of `A` and `z`,
 //! of that segment's write `ΔA`, and the cosine between it and the segment before's write. Writes that pile up
-//! in one direction (cosine near +1) grow `A` linearly; a delta rule that overshoots flips its write each
-//! segment (cosine near −1) and grows it geometrically.
+//! in one direction (cosine near +1) grow `A` linearly; writes that turn from one segment to the next (cosine
+//! near −1) come from rows that have changed, or from a delta rule that overshoots (the write's gain along its
+//! key above 2; bench/results/2026-11-27-qa1-armt-long measures that gain).
 //!
 //!     cargo run --release --example armt_state -- models/default.safetensors DIR/qa1/64k.jsonl [INDEX]
 //!
