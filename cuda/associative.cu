@@ -49,7 +49,7 @@ DEVICE float dpfp(float* phi, const float* us, const float* z, int dm) {
 }
 
 #define TILE_COLS 64
-#define TILE_K 16
+#define TILE_K 32  // a step of K: half the barriers and L2 round trips of 16, 10 KB of shared memory at RI = 4
 
 // acc += a·b for one tile of 8·RI rows × TILE_COLS columns at (r0, c0), the f32 SIMT matmul of the read and the
 // write: a is rows × K (row-major), b is K × N (row-major), or with OUT_IN N × K (a weight's [out, in] layout).

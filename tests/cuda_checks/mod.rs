@@ -320,9 +320,10 @@ pub fn retrieval<D: Device>(dev: D) {
 }
 
 /// ARMT's read and write (f32 in both builds) against `cpu::associative`: 2 streams of 37 rows 200 wide (a row spans
-/// two of a block's column passes, the second partly; the read's tiles of 32 × 64, the last partial in rows and
-/// columns),
-/// key maps 5 wide (dk = 30: the read's K steps of 16, the second partial), the last 3 rows of each stream writing; each stream has its own state, `stride` floats after the one before (more than a state: other layers').
+/// two of a block's column passes, the second partly; the tiles of 64 columns, the last partial; the value map's K
+/// steps of 32, the last partial), key maps 5 wide (dk = 30: one partial K step; a warp with two outputs), the last
+/// 19 rows of each stream writing (the read's tiles of 32 rows and the delta's of 16: the second partial in both);
+/// each stream has its own state, `stride` floats after the one before (more than a state: other layers').
 pub fn associative<D: Device>(dev: D) {
     let lab = Lab { dev };
     let (streams, per, d, dm, m) = (2usize, 37usize, 200usize, 5usize, 19usize);
