@@ -6,7 +6,7 @@
 //! authors skip the read and use `v_old = 0`, `γ = 1` in the first segment; with a zero state the formulas below
 //! give exactly that (the read adds `0 / ε`), so no segment is special.
 
-use super::ops::{matmul, MatRef};
+use super::ops::{gemm_strided, matmul, MatRef, Strided};
 use crate::model::config::DPFP_NU;
 use crate::model::weights::{Associative, Layout};
 
@@ -26,9 +26,11 @@ pub fn dpfp(u: &[f32], dm: usize, out: &mut [f32]) {
     for (row, phi) in u.chunks_exact(dm).zip(out.chunks_exact_mut(DPFP_NU * n)) {
         split_relu(row, &mut x);
         for (j, part) in phi.chunks_exact_mut(n).enumerate() {
-            for (i, p) in part.iter_mut().enumerate() {
-                *p = x[i] * x[(i + n - (j + 1)) % n];
-            }
+            // x ⊙ roll(x, s) as two straight runs (no index wraps inside either, so both vectorise)
+            let s = j + 1;
+            let (wrapped, straight) = part.split_at_mut(s);
+            straight.iter_mut().zip(&x[s..]).zip(&x[..n - s]).for_each(|((p, a), b)| *p = a * b);
+            wrapped.iter_mut().zip(&x[..s]).zip(&x[n - s..]).for_each(|((p, a), b)| *p = a * b);
         }
     }
 }
@@ -138,13 +140,16 @@ pub fn write(w: &Associative, a: &mut [f32], z: &mut [f32], mem: &[f32], d: usiz
         gamma[j] = (1.0 - kz / (dot(kr, kr) + EPS)).clamp(0.0, 1.0);
         v_old[j * d..][..d].iter_mut().for_each(|x| *x /= den[j]);
     }
-    for j in 0..m {
-        let (kr, b) = (&k[j * dk..][..dk], beta[j]);
-        let e: Vec<f32> = v[j * d..][..d].iter().zip(&v_old[j * d..][..d]).map(|(x, o)| b * (x - o)).collect();
-        for (ar, &kv) in a.chunks_exact_mut(d).zip(kr) {
-            ar.iter_mut().zip(&e).for_each(|(av, ev)| *av += kv * ev);
-        }
-        z.iter_mut().zip(kr).for_each(|(zv, kv)| *zv += gamma[j] * kv);
+    // A += kᵀ·e with e_j = β_j (v_j − v_old_j): one rank-m GEMM
+    let mut e = vec![0.0; m * d];
+    for (j, er) in e.chunks_exact_mut(d).enumerate() {
+        let (vr, or) = (&v[j * d..][..d], &v_old[j * d..][..d]);
+        er.iter_mut().zip(vr).zip(or).for_each(|((ev, x), o)| *ev = beta[j] * (x - o));
+    }
+    let k_t = Strided { offset: 0, rs: 1, cs: dk };
+    gemm_strided((dk, d, m), a, Strided::rows(0, d), true, &k, k_t, &e, Strided::rows(0, d));
+    for (kr, g) in k.chunks_exact(dk).zip(&gamma) {
+        z.iter_mut().zip(kr).for_each(|(zv, kv)| *zv += g * kv);
     }
     Write { mem: mem.to_vec(), u, k, v, beta, gamma, den, v_old }
 }

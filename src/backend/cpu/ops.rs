@@ -30,7 +30,7 @@ impl Linear {
 /// hand-offs cost more than they save on 2 cores (the bundled 4 × 128 shape ran 1.6× slower threaded:
 /// bench/results/2026-11-25-cpu-fast-kernels.md); mid-size GEMMs take two cores through [`pair`] instead.
 fn parallelism(macs: usize) -> Parallelism {
-    if macs > THREADED_MIN_MACS && splits_here() {
+    if macs > THREADED_MIN_MACS && pair::may_split() {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
         Parallelism::None
@@ -41,12 +41,6 @@ fn parallelism(macs: usize) -> Parallelism {
 const PAIR_MIN_MACS: usize = 1 << 20;
 /// Above this `gemm`'s own threads take the whole GEMM.
 const THREADED_MIN_MACS: usize = 1 << 25;
-
-/// Whether a GEMM on this thread may take a second core: there is one to take, and no rayon task (samples or
-/// streams already in parallel) is running it.
-fn splits_here() -> bool {
-    rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none()
-}
 
 /// Where a matrix lives in a slice: element (i, j) at `offset + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +82,7 @@ pub fn gemm_strided(
     }
     let macs = m * n * k;
     let half = n / 2 / 8 * 8; // the left half's columns: whole 8-column panels
-    if half > 0 && (PAIR_MIN_MACS..=THREADED_MIN_MACS).contains(&macs) && splits_here() {
+    if half > 0 && (PAIR_MIN_MACS..=THREADED_MIN_MACS).contains(&macs) && pair::may_split() {
         // SAFETY: the assert above bounds every index of both halves' views
         unsafe { gemm_pair((m, n, k), half, dst.as_mut_ptr(), d, accumulate, lhs.as_ptr(), a, rhs.as_ptr(), b) }
     } else {

@@ -1,12 +1,13 @@
-//! Two halves of a mid-size GEMM on two cores, handed over by spinning.
+//! Two halves of a step's work on two cores, handed over by spinning: a mid-size GEMM's column halves, attention's
+//! heads, GELU's rows.
 //!
 //! A GEMM of a few MFLOP takes a few hundred µs on one core, and waking a sleeping thread (rayon's workers, or a
 //! new one) likely costs tens of µs on a VM: a `rayon::join` split of the bundled model's GEMMs ran 27 % slower,
 //! and this hand-off made the bundled demo 14–33 % faster (bench/results/2026-11-25-cpu-fast-kernels.md). One
 //! helper thread spins for [`SPIN`] after each job, so the next half reaches it in well under a µs, then parks
-//! until the next job wakes it.
+//! until the next job wakes it. Work inside a half runs on its own core ([`may_split`]).
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, TryLockError};
@@ -22,6 +23,29 @@ const DONE: u8 = 2;
 const PANICKED: u8 = 3;
 
 type Job = *mut (dyn FnMut() + Send);
+
+thread_local! {
+    /// Whether this thread is running one half of a [`join`]: the helper always, a caller while its own half runs.
+    static IN_HALF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether work on this thread may take the second core: two or more cores, not inside a rayon task (samples or
+/// streams already in parallel), and not inside a half of a [`join`] (the other core is busy with the other half;
+/// a nested split would only run its halves one after the other).
+pub fn may_split() -> bool {
+    rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() && !IN_HALF.get()
+}
+
+/// Runs `f` on two halves of `data`, cut at a multiple of `unit` (a row), on two cores when [`may_split`] and
+/// `data` holds at least `min_len` values; otherwise on the whole of it here.
+pub fn for_halves<T: Send>(data: &mut [T], unit: usize, min_len: usize, f: impl Fn(&mut [T]) + Sync) {
+    let mid = data.len() / unit / 2 * unit;
+    if data.len() < min_len || mid == 0 || !may_split() {
+        return f(data);
+    }
+    let (left, right) = data.split_at_mut(mid);
+    join(|| f(left), || f(right));
+}
 
 struct Helper {
     state: AtomicU8,
@@ -57,6 +81,7 @@ fn helper() -> &'static Helper {
 
 /// The helper's loop: spin for a job, run it, report; park when none came for [`SPIN`].
 fn serve(h: &'static Helper) {
+    IN_HALF.set(true);
     let mut idle_since = Instant::now();
     loop {
         if h.state.load(Ordering::Acquire) == READY {
@@ -96,7 +121,9 @@ pub fn join(a: impl FnOnce(), b: impl FnOnce() + Send) {
     unsafe { *h.job.get() = Some(std::mem::transmute::<&mut (dyn FnMut() + Send), Job>(job)) };
     h.state.store(READY, Ordering::Release);
     h.thread.unpark();
+    IN_HALF.set(true);
     let a_result = catch_unwind(AssertUnwindSafe(a));
+    IN_HALF.set(false);
     let b_state = loop {
         match h.state.load(Ordering::Acquire) {
             READY => std::hint::spin_loop(),
@@ -124,6 +151,28 @@ mod tests {
         }
         assert!(left.iter().all(|&v| v == 200 * 201 / 2));
         assert!(right.iter().all(|&v| v == 200 * 201));
+    }
+
+    #[test]
+    fn halves_cover_the_data_once_cut_at_a_row() {
+        let mut data = vec![0u32; 11 * 3];
+        let lens = Mutex::new(Vec::new());
+        for_halves(&mut data, 3, 0, |half| {
+            half.iter_mut().for_each(|v| *v += 1);
+            lens.lock().unwrap().push(half.len());
+        });
+        assert!(data.iter().all(|&v| v == 1));
+        // (which thread ran which half depends on whether another test holds the helper)
+        let mut lens = lens.into_inner().unwrap();
+        lens.sort();
+        assert_eq!(lens, [15, 18], "two halves cut at a row");
+        // below min_len: one call on the whole
+        let calls = AtomicUsize::new(0);
+        for_halves(&mut data, 3, 34, |whole| {
+            assert_eq!(whole.len(), 33);
+            calls.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
     }
 
     #[test]
