@@ -23,22 +23,17 @@ use rmt_fast::backend::{SegmentInput, Step};
 use rmt_fast::store::{RowStore, StoreConfig};
 use rmt_fast::{Config, Model};
 
+mod shapes;
+use shapes::shape;
+
 const PEAK_FLOPS: f64 = 989e12;
 const PEAK_BYTES: f64 = 3.35e12;
 /// The H100 SXM's f32 peak without tensor cores: ARMT's kernels are SIMT f32.
 const PEAK_F32_FLOPS: f64 = 67e12;
 
+/// GPT-2 small (12 × 768, 12 heads) with 16 memory tokens and segments of 512.
 fn gpt2_small(kind: &str) -> Config {
-    let retrieval = match kind {
-        "rmt-r" => r#", "retrieval": "v2""#,
-        "armt" => r#", "d_mem": 32"#,
-        _ => "",
-    };
-    Config::from_json(&format!(
-        r#"{{"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024,
-            "memory": {{"kind": "{kind}", "num_mem_tokens": 16, "segment_size": 512{retrieval}}}}}"#
-    ))
-    .unwrap()
+    shape(12, 768, 12, kind, 16, 512)
 }
 
 /// (kernel, launches per step, FLOPs, bytes) of one write step over `streams` streams of `t` rows (bf16). The

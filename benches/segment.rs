@@ -16,18 +16,8 @@ use rmt_fast::backend::cpu::{CpuStep, Kernels};
 use rmt_fast::backend::{SegmentInput, Step};
 use rmt_fast::{Config, MemoryKind, Model};
 
-fn shape(layers: usize, width: usize, heads: usize, kind: &str, mem: usize, seg: usize) -> Config {
-    let extra = match kind {
-        "rmt-r" => r#", "retrieval": "v2""#,
-        "armt" => r#", "d_mem": 32"#,
-        _ => "",
-    };
-    Config::from_json(&format!(
-        r#"{{"n_layer": {layers}, "n_head": {heads}, "n_embd": {width}, "vocab_size": 50257, "n_positions": 1024,
-            "memory": {{"kind": "{kind}", "num_mem_tokens": {mem}, "segment_size": {seg}{extra}}}}}"#
-    ))
-    .unwrap()
-}
+mod shapes;
+use shapes::shape;
 
 /// Rows of one write segment.
 fn rows(cfg: &Config) -> f64 {
