@@ -6,7 +6,7 @@
 //! authors skip the read and use `v_old = 0`, `γ = 1` in the first segment; with a zero state the formulas below
 //! give exactly that (the read adds `0 / ε`), so no segment is special.
 
-use super::ops::{gemm_strided, matmul, MatRef, Strided};
+use super::ops::{matmul, MatRef};
 use crate::model::config::DPFP_NU;
 use crate::model::weights::{Associative, Layout};
 
@@ -140,16 +140,16 @@ pub fn write(w: &Associative, a: &mut [f32], z: &mut [f32], mem: &[f32], d: usiz
         gamma[j] = (1.0 - kz / (dot(kr, kr) + EPS)).clamp(0.0, 1.0);
         v_old[j * d..][..d].iter_mut().for_each(|x| *x /= den[j]);
     }
-    // A += kᵀ·e with e_j = β_j (v_j − v_old_j): one rank-m GEMM
-    let mut e = vec![0.0; m * d];
-    for (j, er) in e.chunks_exact_mut(d).enumerate() {
-        let (vr, or) = (&v[j * d..][..d], &v_old[j * d..][..d]);
-        er.iter_mut().zip(vr).zip(or).for_each(|((ev, x), o)| *ev = beta[j] * (x - o));
-    }
-    let k_t = Strided { offset: 0, rs: 1, cs: dk };
-    gemm_strided((dk, d, m), a, Strided::rows(0, d), true, &k, k_t, &e, Strided::rows(0, d));
-    for (kr, g) in k.chunks_exact(dk).zip(&gamma) {
-        z.iter_mut().zip(kr).for_each(|(zv, kv)| *zv += g * kv);
+    // row by row in this order, each product rounded before its add: the arithmetic of the recorded training runs
+    // (a GEMM would sum in another order and change their logs' low digits)
+    let mut e = vec![0.0; d];
+    for j in 0..m {
+        let (kr, b) = (&k[j * dk..][..dk], beta[j]);
+        e.iter_mut().zip(&v[j * d..][..d]).zip(&v_old[j * d..][..d]).for_each(|((ev, x), o)| *ev = b * (x - o));
+        for (ar, &kv) in a.chunks_exact_mut(d).zip(kr) {
+            ar.iter_mut().zip(&e).for_each(|(av, ev)| *av += kv * ev);
+        }
+        z.iter_mut().zip(kr).for_each(|(zv, kv)| *zv += gamma[j] * kv);
     }
     Write { mem: mem.to_vec(), u, k, v, beta, gamma, den, v_old }
 }
