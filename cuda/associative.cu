@@ -9,25 +9,13 @@
 #define ASSOC_MAX_DM 64   // the key maps' widths the shared buffers hold (src/backend/cuda/step.rs checks it)
 #define DPFP_NU 3
 
-// Loads row `x` (C wide) into shared `xs`, then its key map's output u = x·Wᵀ (W: dm × C) into shared `us`.
-DEVICE void key_map(float* xs, float* us, const float* x, const float* w, int C, int dm) {
-    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) xs[c] = x[c];
-    __syncthreads();
-    // warp `warp` has outputs warp + WARPS·o, its lanes over C; all of them in one pass over xs, so that a lane has
-    // one load per output in flight at once rather than one output's loads after another's
-    constexpr int WARPS = ASSOC_THREADS / WARP, OUTS = ASSOC_MAX_DM / WARPS;
-    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    float s[OUTS] = {};
-    for (int c = lane; c < C; c += WARP) {
-        float xc = xs[c];
-#pragma unroll
-        for (int o = 0; o < OUTS; o++)
-            if (warp + WARPS * o < dm) s[o] += xc * w[(long)(warp + WARPS * o) * C + c];
-    }
-#pragma unroll
-    for (int o = 0; o < OUTS; o++) {
-        float sum = warp_sum(s[o]);
-        if (lane == 0 && warp + WARPS * o < dm) us[warp + WARPS * o] = sum;
+// Sums the K chunks' shares of row `r`'s key map (associative_map's `partial`: `chunks` × `rows` × dm) into shared
+// `us`, in chunk order; `us` is complete after the barrier.
+DEVICE void gather_map(float* us, const float* partial, int chunks, int rows, int r, int dm) {
+    for (int o = threadIdx.x; o < dm; o += ASSOC_THREADS) {
+        float u = 0.0f;
+        for (int k = 0; k < chunks; k++) u += partial[((long)k * rows + r) * dm + o];
+        us[o] = u;
     }
     __syncthreads();
 }
@@ -51,26 +39,27 @@ DEVICE float dpfp(float* phi, const float* us, const float* z, int dm) {
 #define TILE_COLS 64
 #define TILE_K 32  // a step of K: half the barriers and L2 round trips of 16, 10 KB of shared memory at RI = 4
 
-// acc += a·b for one tile of 8·RI rows × TILE_COLS columns at (r0, c0), the f32 SIMT matmul of the read and the
-// write: a is rows × K (row-major), b is K × N (row-major), or with OUT_IN N × K (a weight's [out, in] layout).
-// K goes in steps of TILE_K through shared memory; 128 threads, each holding RI × 4 outputs (tile_outputs says
-// where). Outside the matrices the tile reads zeros.
+// acc += a·b for one tile of 8·RI rows × TILE_COLS columns at (r0, c0), the f32 SIMT matmul of the maps, the read
+// and the write: a is rows × K (row `r` at a + r·lda), b is K × N (row `k` at b + k·ldb), or with OUT_IN N × K
+// (a weight's [out, in] layout; row `c` at b + c·ldb). A K chunk of wider matrices is a pointer offset with their
+// widths as lda and ldb. K goes in steps of TILE_K through shared memory; 128 threads, each holding RI × 4 outputs
+// (tile_outputs says where). Outside the matrices the tile reads zeros.
 template <int RI, bool OUT_IN>
-DEVICE void tile_product(float (&acc)[RI][4], const float* a, int rows, const float* b, int K, int N, int r0,
-                         int c0) {
+DEVICE void tile_product(float (&acc)[RI][4], const float* a, long lda, int rows, const float* b, long ldb, int K,
+                         int N, int r0, int c0) {
     __shared__ float as[8 * RI][TILE_K];
     __shared__ float bs[TILE_K][TILE_COLS + 1];  // +1: OUT_IN's stores walk k across the lanes
     int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
     for (int k0 = 0; k0 < K; k0 += TILE_K) {
         for (int e = threadIdx.x; e < 8 * RI * TILE_K; e += 128) {
             int r = e / TILE_K, k = e % TILE_K;
-            as[r][k] = r0 + r < rows && k0 + k < K ? a[(long)(r0 + r) * K + k0 + k] : 0.0f;
+            as[r][k] = r0 + r < rows && k0 + k < K ? a[(r0 + r) * lda + k0 + k] : 0.0f;
         }
         for (int e = threadIdx.x; e < TILE_K * TILE_COLS; e += 128) {
             // consecutive threads read consecutive addresses of b in either layout
             int k = OUT_IN ? e % TILE_K : e / TILE_COLS, c = OUT_IN ? e / TILE_K : e % TILE_COLS;
             bool inside = k0 + k < K && c0 + c < N;
-            bs[k][c] = !inside ? 0.0f : OUT_IN ? b[(long)(c0 + c) * K + k0 + k] : b[(long)(k0 + k) * N + c0 + c];
+            bs[k][c] = !inside ? 0.0f : OUT_IN ? b[(c0 + c) * ldb + k0 + k] : b[(k0 + k) * ldb + c0 + c];
         }
         __syncthreads();
 #pragma unroll
@@ -94,58 +83,80 @@ DEVICE void tile_outputs(int r0, int c0, Out out) {
         for (int j = 0; j < 4; j++) out(i, j, r0 + tr + 8 * i, c0 + tc + 16 * j);
 }
 
-// Launches: associative_query, associative_key: grid (rows) and (m, streams), ASSOC_THREADS threads;
-// associative_read, associative_delta: grid (⌈per / 32⌉, ⌈C / 64⌉, streams) and (⌈m / 16⌉, ⌈C / 64⌉, streams),
-// 128 threads.
+// Launches (CHUNK: K_CHUNK columns of the maps' and the delta's K; S: streams):
+//   associative_map: grid (⌈n / 16⌉, S, ⌈C / CHUNK⌉), 128 threads;
+//   associative_query, associative_key: grid (rows) and (m, S), ASSOC_THREADS threads;
+//   associative_read: grid (⌈per / 16⌉, ⌈C / 64⌉, S), 128 threads;
+//   associative_delta_part: grid (⌈m / 16⌉, ⌈C / 64⌉, S · (⌈C / CHUNK⌉ + ⌈dk / CHUNK⌉)), 128 threads;
+//   associative_delta: grid (⌈S · m · C / 256⌉), 256 threads.
+// The products are split along K (a block per K_CHUNK, their shares summed in chunk order by the next kernel): a
+// layer's maps and write have 16 to 528 rows, too few row tiles to fill a GPU, and a block that walked all of K
+// would run its tile's instructions one after another (run 17's profile: the write's 12 blocks took 66 µs).
+#define K_CHUNK 64
+
+DEVICE int k_chunks(int K) { return (K + K_CHUNK - 1) / K_CHUNK; }
+DEVICE int chunk_len(int K, int k0) { return K - k0 < K_CHUNK ? K - k0 : K_CHUNK; }  // the chunk at k0
+
+// One K chunk's share of a key map u = x·Wᵀ (W: dm × C, dm ≤ 64) for `n` rows of each stream of `per` rows of x,
+// those after its first `skip`: partial[chunk][s·n + r][o]. Tiles of 16 rows.
+KERNEL void associative_map(float* partial, const float* x, const float* w, int per, int skip, int n, int C, int dm) {
+    int s = blockIdx.y, k0 = blockIdx.z * K_CHUNK, r0 = blockIdx.x * 16;
+    float acc[2][4] = {};
+    tile_product<2, true>(acc, x + ((long)s * per + skip) * C + k0, C, n, w + k0, C, chunk_len(C, k0), dm, r0, 0);
+    float* out = partial + ((long)blockIdx.z * gridDim.y + s) * n * dm;
+    tile_outputs<2>(r0, 0, [&](int i, int j, int r, int c) {
+        if (r < n && c < dm) out[(long)r * dm + c] = acc[i][j];
+    });
+}
 
 // The read's first half, per row of x (streams of `per` rows): its query q = φ / (φ·z + eps) into `query` (dk per
-// row), with φ = DPFP(x·W_qᵀ) and z of the row's stream. Fuses the query map, the key map and the denominator.
-KERNEL void associative_query(float* query, const float* x, const float* wq, const float* state, int stride,
+// row), with φ = DPFP(u) of its query map u (associative_map's `chunks` shares) and z of the row's stream. Fuses
+// the map's sum, DPFP and the denominator.
+KERNEL void associative_query(float* query, const float* partial, int chunks, const float* state, int stride,
                               int rows, int per, int C, int dm, float eps) {
-    __shared__ float xs[ASSOC_MAX_C];
     __shared__ float us[ASSOC_MAX_DM];
     __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
     int r = blockIdx.x;
     if (r >= rows) return;
     int dk = 2 * DPFP_NU * dm;
     const float* z = state + (long)(r / per) * stride + (long)dk * C;
-    key_map(xs, us, x + (long)r * C, wq, C, dm);
+    gather_map(us, partial, chunks, rows, r, dm);
     float den = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm)) + eps;
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) query[(long)r * dk + p] = phi[p] / den;
 }
 
-// The read's second half: x += query·A for each stream's rows and its A, in tiles of 32 rows (A read from memory
-// once per 32 rows; a block per row would read it once per row).
+// The read's second half: x += query·A for each stream's rows and its A, in tiles of 16 rows (A read from L2
+// once per tile; a block per row would read it once per row).
 KERNEL void associative_read(float* x, const float* query, const float* state, int stride, int per, int C, int dk) {
-    int s = blockIdx.z, r0 = blockIdx.x * 32, c0 = blockIdx.y * TILE_COLS;
+    int s = blockIdx.z, r0 = blockIdx.x * 16, c0 = blockIdx.y * TILE_COLS;
     long first = (long)s * per;  // the stream's first row
-    float acc[4][4] = {};
-    tile_product<4, false>(acc, query + first * dk, per, state + (long)s * stride, dk, C, r0, c0);
-    tile_outputs<4>(r0, c0, [&](int i, int j, int r, int c) {
+    float acc[2][4] = {};
+    tile_product<2, false>(acc, query + first * dk, dk, per, state + (long)s * stride, C, dk, C, r0, c0);
+    tile_outputs<2>(r0, c0, [&](int i, int j, int r, int c) {
         if (r < per && c < C) x[(first + r) * C + c] += acc[i][j];
     });
 }
 
 // The write's first step, per memory row M (the last `m` rows of each stream of `per` rows in x), against the
-// stream's state before the write: its key k = DPFP(M·W_kᵀ) into `keys`, and into `gates` (3 per row) the
-// normaliser weight γ = clip(1 − k·z / (‖k‖² + eps), 0, 1), the gate β = σ(M·w_b + b_b) and the old value's
-// denominator k·z + eps; rows numbered over all streams (each stream's m after the one before's). Fuses the key
-// map, DPFP and the gates.
-KERNEL void associative_key(float* keys, float* gates, const float* x, const float* wk, const float* wb,
-                            const float* bb, const float* state, int stride, int m, int per, int C, int dm,
-                            float eps) {
-    __shared__ float xs[ASSOC_MAX_C];
+// stream's state before the write: its key k = DPFP(u), u its key map (associative_map's `chunks` shares), into
+// `keys`, and into `gates` (3 per row) the normaliser weight γ = clip(1 − k·z / (‖k‖² + eps), 0, 1), the gate
+// β = σ(M·w_b + b_b) and the old value's denominator k·z + eps; rows numbered over all streams (each stream's m
+// after the one before's). Fuses the map's sum, DPFP and the gates.
+KERNEL void associative_key(float* keys, float* gates, const float* partial, int chunks, const float* x,
+                            const float* wb, const float* bb, const float* state, int stride, int m, int per, int C,
+                            int dm, float eps) {
     __shared__ float us[ASSOC_MAX_DM];
     __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
     int s = blockIdx.y, j = blockIdx.x, r = s * m + j;
     if (j >= m) return;
     int dk = 2 * DPFP_NU * dm;
     const float* z = state + (long)s * stride + (long)dk * C;
-    key_map(xs, us, x + ((long)s * per + per - m + j) * C, wk, C, dm);
+    const float* row = x + ((long)s * per + per - m + j) * C;
+    gather_map(us, partial, chunks, gridDim.y * m, r, dm);
     float kz = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm));
     float kk = 0.0f, mb = 0.0f;
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) kk += phi[p] * phi[p];
-    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) mb += xs[c] * wb[c];
+    for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) mb += row[c] * wb[c];
     kk = block_reduce<ASSOC_THREADS, false>(kk);
     mb = block_reduce<ASSOC_THREADS, false>(mb);
     if (threadIdx.x == 0) {
@@ -156,18 +167,37 @@ KERNEL void associative_key(float* keys, float* gates, const float* x, const flo
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) keys[(long)r * dk + p] = phi[p];
 }
 
-// The write's second step: each memory row's delta β (M·W_vᵀ − k·A / (k·z + eps)) into `delta` (rows numbered as
-// associative_key numbers them), in tiles of 16 rows. Fuses the value map, the old value's product and the gate.
-KERNEL void associative_delta(float* delta, const float* keys, const float* gates, const float* x, const float* wv,
-                              const float* state, int stride, int m, int per, int C, int dk) {
-    int s = blockIdx.z, r0 = blockIdx.x * 16, c0 = blockIdx.y * TILE_COLS;
-    float value[2][4] = {}, old[2][4] = {};
-    tile_product<2, true>(value, x + ((long)s * per + per - m) * C, m, wv, C, C, r0, c0);
-    tile_product<2, false>(old, keys + (long)s * m * dk, m, state + (long)s * stride, dk, C, r0, c0);
+// The write's second step, one K chunk's share of each memory row's M·W_vᵀ − k·A / (k·z + eps) (the value map's
+// chunks first, then the old value's) into partial[chunk][s·m + r][c] (rows numbered as associative_key numbers
+// them), in tiles of 16 rows.
+KERNEL void associative_delta_part(float* partial, const float* keys, const float* gates, const float* x,
+                                   const float* wv, const float* state, int stride, int m, int per, int C, int dk) {
+    int value_chunks = k_chunks(C), streams = gridDim.z / (value_chunks + k_chunks(dk));
+    int s = blockIdx.z % streams, chunk = blockIdx.z / streams, r0 = blockIdx.x * 16, c0 = blockIdx.y * TILE_COLS;
+    float acc[2][4] = {};
+    bool value = chunk < value_chunks;
+    if (value) {
+        int k0 = chunk * K_CHUNK;
+        const float* rows = x + ((long)s * per + per - m) * C + k0;
+        tile_product<2, true>(acc, rows, C, m, wv + k0, C, chunk_len(C, k0), C, r0, c0);
+    } else {
+        int k0 = (chunk - value_chunks) * K_CHUNK;
+        const float* a = state + (long)s * stride + (long)k0 * C;
+        tile_product<2, false>(acc, keys + (long)s * m * dk + k0, dk, m, a, C, chunk_len(dk, k0), C, r0, c0);
+    }
+    float* out = partial + ((long)chunk * streams + s) * m * C;
     tile_outputs<2>(r0, c0, [&](int i, int j, int r, int c) {
-        long row = (long)s * m + r;
-        if (r < m && c < C) delta[row * C + c] = gates[3 * row + 1] * (value[i][j] - old[i][j] / gates[3 * row + 2]);
+        if (r < m && c < C) out[(long)r * C + c] = value ? acc[i][j] : -acc[i][j] / gates[3 * (s * m + r) + 2];
     });
+}
+
+// The write's third step: each memory row's delta β·(its `chunks` shares summed in chunk order) into `delta`.
+KERNEL void associative_delta(float* delta, const float* partial, int chunks, const float* gates, int rows, int C) {
+    long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long)rows * C) return;
+    float v = 0.0f;
+    for (int k = 0; k < chunks; k++) v += partial[k * (long)rows * C + idx];
+    delta[idx] = gates[3 * (idx / C) + 1] * v;
 }
 
 // Launches: grid (⌈dk·(C + 1) / 256⌉, streams), 256 threads.

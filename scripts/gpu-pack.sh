@@ -24,6 +24,7 @@ cp "$(executable bench --bench cuda cuda | tail -1)" "$PACK/cuda_bench"
 strip "$PACK"/*
 # the kernels compiled here for A100 and H100, so the GPU machine needs no NVRTC (gpu-check.sh points the cache here)
 mkdir -p "$PACK/kernels"
+scripts/install-nvrtc.sh > /dev/null  # the compiler of the kernels (a fresh machine has none)
 target/release/rmt-fast kernels --arch sm_80,sm_90a -o "$PACK/kernels" > "$PACK/kernels/ptxas.md"
 git describe --always --dirty > "$PACK/commit"
 du -sh "$PACK"/* >&2

@@ -9,7 +9,9 @@
 #   scripts/gpu-profile.sh [OUT_DIR]      # writes OUT_DIR/ncu-<kind>.txt (default target/gpu-profile)
 #   DETAIL=1 scripts/gpu-profile.sh [OUT_DIR]   # also OUT_DIR/ncu-detail.txt: why the RMT step's kernels take
 #       their time (speed of light, occupancy, warp stalls, memory and scheduler sections) for one launch of each of
-#       one layer's kernels (qkv, attention, merge, attn proj, residual_layernorm, fc, fc proj)
+#       one layer's kernels (qkv, attention, merge, attn proj, residual_layernorm, fc, fc proj), and
+#       OUT_DIR/ncu-detail-armt.txt: the same, with the stalls by instruction, for one layer's associative kernels
+#   KINDS="armt" scripts/gpu-profile.sh [OUT_DIR]   # profile only these of rmt, rmt-r and armt
 #   RETRIEVAL_AT=1954 scripts/gpu-profile.sh [OUT_DIR]   # also OUT_DIR/ncu-rmt-r-at-<N>.txt: every kernel of RMT-R's
 #       last segment of a stream of N segments (1,954: 1M tokens), when the retrieval reads N − 1 stored states.
 #       The segment's launches are found by counting: ncu times streams of 3 and 4 segments, and their difference
@@ -33,7 +35,7 @@ tokens() {  # $1 segments of random token ids into the file $2
     $(($1 * 512)) "$2"
 }
 tokens "$SEGMENTS" "$WORK/tokens.u16"
-for kind in rmt rmt-r armt; do
+for kind in ${KINDS:-rmt rmt-r armt}; do
   extra=""
   [[ $kind == rmt-r ]] && extra=', "retrieval": "v2"'
   [[ $kind == armt ]] && extra=', "d_mem": 32'
@@ -67,8 +69,18 @@ if [[ ${DETAIL:-0} == 1 ]]; then
   # the second layer's 8 launches (skipping embed, ln_1 and the first layer's 8), one replay set per kernel
   sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
             --section MemoryWorkloadAnalysis --section SchedulerStats --section ComputeWorkloadAnalysis)
-  ncu "${sections[@]}" --launch-skip 10 --launch-count 8 --clock-control none --cache-control none \
-    "$PACK/rmt-fast" infer "$WORK/tokens.u16" --model "$WORK/rmt.safetensors" --device cuda > "$OUT_DIR/ncu-detail.txt" 2>&1
-  echo "== detail: $OUT_DIR/ncu-detail.txt" >&2
+  if [[ -f $WORK/rmt.safetensors ]]; then
+    ncu "${sections[@]}" --launch-skip 10 --launch-count 8 --clock-control none --cache-control none \
+      "$PACK/rmt-fast" infer "$WORK/tokens.u16" --model "$WORK/rmt.safetensors" --device cuda > "$OUT_DIR/ncu-detail.txt" 2>&1
+    echo "== detail: $OUT_DIR/ncu-detail.txt" >&2
+  fi
+  if [[ -f $WORK/armt.safetensors ]]; then
+    # the second layer's associative launches (the first layer's are skipped: its read finds a cold state)
+    n=$(grep -c '^KERNEL void associative_' cuda/associative.cu 2>/dev/null || echo 5)
+    ncu "${sections[@]}" --section SourceCounters --kernel-name regex:associative_ --launch-skip "$n" --launch-count "$n" \
+      --clock-control none --cache-control none \
+      "$PACK/rmt-fast" infer "$WORK/tokens.u16" --model "$WORK/armt.safetensors" --device cuda > "$OUT_DIR/ncu-detail-armt.txt" 2>&1
+    echo "== detail: $OUT_DIR/ncu-detail-armt.txt" >&2
+  fi
 fi
 rm -rf "$WORK"

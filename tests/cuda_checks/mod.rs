@@ -320,10 +320,11 @@ pub fn retrieval<D: Device>(dev: D) {
 }
 
 /// ARMT's read and write (f32 in both builds) against `cpu::associative`: 2 streams of 37 rows 200 wide (a row spans
-/// two of a block's column passes, the second partly; the tiles of 64 columns, the last partial; the value map's K
-/// steps of 32, the last partial), key maps 5 wide (dk = 30: one partial K step; a warp with two outputs), the last
-/// 19 rows of each stream writing (the read's tiles of 32 rows and the delta's of 16: the second partial in both);
-/// each stream has its own state, `stride` floats after the one before (more than a state: other layers').
+/// two of a block's column passes, the second partly; the tiles of 64 columns, the last partial; the products' K
+/// chunks of 64 and their steps of 32, the last of both partial), key maps 5 wide (dk = 30: one partial K chunk; a
+/// warp with two outputs), the last 19 rows of each stream writing (tiles of 16 rows: the read's third and the
+/// write's second partial); each stream has its own state, `stride` floats after the one before (more than a state:
+/// other layers').
 pub fn associative<D: Device>(dev: D) {
     let lab = Lab { dev };
     let (streams, per, d, dm, m) = (2usize, 37usize, 200usize, 5usize, 19usize);
@@ -359,20 +360,34 @@ pub fn associative<D: Device>(dev: D) {
         associative::read(&w, a, z, xs, d);
         associative::write(&w, a, z, &xs[(per - m) * d..], d);
     }
+    // the K chunks' shares: 64 columns each, of d = 200 (4 chunks, the last partial) and of dk = 30 (1, partial)
+    let chunks = |k: usize| k.div_ceil(64);
+    let (map_chunks, delta_chunks) = (chunks(d), chunks(d) + chunks(dk));
+    let partial = lab.zeros((map_chunks * rows * dm).max(delta_chunks * streams * m * d));
+    let map = |w: &D::Buffer, skip: usize, n: usize| {
+        let args = [lab.p(&partial), lab.p(&xb), lab.p(w), i(per), i(skip), i(n), i(d), i(dm)];
+        lab.run("associative_map", [n.div_ceil(16) as u32, streams as u32, map_chunks as u32], [128, 1, 1], &args);
+    };
     let query = lab.zeros(rows * dk);
-    let args = [lab.p(&query), lab.p(&xb), lab.p(&wq), lab.p(&sb), i(stride), i(rows), i(per), i(d), i(dm), eps];
+    map(&wq, 0, per);
+    let args =
+        [lab.p(&query), lab.p(&partial), i(map_chunks), lab.p(&sb), i(stride), i(rows), i(per), i(d), i(dm), eps];
     lab.run("associative_query", [rows as u32, 1, 1], [128, 1, 1], &args);
     let args = [lab.p(&xb), lab.p(&query), lab.p(&sb), i(stride), i(per), i(d), i(dk)];
-    lab.run("associative_read", [per.div_ceil(32) as u32, d.div_ceil(64) as u32, streams as u32], [128, 1, 1], &args);
+    lab.run("associative_read", [per.div_ceil(16) as u32, d.div_ceil(64) as u32, streams as u32], [128, 1, 1], &args);
     lab.check("associative_query and associative_read", &lab.read_f32(&xb, rows * d), &want);
 
     let (keys, gates, delta) = (lab.zeros(streams * m * dk), lab.zeros(streams * m * 3), lab.zeros(streams * m * d));
-    let args = [lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wk), lab.p(&wb), lab.p(&bb), lab.p(&sb)];
-    let args = [&args[..], &[i(stride), i(m), i(per), i(d), i(dm), eps]].concat();
+    map(&wk, per - m, m);
+    let args = [lab.p(&keys), lab.p(&gates), lab.p(&partial), i(map_chunks), lab.p(&xb), lab.p(&wb), lab.p(&bb)];
+    let args = [&args[..], &[lab.p(&sb), i(stride), i(m), i(per), i(d), i(dm), eps]].concat();
     lab.run("associative_key", [m as u32, streams as u32, 1], [128, 1, 1], &args);
-    let args = [lab.p(&delta), lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wv), lab.p(&sb), i(stride), i(m)];
+    let args = [lab.p(&partial), lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wv), lab.p(&sb), i(stride), i(m)];
     let args = [&args[..], &[i(per), i(d), i(dk)]].concat();
-    lab.run("associative_delta", [m.div_ceil(16) as u32, d.div_ceil(64) as u32, streams as u32], [128, 1, 1], &args);
+    let grid = [m.div_ceil(16) as u32, d.div_ceil(64) as u32, (streams * delta_chunks) as u32];
+    lab.run("associative_delta_part", grid, [128, 1, 1], &args);
+    let args = [lab.p(&delta), lab.p(&partial), i(delta_chunks), lab.p(&gates), i(streams * m), i(d)];
+    lab.run("associative_delta", [(streams * m * d).div_ceil(256) as u32, 1, 1], [256, 1, 1], &args);
     let step = lab.bytes(&5i32.to_le_bytes());
     let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gates), lab.p(&step), i(stride), i(m), i(d), i(dk)];
     lab.run("associative_update", [len.div_ceil(256) as u32, streams as u32, 1], [256, 1, 1], &args);

@@ -15,14 +15,23 @@ use crate::model::Config;
 /// The widest key map (`memory.d_mem`) associative.cu's shared buffers hold (its ASSOC_MAX_DM).
 pub const MAX_D_MEM: usize = 64;
 /// Threads of an `associative_query` or `associative_key` block (one row each; associative.cu's ASSOC_THREADS),
-/// and of an `associative_read` or `associative_delta` block (a tile each).
+/// and of an `associative_map`, `associative_read` or `associative_delta_part` block (a tile each).
 const THREADS: u32 = 128;
-/// Rows and columns of an `associative_read` block's tile, and of an `associative_delta` block's (associative.cu's
-/// `tile_product` with 8·RI rows and TILE_COLS columns).
-const READ_TILE: (usize, usize) = (32, 64);
-const DELTA_TILE: (usize, usize) = (16, 64);
-/// Threads of an `associative_update` block (one state value each).
+/// Rows and columns of a tile of the maps, the read and the delta (associative.cu's `tile_product` with 8·RI rows
+/// and TILE_COLS columns).
+const TILE: (usize, usize) = (16, 64);
+/// The columns of K one block of a map or of the delta adds up (associative.cu's K_CHUNK).
+const K_CHUNK: usize = 64;
+/// Threads of an `associative_delta` or `associative_update` block (one value each).
 const UPDATE_THREADS: usize = 256;
+
+/// The K chunks of the maps (K = `d`) and of the delta (the value map's, then the old value's, K = `dk`).
+fn map_chunks(d: usize) -> usize {
+    d.div_ceil(K_CHUNK)
+}
+fn delta_chunks(d: usize, dk: usize) -> usize {
+    d.div_ceil(K_CHUNK) + dk.div_ceil(K_CHUNK)
+}
 
 /// Every stream's associative state, and what a read and a write pass from one kernel to the next.
 pub(super) struct AssociativeBuffers<B> {
@@ -35,6 +44,8 @@ pub(super) struct AssociativeBuffers<B> {
     keys: B,
     gates: B,
     delta: B,
+    /// The K chunks' shares of a map (`chunks × rows × d_mem`) or of the deltas (`chunks × m × d`), f32.
+    partial: B,
 }
 
 impl<B> AssociativeBuffers<B> {
@@ -44,12 +55,15 @@ impl<B> AssociativeBuffers<B> {
             return Ok(None);
         }
         let (d, dk, m) = (cfg.n_embd, cfg.memory.key_width(), streams * cfg.memory.num_mem_tokens);
+        let map = map_chunks(d) * streams * cfg.n_positions * cfg.memory.d_mem.unwrap_or(0);
+        let partial = map.max(delta_chunks(d, dk) * m * d);
         Ok(Some(AssociativeBuffers {
             state: dev.alloc(streams * cfg.associative_state_len() * 4)?,
             query: dev.alloc(streams * cfg.n_positions * dk * 4)?,
             keys: dev.alloc(m * dk * 4)?,
             gates: dev.alloc(m * 3 * 4)?,
             delta: dev.alloc(m * d * 4)?,
+            partial: dev.alloc(partial * 4)?,
         }))
     }
 }
@@ -77,10 +91,11 @@ impl<D: Device> CudaStep<D> {
         let (state, stride) = self.layer_state(l);
         let (d, dk, per) = (self.d(), self.m.model.config.memory.key_width(), rows / streams);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
+        self.associative_map(&w.wq, (per, 0, per), streams)?;
         let query = [
             self.ptr(&s.query),
-            self.ptr(&a.x),
-            self.ptr(&w.wq),
+            self.ptr(&s.partial),
+            i32_arg(map_chunks(d)),
             state,
             stride,
             i32_arg(rows),
@@ -91,8 +106,27 @@ impl<D: Device> CudaStep<D> {
         ];
         self.dev().launch("associative_query", [rows as u32, 1, 1], [THREADS, 1, 1], &query)?;
         let read = [self.ptr(&a.x), self.ptr(&s.query), state, stride, i32_arg(per), i32_arg(d), i32_arg(dk)];
-        let grid = [blocks_for(per, READ_TILE.0), blocks_for(d, READ_TILE.1), streams as u32];
+        let grid = [blocks_for(per, TILE.0), blocks_for(d, TILE.1), streams as u32];
         self.dev().launch("associative_read", grid, [THREADS, 1, 1], &read)
+    }
+
+    /// The K chunks' shares of the key map `w` (`d_mem × d`) of `n` rows of each of `streams` streams of `per` rows,
+    /// those after its first `skip`, into the `partial` buffer.
+    fn associative_map(&self, w: &D::Buffer, (per, skip, n): (usize, usize, usize), streams: usize) -> Result<()> {
+        let (a, s, d) = (self.act.as_ref().expect("allocated"), self.buffers(), self.d());
+        let i32_arg = |v: usize| KernelArg::I32(v as i32);
+        let args = [
+            self.ptr(&s.partial),
+            self.ptr(&a.x),
+            self.ptr(w),
+            i32_arg(per),
+            i32_arg(skip),
+            i32_arg(n),
+            i32_arg(d),
+            self.key_map_width(),
+        ];
+        let grid = [blocks_for(n, TILE.0), streams as u32, map_chunks(d) as u32];
+        self.dev().launch("associative_map", grid, [THREADS, 1, 1], &args)
     }
 
     /// After block `l`: the last `write_rows` rows of each of `streams` streams (`rows` in all) update their
@@ -109,11 +143,13 @@ impl<D: Device> CudaStep<D> {
         let (state, stride) = self.layer_state(l);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
         let per = rows / streams;
+        self.associative_map(&w.wk, (per, per - write_rows, write_rows), streams)?;
         let key = [
             self.ptr(&s.keys),
             self.ptr(&s.gates),
+            self.ptr(&s.partial),
+            i32_arg(map_chunks(d)),
             self.ptr(&a.x),
-            self.ptr(&w.wk),
             self.ptr(&w.wb),
             self.ptr(&w.bb),
             state,
@@ -125,8 +161,8 @@ impl<D: Device> CudaStep<D> {
             KernelArg::F32(EPS),
         ];
         self.dev().launch("associative_key", [write_rows as u32, streams as u32, 1], [THREADS, 1, 1], &key)?;
-        let delta = [
-            self.ptr(&s.delta),
+        let part = [
+            self.ptr(&s.partial),
             self.ptr(&s.keys),
             self.ptr(&s.gates),
             self.ptr(&a.x),
@@ -138,8 +174,19 @@ impl<D: Device> CudaStep<D> {
             i32_arg(d),
             i32_arg(dk),
         ];
-        let grid = [blocks_for(write_rows, DELTA_TILE.0), blocks_for(d, DELTA_TILE.1), streams as u32];
-        self.dev().launch("associative_delta", grid, [THREADS, 1, 1], &delta)?;
+        let grid = [blocks_for(write_rows, TILE.0), blocks_for(d, TILE.1), (streams * delta_chunks(d, dk)) as u32];
+        self.dev().launch("associative_delta_part", grid, [THREADS, 1, 1], &part)?;
+        let m = streams * write_rows;
+        let delta = [
+            self.ptr(&s.delta),
+            self.ptr(&s.partial),
+            i32_arg(delta_chunks(d, dk)),
+            self.ptr(&s.gates),
+            i32_arg(m),
+            i32_arg(d),
+        ];
+        let grid = [blocks_for(m * d, UPDATE_THREADS), 1, 1];
+        self.dev().launch("associative_delta", grid, [UPDATE_THREADS as u32, 1, 1], &delta)?;
         let update = [
             state,
             self.ptr(&s.keys),
