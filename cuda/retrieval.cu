@@ -7,7 +7,7 @@
 
 #define QG 16  // queries per pass: the accumulators a thread holds
 #define JT 64  // stored rows whose weights share a shared-memory tile
-#define RETRIEVAL_THREADS 128  // both kernels' blocks
+#define RETRIEVAL_THREADS 128  // retrieval_partial's blocks
 
 // partial: [m][chunks][d + 2] = (max score, Σ exp, Σ exp·value[d]) over the rows of chunk c. scores: [m][n] f32,
 // q·k from the tensor-core matmul (scaled here). Grid (chunks, ceil(d / 128)), 128 threads: per pass of 16
@@ -82,32 +82,41 @@ KERNEL void retrieval_partial(float* partial, const float* scores, const floatX*
     }
 }
 
-// out[qi] = Σ_c w_c · values_c / Σ_c w_c · sum_c with w_c = e^(max_c − M), M the largest max_c. Grid (m, ceil(d /
-// 128)), 128 threads: the block finds M and the denominator together (each thread a stride of chunks) and keeps
-// the weights in shared memory; then each thread sums one dim over the chunks, 8 loads in flight at a time.
+// out[qi] = Σ_c w_c · values_c / Σ_c w_c · sum_c with w_c = e^(max_c − M), M the largest max_c. Grid (m, ⌈d / 32⌉),
+// MERGE_THREADS threads: the block finds M and the denominator together (each thread a stride of chunks) and keeps
+// the weights in shared memory; then each warp sums its share of the chunks (groups of 8, every 8th group: 8 loads
+// in flight) for the block's 32 dims, a lane each, and the warps' sums are added. A block per 128 dims that walked
+// every chunk in turn took 36 µs at 255 chunks (run 17's profile): one latency after another.
 #define MERGE_MAX_CHUNKS 256  // step.rs's MAX_CHUNKS
+#define MERGE_THREADS 256     // step.rs's MERGE_THREADS
 KERNEL void retrieval_merge(floatX* out, const float* partial, int chunks, int d) {
-    __shared__ float w[MERGE_MAX_CHUNKS];
+    constexpr int WARPS = MERGE_THREADS / WARP, GROUP = 8;
+    __shared__ float w[MERGE_MAX_CHUNKS], sums[WARPS][WARP];
     const float* p = partial + (long)blockIdx.x * chunks * (d + 2);
     float mx = NEG_INF;
-    for (int c = threadIdx.x; c < chunks; c += RETRIEVAL_THREADS) mx = fmaxf(mx, p[(long)c * (d + 2)]);
-    mx = block_reduce<RETRIEVAL_THREADS, true>(mx);
+    for (int c = threadIdx.x; c < chunks; c += MERGE_THREADS) mx = fmaxf(mx, p[(long)c * (d + 2)]);
+    mx = block_reduce<MERGE_THREADS, true>(mx);
     float l = 0.0f;
-    for (int c = threadIdx.x; c < chunks; c += RETRIEVAL_THREADS) {
+    for (int c = threadIdx.x; c < chunks; c += MERGE_THREADS) {
         w[c] = __expf(p[(long)c * (d + 2)] - mx);
         l += w[c] * p[(long)c * (d + 2) + 1];
     }
-    l = block_reduce<RETRIEVAL_THREADS, false>(l);  // its barriers also publish w
-    int e = blockIdx.y * RETRIEVAL_THREADS + threadIdx.x;
-    if (e >= d) return;
+    l = block_reduce<MERGE_THREADS, false>(l);  // its barriers also publish w
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, e = blockIdx.y * WARP + lane;
     float v = 0.0f;
-    for (int c0 = 0; c0 < chunks; c0 += 8) {
-        float pv[8];
+    if (e < d)
+        for (int c0 = warp * GROUP; c0 < chunks; c0 += WARPS * GROUP) {
+            float pv[GROUP];
 #pragma unroll
-        for (int j = 0; j < 8; j++) pv[j] = c0 + j < chunks ? p[(long)(c0 + j) * (d + 2) + 2 + e] : 0.0f;
+            for (int j = 0; j < GROUP; j++) pv[j] = c0 + j < chunks ? p[(long)(c0 + j) * (d + 2) + 2 + e] : 0.0f;
 #pragma unroll
-        for (int j = 0; j < 8; j++)
-            if (c0 + j < chunks) v += w[c0 + j] * pv[j];
-    }
+            for (int j = 0; j < GROUP; j++)
+                if (c0 + j < chunks) v += w[c0 + j] * pv[j];
+        }
+    sums[warp][lane] = v;
+    __syncthreads();
+    if (warp > 0 || e >= d) return;
+#pragma unroll
+    for (int k = 1; k < WARPS; k++) v += sums[k][lane];
     store(&out[(long)blockIdx.x * d + e], v / l);
 }

@@ -283,9 +283,9 @@ pub fn attention<D: Device>(dev: D) {
 /// RMT-R's two-pass retrieval over several chunks against a direct softmax.
 pub fn retrieval<D: Device>(dev: D) {
     let lab = Lab { dev };
-    // 20 queries (a full pass of 16 and a partial one), width 200 (two dim blocks, the second partial), 300 rows
-    // in chunks of 100 (two weight tiles each, the second partial), or of 2 (150 chunks: more than the merge's
-    // threads, and a last batch of 6 loads)
+    // 20 queries (a full pass of 16 and a partial one), width 200 (two dim blocks of the partials, 7 of the merge,
+    // the second and the seventh partial), 300 rows in chunks of 100 (two weight tiles each, the second partial),
+    // or of 2 (150 chunks: more than the merge's threads; its warps take 3 or 2 groups of 8, the last group of 6)
     let (m, d, n) = (20usize, 200usize, 300usize);
     let scale = 1.0 / (d as f32).sqrt();
     let (q, keys, values) = (random(m * d, 60, 2.0), random(n * d, 61, 2.0), random(n * d, 62, 1.0));
@@ -314,7 +314,7 @@ pub fn retrieval<D: Device>(dev: D) {
         lab.run("retrieval_partial", [chunks as u32, d.div_ceil(128) as u32, 1], [128, 1, 1], &args);
         let out = lab.stored(&vec![0.0; m * d]);
         let args = [lab.p(&out), lab.p(&partial), i(chunks), i(d)];
-        lab.run("retrieval_merge", [m as u32, d.div_ceil(128) as u32, 1], [128, 1, 1], &args);
+        lab.run("retrieval_merge", [m as u32, d.div_ceil(32) as u32, 1], [256, 1, 1], &args);
         lab.check(&format!("retrieval in {chunks} chunks"), &lab.read_stored(&out, m * d), &want);
     }
 }

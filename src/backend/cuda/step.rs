@@ -24,8 +24,11 @@ const LN_THREADS: u32 = 128;
 /// Stored RMT-R rows are split into at most this many chunks, one column of blocks each (flash-decoding); also
 /// retrieval.cu's MERGE_MAX_CHUNKS.
 const MAX_CHUNKS: usize = 256;
-/// Threads (one dim each) of a `retrieval_partial` or `retrieval_merge` block (retrieval.cu's RETRIEVAL_THREADS).
+/// Threads (one dim each) of a `retrieval_partial` block (retrieval.cu's RETRIEVAL_THREADS).
 const RETRIEVAL_THREADS: usize = 128;
+/// Threads of a `retrieval_merge` block (retrieval.cu's MERGE_THREADS), and the dims it merges (a warp's lanes).
+const MERGE_THREADS: u32 = 256;
+const MERGE_DIMS: usize = 32;
 /// Attention's keys are split across blocks (flash-decoding partials, then `attention_merge`) when a step has
 /// fewer query blocks than this (≈ 2 per SM of an H100), i.e. a few streams that would leave SMs idle.
 const ATTENTION_SPLIT_BELOW_BLOCKS: usize = 264;
@@ -700,8 +703,8 @@ impl<D: Device> CudaStep<D> {
         let grid = [chunks as u32, blocks_for(d, RETRIEVAL_THREADS), 1];
         self.dev().launch("retrieval_partial", grid, [RETRIEVAL_THREADS as u32, 1, 1], &partial)?;
         let merge = [self.ptr(&s.q), self.ptr(&s.partial), KernelArg::I32(chunks as i32), KernelArg::I32(d as i32)];
-        let grid = [m as u32, blocks_for(d, RETRIEVAL_THREADS), 1];
-        self.dev().launch("retrieval_merge", grid, [RETRIEVAL_THREADS as u32, 1, 1], &merge)?;
+        let grid = [m as u32, blocks_for(d, MERGE_DIMS), 1];
+        self.dev().launch("retrieval_merge", grid, [MERGE_THREADS, 1, 1], &merge)?;
         // s.q now holds Σ p_j v_j
         match r {
             DeviceRetrieval::V2 { ln_mlp, fc_1, fc_2, vo, .. } => {
