@@ -82,28 +82,36 @@ fn print_floors(cfg: &Config, streams: usize, t: usize) {
 }
 
 /// ARMT's kernels per layer on one stream of `rows` rows, `m` of them writing: floors at the f32 SIMT peak, with
-/// the state (A, `dk × d` f32) read once. `associative_read` reads A once per tile of 32 rows, from L2.
+/// the state (A, `dk × d` f32) read once. The maps and the delta are split along K in chunks of 64
+/// (`associative.cu`'s K_CHUNK), each chunk's share written once and read once; `associative_read` reads A once per
+/// tile of 16 rows, from L2.
 fn print_associative_floors(cfg: &Config, rows: usize) {
     let (d, dm, dk, m) = (cfg.n_embd as f64, cfg.memory.d_mem.unwrap() as f64, cfg.memory.key_width() as f64, 16.0);
     let floor = |f: f64, b: f64| (f / PEAK_F32_FLOPS).max(b / PEAK_BYTES) * 1e6;
-    let r = rows as f64;
-    let query = (2.0 * r * dm * d, r * (d + dk) * 4.0);
+    let (r, chunks) = (rows as f64, (d / 64.0).ceil());
+    let delta_chunks = chunks + (dk / 64.0).ceil();
+    let map = |n: f64| (2.0 * n * dm * d, (n * d + dm * d + chunks * n * dm) * 4.0);
+    let query = (0.0, (chunks * r * dm + r * dk) * 4.0);
     let read = (2.0 * r * dk * d, r * (d * 8.0 + dk * 4.0) + dk * d * 4.0);
-    let key = (2.0 * m * (dm + 1.0) * d, (m * (d + dk) + (dm + 1.0) * d) * 4.0);
-    let delta = (2.0 * m * (d + dk) * d, (m * (2.0 * d + dk) + d * d + dk * d) * 4.0);
+    let key = (2.0 * m * d, (chunks * m * dm + m * d + m * dk) * 4.0);
+    let delta_part = (2.0 * m * (d + dk) * d, (m * (d + dk) + d * d + dk * d + delta_chunks * m * d) * 4.0);
+    let delta = (m * d * delta_chunks, (delta_chunks + 1.0) * m * d * 4.0);
     let update = (2.0 * m * dk * d, 2.0 * dk * d * 4.0);
     println!("ARMT floors per layer, GPT-2 small (d_mem {dm}, dk {dk}), {rows} rows, f32 SIMT:");
     let kernels = [
+        ("associative_map (query)", map(r)),
         ("associative_query", query),
         ("associative_read", read),
+        ("associative_map (key)", map(m)),
         ("associative_key", key),
+        ("associative_delta_part", delta_part),
         ("associative_delta", delta),
         ("associative_update", update),
     ];
     for (name, (f, b)) in kernels {
         println!("  {name:<30} {:>8.3} GFLOP {:>8.2} MB  floor {:>7.2} µs", f / 1e9, b / 1e6, floor(f, b));
     }
-    println!("  (associative_read reads A once per 32 rows: {:.0} MB from L2)", (r / 32.0).ceil() * dk * d * 4.0 / 1e6);
+    println!("  (associative_read reads A once per 16 rows: {:.0} MB from L2)", (r / 16.0).ceil() * dk * d * 4.0 / 1e6);
 }
 
 fn main() {
