@@ -539,18 +539,23 @@ fn truncate_log(path: &Path, at: &Progress) -> Result<()> {
 }
 
 /// Holds `out/.lock` for the run: a second run into the same directory (a resume started while the first is still
-/// writing its last checkpoint) would interleave their checkpoints and logs.
+/// writing its last checkpoint) would interleave their checkpoints and logs. A lock found held is tried again for
+/// a second before giving up: a process that spawns a child while a run ends (a test harness, an embedding program)
+/// lends the child the run's lock until the child's exec closes it, so a run that follows at once can find it held.
 fn lock_output(out: &Path) -> Result<std::fs::File> {
     let path = out.join(".lock");
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Input(format!(
-            "another training run is writing to {}; wait for it to stop (it saves a checkpoint on Ctrl-C)",
-            out.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    for _ in 0..20 {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
     }
+    Err(Error::Input(format!(
+        "another training run is writing to {}; wait for it to stop (it saves a checkpoint on Ctrl-C)",
+        out.display()
+    )))
 }
 
 /// Runs (or resumes) training into `out`: `checkpoint.safetensors`, `model_best.safetensors` and `log.jsonl`.
