@@ -5,7 +5,6 @@
 #include "common.cuh"
 
 #define ASSOC_THREADS 128
-#define ASSOC_MAX_C 1600  // GPT-2 XL's width
 #define ASSOC_MAX_DM 64   // the key maps' widths the shared buffers hold (src/backend/cuda/step.rs checks it)
 #define DPFP_NU 3
 
