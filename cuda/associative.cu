@@ -36,37 +36,77 @@ DEVICE float dpfp(float* phi, const float* us, const float* z, int dm) {
 }
 
 #define TILE_COLS 64
-#define TILE_K 32  // a step of K: half the barriers and L2 round trips of 16, 10 KB of shared memory at RI = 4
+#define TILE_K 32  // a step of K: half the barriers and L2 round trips of 16, 12 KB of shared memory at RI = 2
+
+// Four floats in one 16-byte shared-memory load.
+struct alignas(16) f32x4 {
+    float v[4];
+};
 
 // acc += a·b for one tile of 8·RI rows × TILE_COLS columns at (r0, c0), the f32 SIMT matmul of the maps, the read
 // and the write: a is rows × K (row `r` at a + r·lda), b is K × N (row `k` at b + k·ldb), or with OUT_IN N × K
 // (a weight's [out, in] layout; row `c` at b + c·ldb). A K chunk of wider matrices is a pointer offset with their
 // widths as lda and ldb. K goes in steps of TILE_K through shared memory; 128 threads, each holding RI × 4 outputs
 // (tile_outputs says where). Outside the matrices the tile reads zeros.
+//
+// Each thread's 4 columns are adjacent and a's rows run along k, so the inner loop reads shared memory 16 bytes at
+// a time: RI + 4 loads per 4 k feed 16·RI FMAs (with scalar loads, 6 a k fed 8: run 19's profile of
+// associative_read had as many load and index instructions as FMAs). The next K step's elements are loaded into
+// registers while this one is multiplied, so a step waits on L2 once, not twice.
 template <int RI, bool OUT_IN>
 DEVICE void tile_product(float (&acc)[RI][4], const float* a, long lda, int rows, const float* b, long ldb, int K,
                          int N, int r0, int c0) {
-    __shared__ float as[8 * RI][TILE_K];
-    __shared__ float bs[TILE_K][TILE_COLS + 1];  // +1: OUT_IN's stores walk k across the lanes
-    int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-    for (int k0 = 0; k0 < K; k0 += TILE_K) {
-        for (int e = threadIdx.x; e < 8 * RI * TILE_K; e += 128) {
-            int r = e / TILE_K, k = e % TILE_K;
-            as[r][k] = r0 + r < rows && k0 + k < K ? a[(r0 + r) * lda + k0 + k] : 0.0f;
+    constexpr int A_LOADS = 8 * RI * TILE_K / 128, B_LOADS = TILE_COLS * TILE_K / 128;
+    __shared__ f32x4 as[8 * RI][TILE_K / 4];
+    __shared__ f32x4 bs[TILE_K][TILE_COLS / 4 + 1];  // +1 (16 bytes): OUT_IN's stores spread over the banks
+    int t = threadIdx.x, tr = t / 16, tc = t % 16;
+    // A thread stages a's elements (row t / 32 + 4i, column t % 32) and b's (k, c): along c, (t / 64 + 2i, t % 64);
+    // with OUT_IN 8 k × 4 c a warp, k fastest, (8·(t / 32) + t % 8, t % 32 / 8 + 4i): each of 4 rows of b gives a
+    // 32-byte sector, and the stores hit 32 distinct banks. Load i of a step is then a fixed pointer plus i times a
+    // fixed stride, and only its row or its column moves with i (an address worked out per load: 181–207 registers).
+    int a_r = t / 32, a_k = t % 32;
+    int b_k = OUT_IN ? 8 * (t / 32) + t % 8 : t / 64, b_c = OUT_IN ? t % 32 / 8 : t % 64;
+    const float* a_at = a + (long)(r0 + a_r) * lda + a_k;
+    const float* b_at = OUT_IN ? b + (long)(c0 + b_c) * ldb + b_k : b + (long)b_k * ldb + c0 + b_c;
+    long a_step = 4 * lda, b_step = OUT_IN ? 4 * ldb : 2 * ldb;  // from load i to i + 1
+    float a_staged[A_LOADS], b_staged[B_LOADS];
+    auto fetch = [&](int k0) {
+        const float* p = a_at + k0;
+#pragma unroll
+        for (int i = 0; i < A_LOADS; i++, p += a_step)
+            a_staged[i] = r0 + a_r + 4 * i < rows && k0 + a_k < K ? *p : 0.0f;
+        p = OUT_IN ? b_at + k0 : b_at + (long)k0 * ldb;
+#pragma unroll
+        for (int i = 0; i < B_LOADS; i++, p += b_step) {
+            bool inside = OUT_IN ? k0 + b_k < K && c0 + b_c + 4 * i < N : k0 + b_k + 2 * i < K && c0 + b_c < N;
+            b_staged[i] = inside ? *p : 0.0f;
         }
-        for (int e = threadIdx.x; e < TILE_K * TILE_COLS; e += 128) {
-            // consecutive threads read consecutive addresses of b in either layout
-            int k = OUT_IN ? e % TILE_K : e / TILE_COLS, c = OUT_IN ? e / TILE_K : e % TILE_COLS;
-            bool inside = k0 + k < K && c0 + c < N;
-            bs[k][c] = !inside ? 0.0f : OUT_IN ? b[(c0 + c) * ldb + k0 + k] : b[(k0 + k) * ldb + c0 + c];
+    };
+    fetch(0);
+    for (int k0 = 0; k0 < K; k0 += TILE_K) {
+#pragma unroll
+        for (int i = 0; i < A_LOADS; i++) as[a_r + 4 * i][a_k / 4].v[a_k % 4] = a_staged[i];
+#pragma unroll
+        for (int i = 0; i < B_LOADS; i++) {
+            int k = OUT_IN ? b_k : b_k + 2 * i, c = OUT_IN ? b_c + 4 * i : b_c;
+            bs[k][c / 4].v[c % 4] = b_staged[i];
         }
         __syncthreads();
+        if (k0 + TILE_K < K) fetch(k0 + TILE_K);
 #pragma unroll
-        for (int k = 0; k < TILE_K; k++)
+        for (int k4 = 0; k4 < TILE_K / 4; k4++) {
+            f32x4 ar[RI];
 #pragma unroll
-            for (int i = 0; i < RI; i++)
+            for (int i = 0; i < RI; i++) ar[i] = as[tr + 8 * i][k4];
 #pragma unroll
-                for (int j = 0; j < 4; j++) acc[i][j] += as[tr + 8 * i][k] * bs[k][tc + 16 * j];
+            for (int q = 0; q < 4; q++) {
+                f32x4 br = bs[4 * k4 + q][tc];
+#pragma unroll
+                for (int i = 0; i < RI; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[i][j] += ar[i].v[q] * br.v[j];
+            }
+        }
         __syncthreads();
     }
 }
@@ -79,7 +119,7 @@ DEVICE void tile_outputs(int r0, int c0, Out out) {
 #pragma unroll
     for (int i = 0; i < RI; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) out(i, j, r0 + tr + 8 * i, c0 + tc + 16 * j);
+        for (int j = 0; j < 4; j++) out(i, j, r0 + tr + 8 * i, c0 + 4 * tc + j);
 }
 
 // Launches (CHUNK: K_CHUNK columns of the maps' and the delta's K; S: streams):
