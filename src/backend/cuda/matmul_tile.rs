@@ -11,13 +11,13 @@
 //!   64 × 64 in 3; after the epilogue fix of run 14 (bench/results/2026-11-27-cuda-runs13-15.md) 35 % faster, and
 //!   residual_layernorm loads shares together, so projections now take it ([`MatmulTile::for_projection`]).
 //! - 128 × 64 and 64 × 128 never won; they were dropped.
-//! - 544 rows again, after the main loops lost their per-step address arithmetic
-//!   (bench/results/2026-11-27-cuda-loops-sass.md; runs 20–21, bench/results/2026-11-27-cuda-runs20-21.md): now 128 × 128
-//!   beats 64 × 64 on qkv (1.16×, 90 blocks) and fc (1.31×, 120 blocks).
+//! - 544 rows again, after the main loops lost their per-step address arithmetic (runs 20–21,
+//!   bench/results/2026-11-27-cuda-runs20-21.md): alone, 20 launches in a graph, 128 × 128 was 1.16× faster on qkv
+//!   and 1.31× on fc. Picked for them in the step, it changed nothing (1.2021 against 1.2006 ms, same run), and
+//!   ARMT's chain ran 3.5 % slower; so 64 × 64 stays.
 //!
-//! So the larger tile is picked once its blocks cover half the SMs ([`LARGE_TILE_BLOCKS`]; projections: once they
-//! fill the GPU, with their shares of K). With one stream the projections' 768 columns give 108 blocks of 64 × 64
-//! for 132 SMs, so those split K (each share a block of its own).
+//! So the larger tile is picked once it fills the GPU. With one stream the projections' 768 columns give 108
+//! blocks of 64 × 64 for 132 SMs, so those split K (each share a block of its own).
 //!
 //! Outputs of at most 16 rows (RMT-R's retrieval over 16 memory rows, decode rows) have a third tile, 16 × 8: a
 //! SIMT kernel that reads each weight once for all the rows, where a 64 × 64 tile multiplies at least 48 rows of
@@ -73,25 +73,16 @@ pub const MATMUL_TILES: [MatmulTile; 3] = [
 
 /// Blocks a launch should have to fill an H100 or H200 (132 SMs) once.
 const FILL_BLOCKS: usize = 132;
-/// Blocks from which an activation matmul of more than 16 rows takes 128 × 128 over 64 × 64: half the SMs. Run 20
-/// measured one stream's qkv (90 blocks) and fc (120) 1.16× and 1.31× faster on it.
-const LARGE_TILE_BLOCKS: usize = FILL_BLOCKS / 2;
 /// The least K a share of a split-K matmul takes (8 of the tensor-core kernel's K steps).
 const MIN_SHARE_K: usize = 256;
 
 impl MatmulTile {
-    /// The tile for an `m × n` output: the larger one (fewer bytes per FLOP) while it still fills the GPU, else
-    /// the smaller (more blocks). Up to 16 rows the tiles are 16 × 8 and 64 × 64, and 64 × 64 must fill all the
-    /// SMs; beyond them 64 × 64 and 128 × 128, and 128 × 128 half of them ([`LARGE_TILE_BLOCKS`]).
+    /// The tile for an `m × n` output: the largest that still fills the GPU (fewer bytes per FLOP), else the
+    /// smallest (most blocks). Up to 16 rows the tiles are 16 × 8 and 64 × 64, beyond them 64 × 64 and 128 × 128.
     pub fn for_shape(m: usize, n: usize) -> MatmulTile {
-        let few_rows = m <= MATMUL_TILES[0].rows;
-        let (tiles, enough) =
-            if few_rows { (&MATMUL_TILES[..2], FILL_BLOCKS) } else { (&MATMUL_TILES[1..], LARGE_TILE_BLOCKS) };
-        if tiles[1].blocks(m, n) >= enough {
-            tiles[1]
-        } else {
-            tiles[0]
-        }
+        let tiles = if m <= MATMUL_TILES[0].rows { &MATMUL_TILES[..2] } else { &MATMUL_TILES[1..] };
+        let fills = |t: &&MatmulTile| t.blocks(m, n) >= FILL_BLOCKS;
+        *tiles.iter().rev().find(fills).unwrap_or(&tiles[0])
     }
 
     /// The tile and K shares of a projection (`m × n` f32 out, K = `k`, shares summed by residual_layernorm): the
@@ -176,15 +167,11 @@ mod tests {
     #[test]
     fn gpt2_small_tiles_fill_the_gpu_or_split_k() {
         let pick = |m, n| MatmulTile::for_shape(m, n);
-        // one stream: qkv and fc on 128 × 128 (90 and 120 blocks, over half the SMs); the projections (768 wide:
-        // 30 blocks of 128 × 128, 108 of 64 × 64) split K: attn proj in 3 shares of 256, fc proj in 3 of 1024
-        assert_eq!(pick(544, 2304).kernel, "matmul_128x128");
-        assert_eq!(pick(544, 3072).kernel, "matmul_128x128");
+        // one stream: 64 × 64 everywhere (128 × 128 gives qkv 90 blocks, fc 120); the projections (768 wide, 108
+        // blocks) split K: attn proj in 3 shares of 256, fc proj in 3 of 1024
+        assert_eq!(pick(544, 2304).kernel, "matmul");
+        assert_eq!(pick(544, 3072).kernel, "matmul");
         assert_eq!(pick(544, 768).kernel, "matmul");
-        // 65 blocks of 128 × 128 are too few, 66 enough; the bundled default's qkv (160 × 384): 64 × 64
-        assert_eq!(pick(5 * 128, 13 * 128).kernel, "matmul");
-        assert_eq!(pick(6 * 128, 11 * 128).kernel, "matmul_128x128");
-        assert_eq!(pick(160, 384).kernel, "matmul");
         assert_eq!(pick(544, 768).k_shares(544, 768, 768), 3);
         assert_eq!(pick(544, 768).k_shares(544, 768, 3072), 3);
         // 8 streams: the projections' 204 blocks of 128 × 128 fill the GPU
