@@ -25,9 +25,15 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing the signal handler")?;
     }
     let t0 = std::time::Instant::now();
-    let (mut done, mut samples, mut last_acc) = (0u64, 0usize, None);
+    // samples/s is the current stage's: its samples cost what its segments cost (a 16-segment sample ≈ 8 of 2)
+    let (mut done, mut last_acc) = (0u64, None);
+    let (mut stage, mut stage_t0, mut samples, mut step_t0) = (usize::MAX, t0, 0usize, t0);
     let best = train(&cfg, out, resume, |e| {
         done += 1;
+        if e.stage != stage {
+            (stage, stage_t0, samples) = (e.stage, step_t0, 0); // the stage began with this step
+        }
+        step_t0 = std::time::Instant::now();
         samples += cfg.stages[e.stage].batch;
         last_acc = e.valid_accuracy.or(last_acc);
         pb.inc(1);
@@ -40,7 +46,7 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
             e.grad_norm,
             e.lr,
             last_acc.map_or(String::new(), |a| format!(" valid {:.1} %", 100.0 * a)),
-            samples as f64 / t0.elapsed().as_secs_f64()
+            samples as f64 / stage_t0.elapsed().as_secs_f64()
         );
         if quiet {
             eprintln!("{line}");
