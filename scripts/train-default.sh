@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Retrains the bundled model (models/default.safetensors, an ARMT) from scratch: the runs of models/recipe/ in
-# numeric order (1-binding … 11-armt-2048), each starting from the best model of the run before it (their configs
-# name target/train-default/RUN). Runs 1–4 make the RMT (models/rmt-qa1.safetensors), runs 5–11 the ARMT on its
-# backbone. Each run keeps its best model also in bf16 (model_best.bf16.safetensors): runs 5 and 7 start from those,
-# as the recorded chain did. ≈ 7 hours on 2 cores (see models/README.md).
+# numeric order (1-binding … 8-armt-512-1024), each starting from the best model of the run before it (their configs
+# name target/train-default/RUN). Runs 1–4 make the RMT (models/rmt-qa1.safetensors), runs 5–8 the ARMT on its
+# backbone. Each run keeps its best model also in bf16 (model_best.bf16.safetensors): runs 5 and 8 start from those,
+# as the recorded chain did. ≈ 5 hours on 2 cores (see models/README.md).
 #
 #   scripts/train-default.sh [OUT_MODEL] [LAST_RUN]
 #
 # OUT_MODEL (default target/train-default/default.safetensors) is LAST_RUN's best model in bf16; LAST_RUN
 # (default: the last config) stops the chain early: 4-memory-16-32 retrains only the RMT (≈ 1.7 h).
-# Threads per run are those the recipe was run with (2; 1 for runs 10 and 11), so that each run is the recorded
-# procedure on the same arithmetic. Interrupted (Ctrl-C, a crash)? Run it again: finished runs are skipped and the
+# Every run uses 2 threads, as the recipe was run, so that each run is the recorded procedure on the same
+# arithmetic. Interrupted (Ctrl-C, a crash)? Run it again: finished runs are skipped and the
 # one in progress resumes exactly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,12 +28,10 @@ for cfg in $configs; do
   name=$(basename "$cfg" .json)
   run=$RUNS/$name
   if [ ! -f "$run/finished" ]; then
-    threads=2
-    case $name in 10-* | 11-*) threads=1 ;; esac   # these two ran on one core beside other work
     resume=()
     [ -f "$run/checkpoint.safetensors" ] && resume=(--resume)
-    echo "== $run ($cfg, $threads threads)" >&2
-    $B train --config "$cfg" -o "$run" --threads $threads "${resume[@]}"
+    echo "== $run ($cfg)" >&2
+    $B train --config "$cfg" -o "$run" --threads 2 "${resume[@]}"
     touch "$run/finished"
   fi
   [ -f "$run/model_best.bf16.safetensors" ] ||
