@@ -179,11 +179,12 @@ KERNEL void associative_read(float* x, const float* query, const float* state, i
 // The write's first step, per memory row M (the last `m` rows of each stream of `per` rows in x), against the
 // stream's state before the write: its key k = DPFP(u), u its key map (associative_map's `chunks` shares), into
 // `keys`, and into `gates` (3 per row) the normaliser weight γ = clip(1 − k·z / (‖k‖² + eps), 0, 1), the gate
-// β = σ(M·w_b + b_b) and the old value's denominator k·z + eps; rows numbered over all streams (each stream's m
-// after the one before's). Fuses the map's sum, DPFP and the gates.
+// s·β with β = σ(M·w_b + b_b) and the gain s = max(1, k·z / (‖k‖² + eps)) if `replacing` (else 1), and the old
+// value's denominator k·z + eps; rows numbered over all streams (each stream's m after the one before's). Fuses
+// the map's sum, DPFP and the gates.
 KERNEL void associative_key(float* keys, float* gates, const float* partial, int chunks, const float* x,
                             const float* wb, const float* bb, const float* state, int stride, int m, int per, int C,
-                            int dm, float eps) {
+                            int dm, float eps, int replacing) {
     __shared__ float us[ASSOC_MAX_DM];
     __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
     int s = blockIdx.y, j = blockIdx.x, r = s * m + j;
@@ -199,8 +200,9 @@ KERNEL void associative_key(float* keys, float* gates, const float* partial, int
     kk = block_reduce<ASSOC_THREADS, false>(kk);
     mb = block_reduce<ASSOC_THREADS, false>(mb);
     if (threadIdx.x == 0) {
-        gates[3 * r] = fminf(fmaxf(1.0f - kz / (kk + eps), 0.0f), 1.0f);
-        gates[3 * r + 1] = 1.0f / (1.0f + expf(-(mb + bb[0])));
+        float coverage = kz / (kk + eps);
+        gates[3 * r] = fminf(fmaxf(1.0f - coverage, 0.0f), 1.0f);
+        gates[3 * r + 1] = (replacing ? fmaxf(coverage, 1.0f) : 1.0f) * (1.0f / (1.0f + expf(-(mb + bb[0]))));
         gates[3 * r + 2] = kz + eps;
     }
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) keys[(long)r * dk + p] = phi[p];

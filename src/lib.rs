@@ -46,7 +46,7 @@ use backend::cpu::{CpuStep, Kernels};
 
 pub use batch::Batch;
 pub use error::{Error, Result};
-pub use model::{Config, FileDtype, MemoryConfig, MemoryKind, Model, RetrievalVersion};
+pub use model::{AssociativeWrite, Config, FileDtype, MemoryConfig, MemoryKind, Model, RetrievalVersion};
 pub use session::{hash_tokens, Answer, Session, State, EMPTY_STREAM_HASH};
 
 /// Where segment steps run.

@@ -199,4 +199,12 @@ fn bad_config() {
     let cfg = model.config.to_json().replace(r#""segment_size":8"#, r#""segment_size":60"#);
     e.metadata.insert("config".into(), cfg);
     assert!(e.load_err("span.safetensors").contains("n_positions is 48"));
+
+    // ARMT's write rule on an RMT, and a rule that does not exist
+    let cfg = model.config.to_json().replace(r#""segment_size":8"#, r#""segment_size":8,"write":"replacing""#);
+    e.metadata.insert("config".into(), cfg);
+    assert!(e.load_err("write.safetensors").contains("memory.write is only for memory.kind armt"));
+    let cfg = model.config.to_json().replace(r#""segment_size":8"#, r#""segment_size":8,"write":"overwrite""#);
+    e.metadata.insert("config".into(), cfg);
+    assert!(e.load_err("rule.safetensors").contains("unknown variant `overwrite`"));
 }

@@ -297,6 +297,34 @@ fn resumed_armt_training_from_an_rmt_backbone_equals_uninterrupted_training() {
     assert!(err.to_string().contains("backbone's GPT-2 shape"), "{err}");
 }
 
+/// `write` sets the starting ARMT's write rule: a run with the replacing write resumes exactly, its models carry
+/// the rule, and it trains otherwise than the authors' rule; an RMT is refused.
+#[test]
+fn write_sets_the_armt_write_rule() {
+    use rmt_fast::train::trainer::{train, Start};
+    use rmt_fast::AssociativeWrite;
+    let armt_json = r#"{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 96,
+        "memory": {"kind": "armt", "num_mem_tokens": 4, "segment_size": 40, "d_mem": 8}}"#;
+    let mut delta = tiny_config(10, 4);
+    delta.model = Start::Init(rmt_fast::Config::from_json(armt_json).unwrap());
+    // samples of up to 3 segments: the gain is 1 in the first write (z = 0), so 2 segments could not tell
+    delta.stages[0].segments = 3;
+    let replacing = rmt_fast::train::trainer::TrainConfig { write: Some(AssociativeWrite::Replacing), ..delta.clone() };
+    let (a, _) = check_resume(&replacing, "train-armt-replacing");
+    let model = Model::load(a.join("model_best.safetensors")).unwrap();
+    assert_eq!(model.config.memory.write, AssociativeWrite::Replacing);
+    let d = common::scratch_dir("train-armt-delta");
+    train(&delta, &d, false, |_| true).unwrap();
+    let losses = |dir: &std::path::Path| -> Vec<String> {
+        let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+        log.lines().map(|l| l.split(",\"grad_norm").next().unwrap().to_string()).collect()
+    };
+    assert_ne!(losses(&a), losses(&d), "the replacing write trains as the authors' rule does");
+    let rmt = rmt_fast::train::trainer::TrainConfig { write: Some(AssociativeWrite::Replacing), ..tiny_config(2, 4) };
+    let err = train(&rmt, &common::scratch_dir("train-rmt-replacing"), false, |_| true).unwrap_err();
+    assert!(err.to_string().contains("not an ARMT"), "{err}");
+}
+
 /// A stage's `k2` reaches the gradient: the same run backpropagating through one segment only has the same first
 /// loss and then other ones (its steps differ); `"k2": 0` is refused.
 #[test]

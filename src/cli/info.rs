@@ -89,6 +89,7 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
                     + &c.memory
                         .d_mem
                         .map_or(String::new(), |k| format!(", associative keys {k} → {}", c.memory.key_width()))
+                    + if c.memory.write == rmt_fast::AssociativeWrite::Replacing { ", replacing write" } else { "" }
             );
             println!(
                 "  backbone     GPT-2, {} layers × {} wide, {} heads, {} positions",

@@ -47,6 +47,32 @@ pub struct MemoryConfig {
     /// [`DPFP_NU`]` · 2 ·` this wide. Required for ARMT, absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d_mem: Option<usize>,
+    /// ARMT: how a write weighs each memory row's delta (absent: the authors' rule).
+    #[serde(default, skip_serializing_if = "AssociativeWrite::is_delta")]
+    pub write: AssociativeWrite,
+}
+
+/// How an ARMT write weighs each memory row's delta `β_j k_jᵀ (v_j − v_old_j)` (RMT-SPEC §3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssociativeWrite {
+    /// The authors' delta rule, as written. Reading a written key afterwards moves it only `β‖k‖² / (k·z)` of the
+    /// way from the old value to the new one: a fraction of a percent once `z` holds many keys, so on long
+    /// streams `A` sums its writes and grows (models/README.md).
+    #[default]
+    #[serde(rename = "delta")]
+    Delta,
+    /// rmt-fast's replacing write (not in the authors' code): each row's delta is scaled by
+    /// `s = max(1, k·z / (‖k‖² + ε))`, so that reading its own key afterwards moves `β` of the way to the new value,
+    /// as a normalised delta rule does. No gradient flows through `s` (as through the authors' `γ`). With `z = 0`
+    /// (the first segment) `s = 1`: the first write is the authors'.
+    #[serde(rename = "replacing")]
+    Replacing,
+}
+
+impl AssociativeWrite {
+    fn is_delta(&self) -> bool {
+        *self == AssociativeWrite::Delta
+    }
 }
 
 /// ARMT's DPFP order ν (RMT-SPEC §3.1: 3 in every released config).
@@ -193,6 +219,9 @@ impl Config {
                 return bad("memory.d_mem is only for memory.kind armt".into())
             }
             _ => {}
+        }
+        if mem.kind != MemoryKind::Armt && !mem.write.is_delta() {
+            return bad("memory.write is only for memory.kind armt".into());
         }
         for (what, id) in [("eos_token_id", self.eos_token_id), ("gen_token_id", self.gen_token_id)] {
             if id as usize >= self.vocab_size {

@@ -10,7 +10,7 @@ use std::path::Path;
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
-pub use config::{Config, MemoryConfig, MemoryKind, RetrievalVersion};
+pub use config::{AssociativeWrite, Config, MemoryConfig, MemoryKind, RetrievalVersion};
 pub use weights::FileDtype;
 use weights::Weights;
 

@@ -39,7 +39,8 @@ pub(super) fn read(model: &Model, l: usize, state: &mut [f32], x: &mut [f32]) ->
 /// Block `l`'s write of its output's memory rows `mem` into `state`.
 pub(super) fn write(model: &Model, l: usize, state: &mut [f32], mem: &[f32], lm: &mut LayerMemory) {
     let (a, z) = layer(model, state, l);
-    lm.write = Some(memory::write(&model.weights.associative[l], a, z, mem, model.config.n_embd));
+    let (w, rule) = (&model.weights.associative[l], model.config.memory.write);
+    lm.write = Some(memory::write(w, rule, a, z, mem, model.config.n_embd));
 }
 
 /// `x` (`[rows, cols]`) as the left operand `xᵀ` of a GEMM.
@@ -63,7 +64,7 @@ pub(super) fn write_backward(
     let (d, dk, dm) = (model.config.n_embd, lm.z.len(), w.w_mk.n_out);
     let m = wr.beta.len();
     let (da, dz) = layer(model, d_state, l);
-    // e = v − v_old; A_new = A + Σ_j β_j k_jᵀ e_j, z_new = z + Σ_j γ_j k_j
+    // e = v − v_old; A_new = A + Σ_j s_j β_j k_jᵀ e_j, z_new = z + Σ_j γ_j k_j (s and γ constants)
     let e: Vec<f32> = wr.v.iter().zip(&wr.v_old).map(|(v, o)| v - o).collect();
     let mut ge = vec![0.0; m * dk]; // G · e_j
     matmul(&e, m, MatRef { w: da, n_in: d, n_out: dk, layout: Layout::OutIn }, None, &mut ge, false);
@@ -72,9 +73,10 @@ pub(super) fn write_backward(
     let (mut dk_rows, mut dv, mut d_pre_beta) = (vec![0.0; m * dk], vec![0.0; m * d], vec![0.0; m]);
     let (mut d_num, mut d_den) = (vec![0.0; m * d], vec![0.0; m]);
     for j in 0..m {
-        let (k, b, den) = (&wr.k[j * dk..][..dk], wr.beta[j], wr.den[j]);
+        let (k, beta, den) = (&wr.k[j * dk..][..dk], wr.beta[j], wr.den[j]);
+        let b = wr.gain[j] * beta; // as the forward rounds it
         let ge_j = &ge[j * dk..][..dk];
-        d_pre_beta[j] = dot(k, ge_j) * b * (1.0 - b);
+        d_pre_beta[j] = dot(k, ge_j) * wr.gain[j] * beta * (1.0 - beta);
         let dk_j = &mut dk_rows[j * dk..][..dk];
         for ((o, &x), &zv) in dk_j.iter_mut().zip(ge_j).zip(dz.iter()) {
             *o = b * x + wr.gamma[j] * zv;
@@ -245,6 +247,45 @@ mod tests {
         check("state", &state, &d_state, |s| loss(&model, &mem, s));
         let ga = &g.associative[0];
         for (name, grad) in [("W_mk", &ga.w_mk), ("W_mv", &ga.w_mv), ("W_mb", &ga.w_mb)] {
+            let w = pick(&mut model.clone(), name).w.clone();
+            check(name, &w, &grad.w, |w| {
+                let mut m = model.clone();
+                pick(&mut m, name).w = w.to_vec();
+                loss(&m, &mem, &state)
+            });
+        }
+    }
+
+    /// The replacing write scales each row's delta by the detached gain `s = max(1, k·z / ‖k‖²)`. `s` depends
+    /// on the keys and `z` only, so the derivatives through the values, the strengths and `A` are exact: those
+    /// against central differences, with every gain above 1 (`z` large). The rest (through `k` and `z`, where
+    /// finite differences would also see `s` move) is checked against PyTorch's detach in `tests/armt.rs`.
+    #[test]
+    fn replacing_write_backward_matches_finite_differences() {
+        let mut model = model();
+        model.config.memory.write = crate::AssociativeWrite::Replacing;
+        let (d, dk, m) = (8, 12, 3);
+        let mut rng = Rng::new(4);
+        let mem = normal(&mut rng, m * d, 1.0);
+        let mut state = normal(&mut rng, dk * d, 1.0);
+        state.extend((0..dk).map(|_| 40.0 + rng.uniform() as f32));
+        let r = normal(&mut rng, state.len(), 1.0);
+        let loss = |m: &Model, mem: &[f32], state: &[f32]| {
+            let mut state = state.to_vec();
+            let mut lm = read(m, 0, &mut state, &mut vec![0.0; d]);
+            write(m, 0, &mut state, mem, &mut lm);
+            state.iter().zip(&r).map(|(a, b)| (a * b) as f64).sum::<f64>()
+        };
+        let mut sa = state.clone();
+        let mut lm = read(&model, 0, &mut sa, &mut vec![0.0; d]);
+        write(&model, 0, &mut sa, &mem, &mut lm);
+        assert!(lm.write.as_ref().unwrap().gain.iter().all(|&s| s > 1.5), "every gain above 1");
+        let (mut g, mut d_state, mut d_mem) = (model.weights.zeros_like(), r.clone(), vec![0.0; m * d]);
+        write_backward(&model, 0, &lm, &mut g, &mut d_state, &mut d_mem);
+        let a_len = dk * d;
+        check("A", &state[..a_len], &d_state[..a_len], |a| loss(&model, &mem, &[a, &state[a_len..]].concat()));
+        let ga = &g.associative[0];
+        for (name, grad) in [("W_mv", &ga.w_mv), ("W_mb", &ga.w_mb)] {
             let w = pick(&mut model.clone(), name).w.clone();
             check(name, &w, &grad.w, |w| {
                 let mut m = model.clone();

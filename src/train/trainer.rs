@@ -19,7 +19,7 @@ use crate::babilong::haystack::Haystack;
 use crate::babilong::sample::build;
 use crate::error::{Error, Result};
 use crate::model::weights::{serialize_tensors, write_atomically, FileDtype, Weights};
-use crate::model::{Config, Model};
+use crate::model::{AssociativeWrite, Config, MemoryKind, Model};
 use crate::rng::Rng;
 use crate::stream::tokenizer::Tokenizer;
 use crate::Engine;
@@ -86,6 +86,10 @@ pub enum Start {
 pub struct TrainConfig {
     /// The model to train.
     pub model: Start,
+    /// ARMT: the write rule to train with, set on the starting model (a model trained with the authors' rule can go
+    /// on with the replacing write); absent: the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<AssociativeWrite>,
     /// Seed of the initialisation and of every sample.
     #[serde(default)]
     pub seed: u64,
@@ -585,6 +589,14 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
                 with_backbone(Model::random(init.clone(), cfg.seed)?, &Model::load(from)?)?
             }
         };
+        if let Some(write) = cfg.write {
+            if model.config.memory.kind != MemoryKind::Armt {
+                return Err(Error::Config(
+                    "`write` sets an ARMT's write rule; the model to train is not an ARMT".into(),
+                ));
+            }
+            model.config.memory.write = write;
+        }
         // samples carry bAbI's questions as written ("Where is Mary? "): plain-text questions get the same form
         model.config.question_template = Some(QUESTION_TEMPLATE.into());
         let adam = AdamState::new(&model.weights);

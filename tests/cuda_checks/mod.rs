@@ -7,7 +7,7 @@ use rmt_fast::backend::cpu::associative;
 use rmt_fast::backend::cpu::ops::{gelu_new, layer_norm, matmul, MatRef};
 use rmt_fast::backend::cuda::{Device, KernelArg, MatmulTile, Precision, MATMUL_TILES};
 use rmt_fast::model::weights::{Associative, LayerNorm, Layout, Linear};
-use rmt_fast::{Config, Engine, Model};
+use rmt_fast::{AssociativeWrite, Config, Engine, Model};
 
 pub fn tolerance(p: Precision) -> f64 {
     match p {
@@ -343,63 +343,81 @@ pub fn associative<D: Device>(dev: D) {
         w_mv: map(d, 82, None),
         w_mb: map(1, 83, Some(vec![0.4])),
     };
-    // states as a few writes leave them: z ≥ 0, so that every denominator is positive
+    // states as writes leave them: z ≥ 0, so that every denominator is positive; stream 0's z is small next to
+    // the keys (γ > 0, the replacing gain is 1), stream 1's as large as many keys' sum (γ = 0, the gain above 1)
     let mut states = random(streams * stride, 84, 1.0);
-    for st in states.chunks_exact_mut(stride) {
-        st[dk * d..len].iter_mut().for_each(|z| *z = z.abs());
+    for (s, st) in states.chunks_exact_mut(stride).enumerate() {
+        let scale = if s == 0 { 1.0 } else { 500.0 };
+        st[dk * d..len].iter_mut().for_each(|z| *z = scale * z.abs());
     }
     let x = random(rows * d, 85, 2.0);
     let buf = |l: &Linear| lab.f32(&l.w);
     let (wq, wk, wv, wb, bb) = (buf(&w.w_mq), buf(&w.w_mk), buf(&w.w_mv), buf(&w.w_mb), lab.f32(&[0.4]));
-    let (xb, sb) = (lab.f32(&x), lab.f32(&states));
-    let eps = KernelArg::F32(associative::EPS);
+    // each rule's write against the CPU's; the replacing gain must change the states (else the flag is unseen)
+    let mut written = Vec::new();
+    for rule in [AssociativeWrite::Delta, AssociativeWrite::Replacing] {
+        let replacing = (rule == AssociativeWrite::Replacing) as usize;
+        let (xb, sb) = (lab.f32(&x), lab.f32(&states));
+        let eps = KernelArg::F32(associative::EPS);
 
-    let (mut want, mut want_states) = (x.clone(), states.clone());
-    for (xs, st) in want.chunks_exact_mut(per * d).zip(want_states.chunks_exact_mut(stride)) {
-        let (a, z) = st[..len].split_at_mut(dk * d);
-        associative::read(&w, a, z, xs, d);
-        associative::write(&w, a, z, &xs[(per - m) * d..], d);
-    }
-    // the K chunks' shares: 64 columns each, of d = 200 (4 chunks, the last partial) and of dk = 30 (1, partial)
-    let chunks = |k: usize| k.div_ceil(64);
-    let (map_chunks, delta_chunks) = (chunks(d), chunks(d) + chunks(dk));
-    let partial = lab.zeros((map_chunks * rows * dm).max(delta_chunks * streams * m * d));
-    let map = |w: &D::Buffer, skip: usize, n: usize| {
-        let args = [lab.p(&partial), lab.p(&xb), lab.p(w), i(per), i(skip), i(n), i(d), i(dm)];
-        lab.run("associative_map", [n.div_ceil(16) as u32, streams as u32, map_chunks as u32], [128, 1, 1], &args);
-    };
-    let query = lab.zeros(rows * dk);
-    map(&wq, 0, per);
-    let args =
-        [lab.p(&query), lab.p(&partial), i(map_chunks), lab.p(&sb), i(stride), i(rows), i(per), i(d), i(dm), eps];
-    lab.run("associative_query", [rows as u32, 1, 1], [128, 1, 1], &args);
-    let args = [lab.p(&xb), lab.p(&query), lab.p(&sb), i(stride), i(per), i(d), i(dk)];
-    lab.run("associative_read", [per.div_ceil(16) as u32, d.div_ceil(64) as u32, streams as u32], [128, 1, 1], &args);
-    lab.check("associative_query and associative_read", &lab.read_f32(&xb, rows * d), &want);
+        let (mut want, mut want_states) = (x.clone(), states.clone());
+        for (xs, st) in want.chunks_exact_mut(per * d).zip(want_states.chunks_exact_mut(stride)) {
+            let (a, z) = st[..len].split_at_mut(dk * d);
+            associative::read(&w, a, z, xs, d);
+            associative::write(&w, rule, a, z, &xs[(per - m) * d..], d);
+        }
+        // the K chunks' shares: 64 columns each, of d = 200 (4 chunks, the last partial) and of dk = 30 (1, partial)
+        let chunks = |k: usize| k.div_ceil(64);
+        let (map_chunks, delta_chunks) = (chunks(d), chunks(d) + chunks(dk));
+        let partial = lab.zeros((map_chunks * rows * dm).max(delta_chunks * streams * m * d));
+        let map = |w: &D::Buffer, skip: usize, n: usize| {
+            let args = [lab.p(&partial), lab.p(&xb), lab.p(w), i(per), i(skip), i(n), i(d), i(dm)];
+            lab.run("associative_map", [n.div_ceil(16) as u32, streams as u32, map_chunks as u32], [128, 1, 1], &args);
+        };
+        let query = lab.zeros(rows * dk);
+        map(&wq, 0, per);
+        let args =
+            [lab.p(&query), lab.p(&partial), i(map_chunks), lab.p(&sb), i(stride), i(rows), i(per), i(d), i(dm), eps];
+        lab.run("associative_query", [rows as u32, 1, 1], [128, 1, 1], &args);
+        let args = [lab.p(&xb), lab.p(&query), lab.p(&sb), i(stride), i(per), i(d), i(dk)];
+        lab.run(
+            "associative_read",
+            [per.div_ceil(16) as u32, d.div_ceil(64) as u32, streams as u32],
+            [128, 1, 1],
+            &args,
+        );
+        lab.check("associative_query and associative_read", &lab.read_f32(&xb, rows * d), &want);
 
-    let (keys, gates, delta) = (lab.zeros(streams * m * dk), lab.zeros(streams * m * 3), lab.zeros(streams * m * d));
-    map(&wk, per - m, m);
-    let args = [lab.p(&keys), lab.p(&gates), lab.p(&partial), i(map_chunks), lab.p(&xb), lab.p(&wb), lab.p(&bb)];
-    let args = [&args[..], &[lab.p(&sb), i(stride), i(m), i(per), i(d), i(dm), eps]].concat();
-    lab.run("associative_key", [m as u32, streams as u32, 1], [128, 1, 1], &args);
-    let args = [lab.p(&partial), lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wv), lab.p(&sb), i(stride), i(m)];
-    let args = [&args[..], &[i(per), i(d), i(dk)]].concat();
-    let grid = [m.div_ceil(16) as u32, d.div_ceil(64) as u32, (streams * delta_chunks) as u32];
-    lab.run("associative_delta_part", grid, [128, 1, 1], &args);
-    let args = [lab.p(&delta), lab.p(&partial), i(delta_chunks), lab.p(&gates), i(streams * m), i(d)];
-    lab.run("associative_delta", [(streams * m * d).div_ceil(256) as u32, 1, 1], [256, 1, 1], &args);
-    let step = lab.bytes(&5i32.to_le_bytes());
-    let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gates), lab.p(&step), i(stride), i(m), i(d), i(dk)];
-    lab.run("associative_update", [len.div_ceil(256) as u32, streams as u32, 1], [256, 1, 1], &args);
-    assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
-    let got = lab.read_f32(&sb, states.len());
-    for (k, (g, w)) in got.chunks_exact(stride).zip(want_states.chunks_exact(stride)).enumerate() {
-        lab.check(&format!("associative write, stream {k} (A)"), &g[..dk * d], &w[..dk * d]);
-        lab.check(&format!("associative write, stream {k} (z)"), &g[dk * d..len], &w[dk * d..len]);
-        assert_eq!(g[len..], w[len..], "stream {k}: the values between states are left alone");
+        let (keys, gates, delta) =
+            (lab.zeros(streams * m * dk), lab.zeros(streams * m * 3), lab.zeros(streams * m * d));
+        map(&wk, per - m, m);
+        let args = [lab.p(&keys), lab.p(&gates), lab.p(&partial), i(map_chunks), lab.p(&xb), lab.p(&wb), lab.p(&bb)];
+        let args = [&args[..], &[lab.p(&sb), i(stride), i(m), i(per), i(d), i(dm), eps, i(replacing)]].concat();
+        lab.run("associative_key", [m as u32, streams as u32, 1], [128, 1, 1], &args);
+        let args = [lab.p(&partial), lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wv), lab.p(&sb), i(stride), i(m)];
+        let args = [&args[..], &[i(per), i(d), i(dk)]].concat();
+        let grid = [m.div_ceil(16) as u32, d.div_ceil(64) as u32, (streams * delta_chunks) as u32];
+        lab.run("associative_delta_part", grid, [128, 1, 1], &args);
+        let args = [lab.p(&delta), lab.p(&partial), i(delta_chunks), lab.p(&gates), i(streams * m), i(d)];
+        lab.run("associative_delta", [(streams * m * d).div_ceil(256) as u32, 1, 1], [256, 1, 1], &args);
+        let step = lab.bytes(&5i32.to_le_bytes());
+        let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gates), lab.p(&step), i(stride), i(m), i(d), i(dk)];
+        lab.run("associative_update", [len.div_ceil(256) as u32, streams as u32, 1], [256, 1, 1], &args);
+        assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
+        let got = lab.read_f32(&sb, states.len());
+        for (k, (g, w)) in got.chunks_exact(stride).zip(want_states.chunks_exact(stride)).enumerate() {
+            lab.check(&format!("associative write ({rule:?}), stream {k} (A)"), &g[..dk * d], &w[..dk * d]);
+            lab.check(&format!("associative write ({rule:?}), stream {k} (z)"), &g[dk * d..len], &w[dk * d..len]);
+            assert_eq!(g[len..], w[len..], "stream {k}: the values between states are left alone");
+        }
+        // the write changed the states by more than the tolerance: the check sees a missing update
+        assert!(rel_err(&states, &want_states) > 1e-2, "the test's write is too small to see");
+        written.push(want_states);
     }
-    // the write changed the states by more than the tolerance: the check sees a missing update
-    assert!(rel_err(&states, &want_states) > 1e-2, "the test's write is too small to see");
+    // the writes themselves (new state − old) differ: the kernel sees the gain
+    let write = |w: &[f32]| -> Vec<f32> { w.iter().zip(&states).map(|(a, b)| a - b).collect() };
+    let gap = rel_err(&write(&written[1]), &write(&written[0]));
+    assert!(gap > 0.1, "the replacing gain changes the write by only {gap:.1e}");
 }
 
 /// Token and memory rows with restarting positions, and the f32 → storage conversion.

@@ -7,7 +7,7 @@
 //! give exactly that (the read adds `0 / ε`), so no segment is special.
 
 use super::ops::{matmul, MatRef};
-use crate::model::config::DPFP_NU;
+use crate::model::config::{AssociativeWrite, DPFP_NU};
 use crate::model::weights::{Associative, Layout};
 
 /// The ε of the read's and the write's denominators (the authors' 1e-5).
@@ -105,7 +105,8 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// What a write leaves for the backward: the memory rows `M`, the key map's output `u`, the keys `k = φ(u)`, the
-/// values `v = M·W_mvᵀ`, the strengths `β`, the normaliser weights `γ`, `den = k·z + ε` and `v_old = k·A / den`.
+/// values `v = M·W_mvᵀ`, the strengths `β`, the normaliser weights `γ`, the gains `s`, `den = k·z + ε` and
+/// `v_old = k·A / den`.
 pub struct Write {
     pub(crate) mem: Vec<f32>,
     pub(crate) u: Vec<f32>,
@@ -113,14 +114,16 @@ pub struct Write {
     pub(crate) v: Vec<f32>,
     pub(crate) beta: Vec<f32>,
     pub(crate) gamma: Vec<f32>,
+    pub(crate) gain: Vec<f32>,
     pub(crate) den: Vec<f32>,
     pub(crate) v_old: Vec<f32>,
 }
 
 /// The delta-rule write after a block, from the memory rows `mem` of its output:
-/// `A += Σ_j β_j k_jᵀ (v_j − v_old_j)`, `z += Σ_j γ_j k_j`, with `γ = clip(1 − k·z / (‖k‖² + ε), 0, 1)` (no
-/// gradient flows through γ, as in the authors' `.detach()`). All rows see the state before the write.
-pub fn write(w: &Associative, a: &mut [f32], z: &mut [f32], mem: &[f32], d: usize) -> Write {
+/// `A += Σ_j s_j β_j k_jᵀ (v_j − v_old_j)`, `z += Σ_j γ_j k_j`, with `γ = clip(1 − k·z / (‖k‖² + ε), 0, 1)` and
+/// the gain `s` of `rule` (1 for the authors' rule; see [`AssociativeWrite`]). No gradient flows through γ (the
+/// authors' `.detach()`) or `s`. All rows see the state before the write.
+pub fn write(w: &Associative, rule: AssociativeWrite, a: &mut [f32], z: &mut [f32], mem: &[f32], d: usize) -> Write {
     let (m, dm, dk) = (mem.len() / d, w.w_mk.n_out, z.len());
     let mut u = vec![0.0; m * dm];
     matmul(mem, m, w.w_mk.mat(), None, &mut u, false);
@@ -133,25 +136,30 @@ pub fn write(w: &Associative, a: &mut [f32], z: &mut [f32], mem: &[f32], d: usiz
     beta.iter_mut().for_each(|b| *b = 1.0 / (1.0 + (-*b).exp()));
     let mut v_old = vec![0.0; m * d];
     matmul(&k, m, state_mat(a, dk, d), None, &mut v_old, false);
-    let (mut den, mut gamma) = (vec![0.0; m], vec![0.0; m]);
+    let (mut den, mut gamma, mut gain) = (vec![0.0; m], vec![0.0; m], vec![1.0; m]);
     for (j, kr) in k.chunks_exact(dk).enumerate() {
         let kz = dot(kr, z);
+        let coverage = kz / (dot(kr, kr) + EPS);
         den[j] = kz + EPS;
-        gamma[j] = (1.0 - kz / (dot(kr, kr) + EPS)).clamp(0.0, 1.0);
+        gamma[j] = (1.0 - coverage).clamp(0.0, 1.0);
+        if rule == AssociativeWrite::Replacing {
+            gain[j] = coverage.max(1.0);
+        }
         v_old[j * d..][..d].iter_mut().for_each(|x| *x /= den[j]);
     }
     // row by row in this order, each product rounded before its add: the arithmetic of the recorded training runs
     // (a GEMM would sum in another order and change their logs' low digits)
     let mut e = vec![0.0; d];
     for j in 0..m {
-        let (kr, b) = (&k[j * dk..][..dk], beta[j]);
+        // the authors' rule multiplies by a gain of exactly 1: bit for bit their arithmetic
+        let (kr, b) = (&k[j * dk..][..dk], gain[j] * beta[j]);
         e.iter_mut().zip(&v[j * d..][..d]).zip(&v_old[j * d..][..d]).for_each(|((ev, x), o)| *ev = b * (x - o));
         for (ar, &kv) in a.chunks_exact_mut(d).zip(kr) {
             ar.iter_mut().zip(&e).for_each(|(av, ev)| *av += kv * ev);
         }
         z.iter_mut().zip(kr).for_each(|(zv, kv)| *zv += gamma[j] * kv);
     }
-    Write { mem: mem.to_vec(), u, k, v, beta, gamma, den, v_old }
+    Write { mem: mem.to_vec(), u, k, v, beta, gamma, gain, den, v_old }
 }
 
 #[cfg(test)]

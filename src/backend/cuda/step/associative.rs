@@ -10,7 +10,7 @@ use crate::backend::cpu::associative::EPS;
 use crate::backend::cuda::device::{Device, KernelArg};
 use crate::backend::SegmentInput;
 use crate::error::Result;
-use crate::model::Config;
+use crate::model::{AssociativeWrite, Config};
 
 /// The widest key map (`memory.d_mem`) associative.cu's shared buffers hold (its ASSOC_MAX_DM).
 pub const MAX_D_MEM: usize = 64;
@@ -159,6 +159,7 @@ impl<D: Device> CudaStep<D> {
             i32_arg(d),
             self.key_map_width(),
             KernelArg::F32(EPS),
+            KernelArg::I32((self.m.model.config.memory.write == AssociativeWrite::Replacing) as i32),
         ];
         self.dev().launch("associative_key", [write_rows as u32, streams as u32, 1], [THREADS, 1, 1], &key)?;
         let part = [
