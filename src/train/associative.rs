@@ -220,50 +220,29 @@ mod tests {
     }
 
     /// The delta-rule write: ∂/∂ the memory rows, the state before it (through `v_old` and the identity) and the
-    /// key, value and strength maps of `Σ R ⊙ (A_new, z_new)`. `z` is large enough that every γ is clipped to 0,
-    /// so the detached γ has no derivative to miss and the check is exact.
+    /// key, value and strength maps. Every γ is clipped to 0, so the detached γ has no derivative to miss and the
+    /// check is exact.
     #[test]
     fn write_backward_matches_finite_differences() {
-        let model = model();
-        let (d, dk, m) = (8, 12, 3);
-        let mut rng = Rng::new(4);
-        let mem = normal(&mut rng, m * d, 1.0);
-        let mut state = normal(&mut rng, dk * d, 1.0);
-        state.extend((0..dk).map(|_| 40.0 + rng.uniform() as f32));
-        let r = normal(&mut rng, state.len(), 1.0);
-        let loss = |m: &Model, mem: &[f32], state: &[f32]| {
-            let mut state = state.to_vec();
-            let mut lm = read(m, 0, &mut state, &mut vec![0.0; d]);
-            write(m, 0, &mut state, mem, &mut lm);
-            state.iter().zip(&r).map(|(a, b)| (a * b) as f64).sum::<f64>()
-        };
-        let mut sa = state.clone();
-        let mut lm = read(&model, 0, &mut sa, &mut vec![0.0; d]);
-        write(&model, 0, &mut sa, &mem, &mut lm);
-        assert!(lm.write.as_ref().unwrap().gamma.iter().all(|&g| g == 0.0), "γ clipped");
-        let (mut g, mut d_state, mut d_mem) = (model.weights.zeros_like(), r.clone(), vec![0.0; m * d]);
-        write_backward(&model, 0, &lm, &mut g, &mut d_state, &mut d_mem);
-        check("mem", &mem, &d_mem, |x| loss(&model, x, &state));
-        check("state", &state, &d_state, |s| loss(&model, &mem, s));
-        let ga = &g.associative[0];
-        for (name, grad) in [("W_mk", &ga.w_mk), ("W_mv", &ga.w_mv), ("W_mb", &ga.w_mb)] {
-            let w = pick(&mut model.clone(), name).w.clone();
-            check(name, &w, &grad.w, |w| {
-                let mut m = model.clone();
-                pick(&mut m, name).w = w.to_vec();
-                loss(&m, &mem, &state)
-            });
-        }
+        let gamma_clipped = |w: &Write| w.gamma.iter().all(|&g| g == 0.0);
+        check_write(&model(), gamma_clipped, &["mem", "A", "z", "W_mk", "W_mv", "W_mb"]);
     }
 
     /// The replacing write scales each row's delta by the detached gain `s = max(1, k·z / ‖k‖²)`. `s` depends
     /// on the keys and `z` only, so the derivatives through the values, the strengths and `A` are exact: those
-    /// against central differences, with every gain above 1 (`z` large). The rest (through `k` and `z`, where
-    /// finite differences would also see `s` move) is checked against PyTorch's detach in `tests/armt.rs`.
+    /// against central differences, with every gain above 1. The rest (through `k` and `z`, where finite
+    /// differences would also see `s` move) is checked against PyTorch's detach in `tests/armt.rs`.
     #[test]
     fn replacing_write_backward_matches_finite_differences() {
         let mut model = model();
         model.config.memory.write = crate::AssociativeWrite::Replacing;
+        check_write(&model, |w: &Write| w.gain.iter().all(|&s| s > 1.5), &["A", "W_mv", "W_mb"]);
+    }
+
+    /// A write of 3 memory rows into a state whose `z` is large (≥ 40: every γ clipped to 0, every replacing
+    /// gain above 1), the forward's record checked by `record`; then the backward of `Σ R ⊙ (A_new, z_new)`
+    /// against central differences for each of `names`: the memory rows, `A`, `z`, or a map.
+    fn check_write(model: &Model, record: impl Fn(&Write) -> bool, names: &[&str]) {
         let (d, dk, m) = (8, 12, 3);
         let mut rng = Rng::new(4);
         let mem = normal(&mut rng, m * d, 1.0);
@@ -277,21 +256,33 @@ mod tests {
             state.iter().zip(&r).map(|(a, b)| (a * b) as f64).sum::<f64>()
         };
         let mut sa = state.clone();
-        let mut lm = read(&model, 0, &mut sa, &mut vec![0.0; d]);
-        write(&model, 0, &mut sa, &mem, &mut lm);
-        assert!(lm.write.as_ref().unwrap().gain.iter().all(|&s| s > 1.5), "every gain above 1");
+        let mut lm = read(model, 0, &mut sa, &mut vec![0.0; d]);
+        write(model, 0, &mut sa, &mem, &mut lm);
+        assert!(record(lm.write.as_ref().unwrap()), "the write's record is not the case this test is for");
         let (mut g, mut d_state, mut d_mem) = (model.weights.zeros_like(), r.clone(), vec![0.0; m * d]);
-        write_backward(&model, 0, &lm, &mut g, &mut d_state, &mut d_mem);
-        let a_len = dk * d;
-        check("A", &state[..a_len], &d_state[..a_len], |a| loss(&model, &mem, &[a, &state[a_len..]].concat()));
-        let ga = &g.associative[0];
-        for (name, grad) in [("W_mv", &ga.w_mv), ("W_mb", &ga.w_mb)] {
-            let w = pick(&mut model.clone(), name).w.clone();
-            check(name, &w, &grad.w, |w| {
-                let mut m = model.clone();
-                pick(&mut m, name).w = w.to_vec();
-                loss(&m, &mem, &state)
-            });
+        write_backward(model, 0, &lm, &mut g, &mut d_state, &mut d_mem);
+        let (a, z) = state.split_at(dk * d);
+        let (da, dz) = d_state.split_at(dk * d);
+        for &name in names {
+            match name {
+                "mem" => check(name, &mem, &d_mem, |x| loss(model, x, &state)),
+                "A" => check(name, a, da, |x| loss(model, &mem, &[x, z].concat())),
+                "z" => check(name, z, dz, |x| loss(model, &mem, &[a, x].concat())),
+                _ => {
+                    let ga = &g.associative[0];
+                    let grad = match name {
+                        "W_mk" => &ga.w_mk,
+                        "W_mv" => &ga.w_mv,
+                        _ => &ga.w_mb,
+                    };
+                    let w = pick(&mut model.clone(), name).w.clone();
+                    check(name, &w, &grad.w, |w| {
+                        let mut m = model.clone();
+                        pick(&mut m, name).w = w.to_vec();
+                        loss(&m, &mem, &state)
+                    });
+                }
+            }
         }
     }
 }
