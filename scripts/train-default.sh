@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Retrains the bundled model (models/default.safetensors, an ARMT) from scratch: the runs of models/recipe/ in
-# numeric order (1-binding … 8-armt-512-1024), each starting from the best model of the run before it (their configs
-# name target/train-default/RUN). Runs 1–4 make the RMT (models/rmt-qa1.safetensors), runs 5–8 the ARMT on its
-# backbone. Each run keeps its best model also in bf16 (model_best.bf16.safetensors): runs 5 and 8 start from those,
-# as the recorded chain did. ≈ 5 hours on 2 cores (see models/README.md).
+# numeric order (1-binding … 9-armt-2048-4096), each starting from the best model of the run before it (their configs
+# name target/train-default/RUN). Runs 1–4 make the RMT (models/rmt-qa1.safetensors), runs 5–9 the ARMT on its
+# backbone. Each run keeps its best model also in bf16 (model_best.bf16.safetensors): runs 5, 8 and 9 start from those,
+# as the recorded chain did. ≈ 6.2 hours on 2 cores (see models/README.md).
 #
 #   scripts/train-default.sh [OUT_MODEL] [LAST_RUN]
 #

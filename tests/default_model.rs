@@ -2,9 +2,9 @@
 //! `--model`, records its question format, answers qa1 on the facts alone almost always (100 % of the card's 100 KJV
 //! samples), and carries the facts through memory over 125 segments (16k tokens: 98 % on the card's KJV samples,
 //! where guessing one of the six places gives 16.7 %). Fresh samples (seed 21) and Wilson lower bounds make each
-//! test fail for a broken or untrained file, and the 16k one for the models that were the default before: the RMT
-//! (`models/rmt-qa1.safetensors`: 22.5 % on these samples, lower bound 12 %) and the ARMT of the shorter recipe
-//! (80.0 %, lower bound 65 %).
+//! test fail for a broken or untrained file, and the 16k one for the models that were the default before the
+//! longer-stage ARMTs: the RMT (`models/rmt-qa1.safetensors`: 22.5 % on these samples, lower bound 12 %) and the
+//! ARMT of the shorter recipe (80.0 %, lower bound 65 %).
 
 mod common;
 
