@@ -142,6 +142,23 @@ fn infer_answers_saves_and_ask_answers_the_same_from_the_state() {
     let info = ok(rmt_fast(&["info", s(&state)]));
     assert!(info.contains(&format!("tokens read  {n}")) && info.contains("store"), "{info}");
     assert!(ok(rmt_fast(&["info", s(&model)])).contains("retrieval V2"));
+    assert!(v["warning"].is_null() && v["trained_segments"].is_null(), "no trained length recorded: no warning");
+    // a model trained on samples of 8 segments warns past them, in text and JSON, in `infer` and `ask`
+    let trained_cfg = dir.join("cfg-8.json");
+    std::fs::write(&trained_cfg, MODEL_CFG.replacen('{', r#"{"trained_segments": 8, "#, 1)).unwrap();
+    let short_trained = dir.join("trained-8.safetensors");
+    ok(rmt_fast(&["init", "--config", s(&trained_cfg), "--seed", "3", "-o", s(&short_trained)]));
+    assert!(
+        ok(rmt_fast(&["info", s(&short_trained)])).contains("trained on   samples of up to 8 segments (384 tokens)")
+    );
+    let state8 = dir.join("s8.state");
+    let o = rmt_fast(&["infer", s(&tokens), "--model", s(&short_trained), "--state-out", s(&state8), "--json"]);
+    let warned: serde_json::Value = serde_json::from_str(ok(o.clone()).trim()).unwrap();
+    let warning = format!("the stream is {} segments", n / 48);
+    assert!(warned["warning"].as_str().unwrap().starts_with(&warning), "{warned}");
+    assert!(stderr(&o).contains(&format!("warning: {warning}")), "{}", stderr(&o));
+    let o = rmt_fast(&["ask", s(&state8), "--model", s(&short_trained), "Where is Emma?", "--max-new-tokens", "2"]);
+    assert!(stderr(&o).contains(&format!("warning: {warning}")), "{}", stderr(&o));
 
     // wrong model, wrong stream, bad flags, missing default model, no GPU
     let other = dir.join("other.safetensors");

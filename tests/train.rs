@@ -325,6 +325,24 @@ fn write_sets_the_armt_write_rule() {
     assert!(err.to_string().contains("not an ARMT"), "{err}");
 }
 
+/// Trained models record the longest samples they were trained on, over the runs they come from (what `infer`
+/// warns past): a run of 2-segment samples records 2, and the same run from a model trained on 5 keeps 5.
+#[test]
+fn models_record_the_longest_samples_they_were_trained_on() {
+    use rmt_fast::train::trainer::{train, Start};
+    let first = common::scratch_dir("train-length-first");
+    train(&tiny_config(2, 4), &first, false, |_| true).unwrap();
+    let mut model = Model::load(first.join("model_best.safetensors")).unwrap();
+    assert_eq!(model.config.trained_segments, Some(2));
+    model.config.trained_segments = Some(5);
+    let longer = first.join("trained-on-5.safetensors");
+    model.save(&longer, rmt_fast::FileDtype::F32).unwrap();
+    let cfg = rmt_fast::train::trainer::TrainConfig { model: Start::From(longer), ..tiny_config(2, 4) };
+    let second = common::scratch_dir("train-length-second");
+    train(&cfg, &second, false, |_| true).unwrap();
+    assert_eq!(Model::load(second.join("model_best.safetensors")).unwrap().config.trained_segments, Some(5));
+}
+
 /// A stage's `k2` reaches the gradient: the same run backpropagating through one segment only has the same first
 /// loss and then other ones (its steps differ); `"k2": 0` is refused.
 #[test]
@@ -543,6 +561,8 @@ fn train_command_reports_bad_configs() {
     s.read(&[464, 3290, 373, 257, 2415, 13]).unwrap();
     let want = s.ask(&tok.encode("Where is Mary? "), 3).unwrap();
     assert_eq!(v["answers"][0]["tokens"], serde_json::json!(want.tokens));
+    // six tokens are within the 2 segments it was trained on: no warning
+    assert_eq!((v["trained_segments"].as_u64(), v["warning"].is_null()), (Some(2), true), "{v}");
     let again = common::rmt_fast(&[
         "train",
         "--config",

@@ -71,5 +71,6 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         "read {tokens} tokens in {seconds:.1} s: {:.0} tokens/s, including making the sample",
         tokens as f64 / seconds
     );
+    super::warn_past_training(session.model(), session.state().segments);
     Ok(())
 }

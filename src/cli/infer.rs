@@ -191,6 +191,7 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
     save(&session)?;
     let answers = answer_all(&mut session, &a.ask, a.max_new_tokens)?;
     let st = session.state();
+    let warning = super::warn_past_training(session.model(), st.segments);
     let read_now = (pos - start_pos) as f64;
     let peak = super::peak_rss_bytes();
     if a.json {
@@ -198,6 +199,7 @@ pub fn infer(a: InferArgs) -> anyhow::Result<u8> {
             "tokens_read": st.tokens_read, "segments": st.segments, "tail": st.tail.len(),
             "resumed_at": start_pos, "wall_s": wall, "tokens_per_s": read_now / wall.max(1e-9),
             "peak_rss_bytes": peak, "state_out": a.state_out, "answers": answers,
+            "trained_segments": session.model().config.trained_segments, "warning": warning,
         });
         println!("{out}");
     } else {
@@ -239,8 +241,14 @@ pub fn ask(
     let engine = Engine::cpu(model).with_store(store.clone());
     let mut session = engine.restore(state).with_context(|| format!("restoring {}", state_path.display()))?;
     let answers = answer_all(&mut session, questions, max_new)?;
+    let warning = super::warn_past_training(session.model(), meta.segments);
     if json {
-        println!("{}", json!({"tokens_read": meta.tokens_read, "segments": meta.segments, "answers": answers}));
+        let trained = session.model().config.trained_segments;
+        println!(
+            "{}",
+            json!({"tokens_read": meta.tokens_read, "segments": meta.segments, "answers": answers,
+                   "trained_segments": trained, "warning": warning})
+        );
     } else {
         print_answers(&answers);
     }

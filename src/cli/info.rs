@@ -105,6 +105,9 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
             if let Some(t) = &c.question_template {
                 println!("  questions    asked as {t:?}");
             }
+            if let Some(n) = c.trained_segments {
+                println!("  trained on   samples of up to {n} segments ({} tokens)", n * c.memory.segment_size as u64);
+            }
             println!("  parameters   {}", model.parameter_count());
             println!("  fingerprint  {:016x}", model.fingerprint());
         }

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rmt_fast::Model;
 
 /// The model `demo`, `infer`, `ask` and `babilong eval` use when `--model` is not given (relative to the crate root).
-/// It holds the small RMT trained here on qa1 (see models/README.md).
+/// It holds the small ARMT trained here on qa1 (see models/README.md).
 pub const DEFAULT_MODEL: &str = "models/default.safetensors";
 
 /// Loads `--model`, or the bundled default.
@@ -34,6 +34,16 @@ pub fn load_model(model: Option<&Path>) -> anyhow::Result<Model> {
         }
     };
     Model::load(&path).with_context(|| format!("loading model {}", path.display()))
+}
+
+/// Says on stderr when a stream of `segments` segments is longer than `model` was trained on; returns the warning
+/// for JSON output.
+pub fn warn_past_training(model: &Model, segments: u64) -> Option<String> {
+    let warning = model.config.length_warning(segments);
+    if let Some(w) = &warning {
+        eprintln!("warning: {w}");
+    }
+    warning
 }
 
 /// Where to run segment steps.

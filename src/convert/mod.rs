@@ -139,6 +139,7 @@ fn infer_config(shapes: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, opts: &
         eos_token_id: 50256,
         gen_token_id: 35353,
         question_template: None,
+        trained_segments: None,
     };
     cfg.validate()?;
     Ok(cfg)

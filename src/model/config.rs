@@ -130,6 +130,10 @@ pub struct Config {
     /// trimmed question (bAbI-trained models: `"{question} "`, since bAbI writes "Where is Mary? ").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question_template: Option<String>,
+    /// The longest samples the model was trained on, in segments (`rmt-fast train` records it; absent: not known).
+    /// A memory trained on shorter streams may not hold over longer ones: see [`Config::length_warning`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_segments: Option<u64>,
 }
 
 fn default_eps() -> f32 {
@@ -161,6 +165,29 @@ impl Config {
             Some(t) => t.replace("{question}", question.trim()),
             None => question.to_string(),
         }
+    }
+
+    /// A warning when a stream of `segments` segments is longer than the model's training samples
+    /// (`trained_segments`): its memory was never trained to hold that long, and answers often fail past it
+    /// (the bundled model's card measures how). `None` within the trained length or when it is not recorded.
+    ///
+    /// ```
+    /// let mut cfg = rmt_fast::Model::load("models/default.safetensors")?.config;
+    /// cfg.trained_segments = Some(4096);
+    /// assert!(cfg.length_warning(4096).is_none());
+    /// assert!(cfg.length_warning(7813).unwrap().contains("4096 segments"));
+    /// # Ok::<(), rmt_fast::Error>(())
+    /// ```
+    pub fn length_warning(&self, segments: u64) -> Option<String> {
+        let trained = self.trained_segments.filter(|&t| segments > t)?;
+        let tokens = |n: u64| n * self.memory.segment_size as u64;
+        Some(format!(
+            "the stream is {segments} segments ({} tokens) long, {:.1}× the longest samples this model was trained on \
+             ({trained} segments, {} tokens): its memory may not hold that long, and its answers are less reliable",
+            tokens(segments),
+            segments as f64 / trained as f64,
+            tokens(trained)
+        ))
     }
 
     /// ARMT: values of the associative state, per layer `A` (`key_width × d`, row-major) then `z` (`key_width`);

@@ -106,6 +106,7 @@ impl Model {
             eos_token_id: hf.eos_token_id.unwrap_or(50256),
             gen_token_id: hf.gen_token_id.unwrap_or(35353),
             question_template: None,
+            trained_segments: None,
         };
         cfg.validate()?;
         Ok(cfg)

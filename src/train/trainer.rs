@@ -616,6 +616,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         std::fs::OpenOptions::new().append(true).create(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
     while progress.stage < cfg.stages.len() {
         let st = cfg.stages[progress.stage].clone();
+        // what `infer` warns past: the longest samples the model has been trained on, in this run or before it
+        let longest = model.config.trained_segments.unwrap_or(0).max(st.segments as u64);
+        model.config.trained_segments = Some(longest);
         let end = st.run_steps();
         while progress.step < end {
             let samples = batch(&model, cfg, &facts, &hay, progress.stage, progress.step)?;
