@@ -57,8 +57,8 @@ mod tests {
 
     #[test]
     fn only_qa1_is_accepted() {
-        assert!(check_tasks("probes", &["qa1".into()]).is_ok());
-        let e = check_tasks("probes", &["qa1".into(), "qa2".into()]).unwrap_err().to_string();
-        assert!(e.contains("probes are defined for qa1"), "{e}");
+        assert!(check_tasks("hard questions", &["qa1".into()]).is_ok());
+        let e = check_tasks("hard questions", &["qa1".into(), "qa2".into()]).unwrap_err().to_string();
+        assert!(e.contains("hard questions are defined for qa1"), "{e}");
     }
 }

@@ -257,8 +257,8 @@ impl Facts {
 /// One sample of `n_seg` segments: a context of uniformly random length that ends in the `n_seg`-th segment and
 /// leaves `qa_margin` tokens for the question and answer, then the question and GEN. The question lands anywhere in
 /// the last segment, as it does when a stream of any length is read: with learned positions, a model trained only
-/// on full segments cannot answer at other offsets. With `probes`, the memory is asked after every segment but the
-/// last.
+/// on full segments cannot answer at other offsets. With `probes`, the memory of a qa1 sample is asked after every
+/// segment but the last.
 fn make_sample(
     model: &Model,
     s: &Sample,
@@ -292,11 +292,11 @@ fn make_sample(
     prompt.extend(&layout.question);
     prompt.push(model.config.gen_token_id);
     let probes = match probes {
-        Some(p) => {
+        Some(p) if s.task == 1 => {
             let (gen, len) = (model.config.gen_token_id, prompt.len());
             qa1_probes(s, &layout.fact_positions, len, seg, gen, p, seed)?
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     Ok(TrainSample { prompt, answer: layout.target, probes })
 }
@@ -721,6 +721,26 @@ mod tests {
         assert!(lengths.iter().all(|&l| l <= 128), "{lengths:?}");
         assert!(lengths.iter().any(|&l| l < 64 + 24), "no short sample: {lengths:?}");
         assert!(lengths.iter().any(|&l| l > 128 - 24), "no long sample: {lengths:?}");
+    }
+
+    /// In a qa1 + qa4 run, probes ask the memory in the qa1 samples (one per segment but the last, for each person
+    /// placed by then) and leave the qa4 samples without.
+    #[test]
+    fn probes_ask_only_the_qa1_samples_of_a_mixed_run() {
+        let cfg = Config::from_json(
+            r#"{"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 50257, "n_positions": 80,
+                "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 64}}"#,
+        )
+        .unwrap();
+        let model = Model::random(cfg, 0).unwrap();
+        let probes = ProbeConfig { weight: 1.0, every_person: true };
+        let probed = |task: usize| {
+            let facts = generate(task, 20, &mut Rng::new(1)).unwrap();
+            let sample =
+                |i: usize| make_sample(&model, &facts[i], 4, 16, &Haystack::Synthetic, i as u64, Some(&probes));
+            (0..20).filter(|&i| !sample(i).unwrap().probes.is_empty()).count()
+        };
+        assert_eq!((probed(1) > 10, probed(4)), (true, 0));
     }
 
     fn qa1_config(extra: &str) -> TrainConfig {
