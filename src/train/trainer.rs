@@ -703,14 +703,19 @@ mod tests {
         assert_eq!(m.weights.associative[0].w_mq.w, fresh.weights.associative[0].w_mq.w);
     }
 
-    #[test]
-    fn samples_end_anywhere_in_their_last_segment() {
+    /// A one-layer RMT with segments of 64 tokens, for sample making.
+    fn tiny_rmt() -> Model {
         let cfg = Config::from_json(
             r#"{"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 50257, "n_positions": 80,
                 "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 64}}"#,
         )
         .unwrap();
-        let model = Model::random(cfg, 0).unwrap();
+        Model::random(cfg, 0).unwrap()
+    }
+
+    #[test]
+    fn samples_end_anywhere_in_their_last_segment() {
+        let model = tiny_rmt();
         let facts = generate(1, 50, &mut Rng::new(1)).unwrap();
         let lengths: Vec<usize> = (0..200)
             .map(|i| {
@@ -727,12 +732,7 @@ mod tests {
     /// placed by then) and leave the qa4 samples without.
     #[test]
     fn probes_ask_only_the_qa1_samples_of_a_mixed_run() {
-        let cfg = Config::from_json(
-            r#"{"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 50257, "n_positions": 80,
-                "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 64}}"#,
-        )
-        .unwrap();
-        let model = Model::random(cfg, 0).unwrap();
+        let model = tiny_rmt();
         let probes = ProbeConfig { weight: 1.0, every_person: true };
         let probed = |task: usize| {
             let facts = generate(task, 20, &mut Rng::new(1)).unwrap();
