@@ -180,3 +180,58 @@ fn generators_match_the_real_files() {
     }
     assert!(generate(6, 1, &mut Rng::new(0)).unwrap_err().to_string().contains("qa1–qa5"));
 }
+
+/// The shape of a qa4 sample, as the real files make every one: its two facts relate neighbouring places of one
+/// row along one axis, sharing the middle place as both facts' second place ("middle second"), as the first
+/// place of one and the second of the other ("chain") or as both facts' first ("middle first"); the question
+/// asks about one fact's second place and its answer is that fact's first. `None` for any other sample.
+fn qa4_shape(s: &babi::Sample) -> Option<&'static str> {
+    let relation = |f: &String| match parse_fact(f) {
+        Some(Fact::Relation { a, direction, b }) => Some((a, direction, b)),
+        _ => None,
+    };
+    let [(a1, d1, b1), (a2, d2, b2)] = [relation(&s.facts[0])?, relation(&s.facts[1])?];
+    let axis = |d: &str| matches!(d, "north" | "south");
+    let asked_second =
+        [(&a1, &b1), (&a2, &b2)].iter().any(|(a, b)| **a == s.answer && s.question.contains(&format!("the {b}")));
+    let shape = if b1 == b2 && d1 != d2 {
+        "middle second"
+    } else if a1 == a2 && d1 != d2 {
+        "middle first"
+    } else if (b1 == a2 || b2 == a1) && d1 == d2 {
+        "chain"
+    } else {
+        return None;
+    };
+    (s.facts.len() == 2 && axis(&d1) == axis(&d2) && asked_second).then_some(shape)
+}
+
+/// The shares of each qa4 shape; panics on a sample of no shape.
+fn qa4_shapes(samples: &[babi::Sample]) -> BTreeMap<&'static str, f64> {
+    let mut shares = BTreeMap::new();
+    for s in samples {
+        let shape = qa4_shape(s).unwrap_or_else(|| panic!("a qa4 sample of no real shape: {s:?}"));
+        *shares.entry(shape).or_insert(0.0) += 1.0 / samples.len() as f64;
+    }
+    shares
+}
+
+/// The built-in qa4 asks what the real files ask: every real and every generated sample has one of the three
+/// shapes of [`qa4_shape`] (the generator before this test asked for a fact's second place too, and related places
+/// across axes: a model trained on the real files answered 47 % of those at 0k against 94 % of real ones), and
+/// the shapes' shares agree within 4 percentage points.
+#[test]
+fn built_in_qa4_asks_what_the_real_files_ask() {
+    let real = qa4_shapes(&load(&dir("en-10k"), 4, Split::Test).unwrap());
+    let made = qa4_shapes(&generate(4, 2000, &mut Rng::new(4)).unwrap());
+    assert_eq!(real.keys().copied().collect::<Vec<_>>(), ["chain", "middle first", "middle second"]);
+    assert_eq!(made.keys().collect::<Vec<_>>(), real.keys().collect::<Vec<_>>());
+    for (shape, share) in &real {
+        assert!(
+            (share - made[shape]).abs() <= 0.04,
+            "{shape}: {:.1} % made, {:.1} % real",
+            100.0 * made[shape],
+            100.0 * share
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! derives. That solver agrees with every sample of the real files.
 
 use super::babi::Sample;
-use super::solver::{parse_fact, solve, Fact};
+use super::solver::{opposite, parse_fact, solve, Fact};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -145,23 +145,37 @@ fn story(task: usize, rng: &mut Rng) -> Vec<Sample> {
     samples
 }
 
-/// A task-4 story: two relations sharing a place, one question with a single answer.
+/// A task-4 story as the real files tell them: three places in a row along one axis (`x` `d` of `y`, `y` `d` of
+/// `z`), two facts that each relate a neighbouring pair, and a question about one fact's second place whose answer
+/// is its first, asked either way round ("What is D of the B?" or "What is the B D' of?"). A model trained on the
+/// real files answers only such questions, so samples must not ask for a fact's second place or mix axes.
 fn relations(rng: &mut Rng) -> Sample {
-    loop {
-        let mut places = PLACES.to_vec();
-        let mut take = |rng: &mut Rng| places.remove(rng.below(places.len() as u64) as usize);
-        let (a, b, c) = (take(rng), take(rng), take(rng));
-        let (d1, d2) = (pick(rng, &DIRECTIONS), pick(rng, &DIRECTIONS));
-        let facts = vec![format!("The {a} is {d1} of the {b}."), format!("The {c} is {d2} of the {b}.")];
-        let (x, d) = (pick(rng, &[a, b, c]), pick(rng, &DIRECTIONS));
-        let question =
-            if rng.uniform() < 0.5 { format!("What is {d} of the {x}?") } else { format!("What is the {x} {d} of?") };
-        // keep it only if exactly one place answers it (both facts checked, not just the last)
-        let answers: Vec<String> = facts.iter().filter_map(|f| solve(std::slice::from_ref(f), &question)).collect();
-        if let [answer] = &answers[..] {
-            return Sample { task: 4, facts, question, answer: answer.clone(), supporting: Vec::new() };
-        }
+    let mut places = PLACES.to_vec();
+    let mut take = |rng: &mut Rng| places.remove(rng.below(places.len() as u64) as usize);
+    let (x, y, z) = (take(rng), take(rng), take(rng));
+    let d = pick(rng, &DIRECTIONS);
+    let back = opposite(d).expect("a direction");
+    // the shapes' shares in the real en-10k files: the middle place second in both facts 44 %, a chain 45 %,
+    // the middle place first in both 11 %
+    let roll = rng.uniform();
+    let mut facts = if roll < 0.44 {
+        [(x, d, y), (z, back, y)]
+    } else if roll < 0.89 {
+        [(x, d, y), (y, d, z)]
+    } else {
+        [(y, back, x), (y, d, z)]
+    };
+    if rng.uniform() < 0.5 {
+        facts.swap(0, 1);
     }
+    let (a, dir, b) = facts[rng.below(2) as usize];
+    let question = if rng.uniform() < 0.5 {
+        format!("What is {dir} of the {b}?")
+    } else {
+        format!("What is the {b} {} of?", opposite(dir).expect("a direction"))
+    };
+    let facts = facts.iter().map(|(a, d, b)| format!("The {a} is {d} of the {b}.")).collect();
+    Sample { task: 4, facts, question, answer: a.to_string(), supporting: Vec::new() }
 }
 
 /// `n` samples of bAbI task 1–5, deterministic for the generator's state.

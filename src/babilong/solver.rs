@@ -59,7 +59,8 @@ pub fn parse_fact(sentence: &str) -> Option<Fact> {
     DROP.iter().find_map(|v| object_of(v)).map(|object| Fact::Drop { person, object })
 }
 
-fn opposite(direction: &str) -> Option<&'static str> {
+/// The direction opposite `direction` (`None` for a word that is not one).
+pub(super) fn opposite(direction: &str) -> Option<&'static str> {
     Some(match direction {
         "north" => "south",
         "south" => "north",
