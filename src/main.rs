@@ -117,8 +117,8 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Plot validation accuracy against training steps from a run's log.jsonl (SVG); several logs are chained runs,
-    /// drawn in order on one step axis.
+    /// Plot validation accuracy against training steps from a run's log.jsonl (SVG), with a line per task for mixed
+    /// runs; several logs are chained runs, drawn in order on one step axis.
     TrainCurve {
         /// The runs' log.jsonl files, in order.
         #[arg(required = true)]

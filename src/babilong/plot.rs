@@ -98,15 +98,31 @@ fn y_grid(svg: &mut String, left: f64, pw: f64, ys: &dyn Fn(f64) -> f64) {
     }
 }
 
-/// Validation accuracy against optimizer steps over a whole curriculum: `points` are (step counted from the start of
-/// training, accuracy); each stage's start (the step before its first) is marked with its label.
-pub fn training_curve(points: &[(u64, f64)], stages: &[(u64, String)], title: &str) -> String {
+/// One legend line at (`x`, `y`): a swatch of `colour`, then `name`.
+fn legend_entry(svg: &mut String, x: f64, y: f64, colour: &str, name: &str) {
+    svg.push_str(&format!(
+        "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+        y - 4.0,
+        x + 20.0,
+        y + 1.0,
+        escape(name)
+    ));
+}
+
+/// Line colours, in order of series.
+const PALETTE: [&str; 7] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
+
+/// Validation accuracy against optimizer steps over a whole curriculum: each series is a name and its (step counted
+/// from the start of training, accuracy) points; each stage's start (the step before its first) is marked with its
+/// label. The first series is the main line; more (a mixed run's tasks) are drawn thinner, with a legend.
+pub fn training_curve(series: &[(String, Vec<(u64, f64)>)], stages: &[(u64, String)], title: &str) -> String {
     let (left, top, pw, ph) = (60.0, 50.0, 560.0, 300.0);
-    let last = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
+    let last = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).max().unwrap_or(1).max(1) as f64;
     let xs = |s: u64| left + pw * s as f64 / last;
     let ys = |a: f64| top + ph * (1.0 - a);
-    // room on the right for the label of a stage that starts near the end
-    let mut svg = svg_open(left + pw + 90.0, top + ph + 50.0, left, title);
+    let legend = series.len() > 1;
+    // room on the right for the label of a stage that starts near the end, and for the legend
+    let mut svg = svg_open(left + pw + if legend { 180.0 } else { 90.0 }, top + ph + 50.0, left, title);
     y_grid(&mut svg, left, pw, &ys);
     // short stages sit close together on the step axis: a label goes on the first row where it clears the one before
     let mut row_ends: Vec<f64> = Vec::new();
@@ -127,14 +143,21 @@ pub fn training_curve(points: &[(u64, f64)], stages: &[(u64, String)], title: &s
             escape(label)
         ));
     }
-    let path: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", xs(p.0), ys(p.1))).collect();
-    svg.push_str(&format!(
-        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>\n",
-        path.join(" ")
-    ));
-    // a dot per validation, so that a stage with a single check still shows it
-    for p in points {
-        svg.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#1f77b4\"/>\n", xs(p.0), ys(p.1)));
+    for (k, (name, points)) in series.iter().enumerate() {
+        let (c, width, r) =
+            (PALETTE[k % PALETTE.len()], if k == 0 { 2.0 } else { 1.2 }, if k == 0 { 2.5 } else { 2.0 });
+        let path: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", xs(p.0), ys(p.1))).collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"{width}\" points=\"{}\"/>\n",
+            path.join(" ")
+        ));
+        // a dot per validation, so that a stage with a single check still shows it
+        for p in points {
+            svg.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{r}\" fill=\"{c}\"/>\n", xs(p.0), ys(p.1)));
+        }
+        if legend {
+            legend_entry(&mut svg, left + pw + 96.0, top + 20.0 * k as f64, c, name);
+        }
     }
     svg.push_str(&format!(
         "<text x=\"{left}\" y=\"{}\" fill=\"#555\">validation accuracy % vs optimizer steps ({} in all)</text>\n</svg>\n",
@@ -146,7 +169,6 @@ pub fn training_curve(points: &[(u64, f64)], stages: &[(u64, String)], title: &s
 
 /// Mean accuracy over tasks against length (log scale), one line per results file.
 pub fn lines(series: &[(String, Results)], title: &str) -> String {
-    let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
     let mut lengths: Vec<usize> = series.iter().flat_map(|(_, r)| r.cells.iter().map(|c| c.length)).collect();
     lengths.sort_unstable();
     lengths.dedup();
@@ -167,7 +189,7 @@ pub fn lines(series: &[(String, Results)], title: &str) -> String {
         ));
     }
     for (k, (name, r)) in series.iter().enumerate() {
-        let c = palette[k % palette.len()];
+        let c = PALETTE[k % PALETTE.len()];
         let points: Vec<(f64, f64)> = lengths
             .iter()
             .filter_map(|l| {
@@ -183,15 +205,7 @@ pub fn lines(series: &[(String, Results)], title: &str) -> String {
         for (x, y) in &points {
             svg.push_str(&format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{c}\"/>\n"));
         }
-        let ly = top + 20.0 * k as f64;
-        svg.push_str(&format!(
-            "<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
-            left + pw + 16.0,
-            ly - 4.0,
-            left + pw + 36.0,
-            ly + 1.0,
-            escape(name)
-        ));
+        legend_entry(&mut svg, left + pw + 16.0, top + 20.0 * k as f64, c, name);
     }
     svg.push_str(&format!(
         "<text x=\"{left}\" y=\"{}\" fill=\"#555\">mean accuracy % over tasks vs context length (GPT-2 tokens)</text>\n</svg>\n",
@@ -214,13 +228,32 @@ mod tests {
 
     #[test]
     fn close_stage_labels_take_separate_rows_and_every_validation_gets_a_dot() {
-        let points = [(100, 0.5), (990, 0.6), (1000, 0.7)];
+        let points = vec![(100, 0.5), (990, 0.6), (1000, 0.7)];
         let stages = [(0, "≤1 seg".to_string()), (980, "≤256 seg".to_string()), (990, "≤512 seg".to_string())];
-        let svg = training_curve(&points, &stages, "t");
+        let one = [("all".to_string(), points.clone())];
+        let svg = training_curve(&one, &stages, "t");
         // the first label has the axis to itself; the last two stages start 10 steps apart and would overlap
         assert_eq!(label_rows(&svg), [64.0, 64.0, 80.0], "{svg}");
         let far = [(0, "≤1 seg".to_string()), (500, "≤2 seg".to_string())];
-        assert_eq!(label_rows(&training_curve(&points, &far, "t")), [64.0, 64.0]);
+        assert_eq!(label_rows(&training_curve(&one, &far, "t")), [64.0, 64.0]);
         assert_eq!(svg.matches("<circle").count(), points.len());
+        assert!(!svg.contains("width=\"14\""), "a single series needs no legend");
+    }
+
+    /// A mixed run's tasks get a line each, in their own colour, and a legend entry each.
+    #[test]
+    fn each_series_gets_a_line_and_a_legend_entry() {
+        let series = [
+            ("all tasks".to_string(), vec![(100, 0.5), (200, 0.6)]),
+            ("qa1".to_string(), vec![(100, 0.9), (200, 0.95)]),
+            ("qa2".to_string(), vec![(100, 0.1), (200, 0.25)]),
+        ];
+        let svg = training_curve(&series, &[(0, "≤1 seg".to_string())], "t");
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        assert_eq!(svg.matches("width=\"14\"").count(), 3);
+        for (name, colour) in [("all tasks", "#1f77b4"), ("qa1", "#d62728"), ("qa2", "#2ca02c")] {
+            assert!(svg.contains(&format!(">{name}</text>")), "{name} in the legend");
+            assert!(svg.contains(&format!("stroke=\"{colour}\"")), "{colour} used");
+        }
     }
 }

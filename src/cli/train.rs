@@ -26,7 +26,7 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
     }
     let t0 = std::time::Instant::now();
     // samples/s is the current stage's: its samples cost what its segments cost (a 16-segment sample ≈ 8 of 2)
-    let (mut done, mut last_acc) = (0u64, None);
+    let (mut done, mut last_acc, mut last_by_task) = (0u64, None, String::new());
     let (mut stage, mut stage_t0, mut samples, mut step_t0) = (usize::MAX, t0, 0usize, t0);
     let best = train(&cfg, out, resume, |e| {
         done += 1;
@@ -36,6 +36,10 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
         step_t0 = std::time::Instant::now();
         samples += cfg.stages[e.stage].batch;
         last_acc = e.valid_accuracy.or(last_acc);
+        if let Some(by_task) = &e.valid_by_task {
+            let each: Vec<String> = by_task.iter().map(|(t, a)| format!("{t} {:.1}", 100.0 * a)).collect();
+            last_by_task = format!(" ({})", each.join(", "));
+        }
         pb.inc(1);
         pb.set_message(format!("stage {} loss {:.4}", e.stage + 1, e.loss));
         let line = format!(
@@ -45,7 +49,7 @@ pub fn run(config: &Path, out: &Path, resume: bool, threads: Option<usize>) -> a
             e.loss,
             e.grad_norm,
             e.lr,
-            last_acc.map_or(String::new(), |a| format!(" valid {:.1} %", 100.0 * a)),
+            last_acc.map_or(String::new(), |a| format!(" valid {:.1} %{last_by_task}", 100.0 * a)),
             samples as f64 / stage_t0.elapsed().as_secs_f64()
         );
         if quiet {
@@ -82,6 +86,7 @@ pub fn curve(logs: &[PathBuf], configs: &[PathBuf], output: &Path, title: &str) 
     );
     // (first global step, steps, label) of each stage seen, and the validation points on the global step axis
     let (mut points, mut stages) = (Vec::new(), Vec::<(u64, u64, String)>::new());
+    let mut by_task = std::collections::BTreeMap::<String, Vec<(u64, f64)>>::new();
     for (r, log) in logs.iter().enumerate() {
         let segments: Option<Vec<usize>> = match configs.get(r) {
             Some(c) => {
@@ -110,14 +115,21 @@ pub fn curve(logs: &[PathBuf], configs: &[PathBuf], output: &Path, title: &str) 
                 stages.push((start, 0, label));
             }
             stages[first + e.stage].1 = e.step;
+            let at = stages[first + e.stage].0 + e.step;
             if let Some(a) = e.valid_accuracy {
-                points.push((stages[first + e.stage].0 + e.step, a));
+                points.push((at, a));
+            }
+            for (task, a) in e.valid_by_task.iter().flatten() {
+                by_task.entry(task.clone()).or_default().push((at, *a));
             }
         }
     }
     anyhow::ensure!(!points.is_empty(), "no validation entries in {}", logs[0].display());
     let marks: Vec<(u64, String)> = stages.into_iter().map(|(start, _, l)| (start, l)).collect();
-    let svg = rmt_fast::babilong::plot::training_curve(&points, &marks, title);
+    // a mixed run's tasks, each on its own line, under the total (logs before per-task validation have none)
+    let name = if by_task.is_empty() { "validation" } else { "all tasks" };
+    let series: Vec<(String, Vec<(u64, f64)>)> = std::iter::once((name.to_string(), points)).chain(by_task).collect();
+    let svg = rmt_fast::babilong::plot::training_curve(&series, &marks, title);
     std::fs::write(output, svg).with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {}", output.display());
     Ok(())

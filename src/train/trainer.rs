@@ -2,7 +2,7 @@
 //! linear warmup/decay starting from the previous stage's best model; BABILong samples made on the fly from bAbI
 //! facts and a haystack; validation by exact match; atomic checkpoints from which a killed run resumes exactly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -181,6 +181,10 @@ pub struct StepLog {
     /// Validation accuracy, on validation steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_accuracy: Option<f64>,
+    /// Each task's validation accuracy (on its share of the samples), on validation steps of runs with several
+    /// tasks: a mixed run's total hides the task that lags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_by_task: Option<BTreeMap<String, f64>>,
 }
 
 fn mix(seed: u64, parts: &[u64]) -> u64 {
@@ -339,14 +343,15 @@ fn with_backbone(mut model: Model, donor: &Model) -> Result<Model> {
     Ok(model)
 }
 
-/// Exact-match accuracy on the validation samples at `n_seg` segments.
+/// Exact-match accuracy on the validation samples at `n_seg` segments: over all of them, and per task (the samples
+/// take the tasks in turn, so each has its share).
 pub fn validate(
     model: &Model,
     cfg: &TrainConfig,
     facts_valid: &[Vec<Sample>],
     hay: &Haystack,
     n_seg: usize,
-) -> Result<f64> {
+) -> Result<(f64, Vec<f64>)> {
     let engine = Engine::cpu(model.clone());
     let tok = Tokenizer::gpt2();
     let samples: Vec<(TrainSample, String)> = (0..cfg.valid_samples)
@@ -365,7 +370,17 @@ pub fn validate(
             Ok(tok.decode(&a.tokens)?.trim() == target)
         })
         .collect::<Result<_>>()?;
-    Ok(right.iter().filter(|&&r| r).count() as f64 / right.len().max(1) as f64)
+    Ok(accuracy_by_task(&right, facts_valid.len()))
+}
+
+/// The share right of all the answers, and of each task's when sample `i` is of task `i % n_tasks`.
+fn accuracy_by_task(right: &[bool], n_tasks: usize) -> (f64, Vec<f64>) {
+    let share = |hits: &mut dyn Iterator<Item = &bool>| {
+        let (n, r) = hits.fold((0, 0), |(n, r), &h| (n + 1, r + h as usize));
+        r as f64 / n.max(1) as f64
+    };
+    let by_task = (0..n_tasks).map(|t| share(&mut right.iter().skip(t).step_by(n_tasks))).collect();
+    (share(&mut right.iter()), by_task)
 }
 
 /// One batch's losses (answer; look-back, when the heads are on; probes) and gradients (model; heads).
@@ -643,10 +658,14 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
                 look_back_loss: heads.as_ref().map(|_| g.look_back_loss as f32),
                 probe_loss: cfg.probes.as_ref().map(|_| g.probe_loss as f32),
                 valid_accuracy: None,
+                valid_by_task: None,
             };
             if progress.step % cfg.valid_every == 0 || progress.step == end {
-                let acc = validate(&model, cfg, &facts.valid, &valid_hay, st.segments)?;
+                let (acc, by_task) = validate(&model, cfg, &facts.valid, &valid_hay, st.segments)?;
                 entry.valid_accuracy = Some(acc);
+                if by_task.len() > 1 {
+                    entry.valid_by_task = Some(cfg.tasks.iter().cloned().zip(by_task).collect());
+                }
                 if acc > progress.best_accuracy {
                     progress.best_accuracy = acc;
                     model.save(&best_path, FileDtype::F32)?;
@@ -685,6 +704,16 @@ mod tests {
 
     /// Two-segment samples end anywhere in their second segment: the shortest and the longest quarter are both hit,
     /// and none is longer than two segments.
+    /// Validation samples take the tasks in turn: the per-task shares count each task's samples only.
+    #[test]
+    fn validation_accuracy_splits_by_task() {
+        let right = [true, false, true, true, false, false, true];
+        let (all, by_task) = accuracy_by_task(&right, 3);
+        assert_eq!(all, 4.0 / 7.0);
+        assert_eq!(by_task, [1.0, 0.0, 0.5]); // samples 0, 3, 6; 1, 4; 2, 5
+        assert_eq!(accuracy_by_task(&[], 2), (0.0, vec![0.0, 0.0]));
+    }
+
     /// The backbone's GPT-2 weights replace the random ones; the memory parameters stay as initialised.
     #[test]
     fn a_backbone_gives_its_gpt2_weights_only() {
