@@ -70,9 +70,19 @@ pub(super) fn opposite(direction: &str) -> Option<&'static str> {
     })
 }
 
+/// (name, place) pairs, sorted by name.
+pub(crate) type Places<'a> = Vec<(&'a str, &'a str)>;
+
+/// A map's entries sorted by key.
+fn sorted_pairs(m: &HashMap<String, String>) -> Places<'_> {
+    let mut v: Places<'_> = m.iter().map(|(k, p)| (k.as_str(), p.as_str())).collect();
+    v.sort_unstable();
+    v
+}
+
 /// The world after a sequence of facts.
 #[derive(Default)]
-struct World {
+pub(crate) struct World {
     place: HashMap<String, String>,
     holder: HashMap<String, String>,
     object_place: HashMap<String, String>,
@@ -92,7 +102,12 @@ impl World {
         }
     }
 
-    fn apply(&mut self, fact: Fact) {
+    /// Where each person is, and each object whose place is known, as (name, place) sorted by name.
+    pub(crate) fn places(&self) -> (Places<'_>, Places<'_>) {
+        (sorted_pairs(&self.place), sorted_pairs(&self.object_place))
+    }
+
+    pub(crate) fn apply(&mut self, fact: Fact) {
         match fact {
             Fact::Move { person, place } => {
                 self.place.insert(person.clone(), place.clone());

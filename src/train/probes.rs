@@ -1,18 +1,17 @@
-//! Memory probes for qa1: after every segment but the last, ask the memory where one person is, as far as the
-//! stream has told (see [`super::Probe`]). The final question reaches the memory only through BPTT from the end
-//! of the sample; the probes give every hand-off its own target, so keeping a person's last place across many
-//! segments is trained directly.
+//! Memory probes: after every segment but the last, ask the memory where someone (or, in qa2 and qa3 stories,
+//! something) is, as far as the stream has told (see [`super::Probe`]). The final question reaches the memory only
+//! through BPTT from the end of the sample; the probes give every hand-off its own target, so keeping a person's
+//! last place (and who carries what) across many segments is trained directly.
 //!
-//! qa1's facts all read "{person} {verb …} the {place}." ([`super::qa1`]), so the state after a prefix of the
-//! stream is the last place of each person whose fact has ended in it.
-
-use std::collections::BTreeMap;
+//! The state after a prefix of the stream is the bAbI world simulation ([`crate::babilong::solver`]) run over the
+//! facts that have ended in it: each person's last place, and each object's place (where it was dropped, or where
+//! its holder is).
 
 use serde::{Deserialize, Serialize};
 
-use super::qa1::person_and_place;
 use super::Probe;
-use crate::babilong::babi::Sample;
+use crate::babilong::babi::{self, Sample};
+use crate::babilong::solver::{parse_fact, World};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::stream::tokenizer::Tokenizer;
@@ -23,30 +22,58 @@ use crate::stream::tokenizer::Tokenizer;
 pub struct ProbeConfig {
     /// Weight of the probes' loss: each sample's probes share it (mean over its probes).
     pub weight: f32,
-    /// Ask after every segment for every person placed so far, not for one drawn at random (≈ 1 segment more of
-    /// work per segment, at qa1's four people).
+    /// Ask after every segment for everyone (and everything) placed so far, not for one drawn at random (≈ 1
+    /// segment more of work per segment, at qa1's four people).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub every_person: bool,
+    /// The tasks whose samples are probed: qa1 (people), qa2 and qa3 (people and objects). Default: qa1 alone, as
+    /// the runs before probes knew other tasks; a run's samples of other tasks go without.
+    #[serde(default = "qa1_only", skip_serializing_if = "is_qa1_only")]
+    pub tasks: Vec<String>,
 }
 
+fn qa1_only() -> Vec<String> {
+    vec!["qa1".into()]
+}
+
+fn is_qa1_only(tasks: &[String]) -> bool {
+    tasks == ["qa1"]
+}
+
+/// The tasks whose stories only place people and objects, so that "Where is X?" has an answer after any prefix.
+const PROBED: [usize; 3] = [1, 2, 3];
+
 impl ProbeConfig {
-    /// Probes are defined for qa1's facts: a run with probes must train qa1, and other tasks' samples beside it
-    /// (a qa1 + qa4 run) go without them.
+    /// The probed tasks must be ones probes are defined for (qa1–qa3), and the run must train at least one of them.
     pub fn check(&self, tasks: &[String]) -> Result<()> {
-        if !tasks.iter().any(|t| t == "qa1") {
+        for t in &self.tasks {
+            if !PROBED.contains(&babi::task_number(t)?) {
+                return Err(Error::Input(format!(
+                    "probes are defined for qa1, qa2 and qa3 (stories that place people and objects), not {t}"
+                )));
+            }
+        }
+        if !self.tasks.iter().any(|t| tasks.contains(t)) {
             return Err(Error::Input(format!(
-                "probes are defined for qa1 (facts \"{{person}} … the {{place}}.\"); the run's tasks {tasks:?} have no qa1"
+                "the probes' tasks {:?} are none of the run's tasks {tasks:?}",
+                self.tasks
             )));
         }
         Ok(())
     }
+
+    /// Whether samples of task number `task` are probed.
+    pub fn probes_task(&self, task: usize) -> bool {
+        self.tasks.iter().any(|t| babi::task_number(t).is_ok_and(|n| n == task))
+    }
 }
 
-/// Probes after each segment of the prompt but the last (the one the question is in): for a person drawn (with
-/// `seed`) among those whose place the stream has given by then, or with `cfg.every_person` for each of them; none
-/// after a segment that no fact has ended in yet. `fact_positions` are the facts' token offsets in the prompt (as
-/// [`crate::babilong::sample::build`] lays them out); every probe weighs `cfg.weight` over the number of probes.
-pub fn qa1_probes(
+/// Probes after each segment of the prompt but the last (the one the question is in): for one person or object
+/// drawn (with `seed`) among those whose place the stream has given by then, or with `cfg.every_person` for each of
+/// them (people first, then objects, each by name); none after a segment that no fact has ended in yet.
+/// `fact_positions` are the facts' token offsets in the prompt (as [`crate::babilong::sample::build`] lays them
+/// out); every probe weighs `cfg.weight` over the number of probes.
+pub fn probes(
     sample: &Sample,
     fact_positions: &[usize],
     prompt_len: usize,
@@ -56,31 +83,37 @@ pub fn qa1_probes(
     seed: u64,
 ) -> Result<Vec<Probe>> {
     let tok = Tokenizer::gpt2();
-    // (end offset, person, place) per fact, in story order (as `build` tokenizes them)
+    // (end offset, fact) per fact, in story order (as `build` tokenizes them)
     let mut ends = Vec::with_capacity(sample.facts.len());
     for (f, &at) in sample.facts.iter().zip(fact_positions) {
-        let (person, place) = person_and_place(f)?;
-        ends.push((at + tok.encode(&format!(" {f}")).len(), person, place));
+        let fact = parse_fact(f)
+            .ok_or_else(|| Error::Input(format!("not a fact of bAbI tasks 1–3 (probes read those): `{f}`")))?;
+        ends.push((at + tok.encode(&format!(" {f}")).len(), fact));
     }
     let mut rng = Rng::new(seed ^ 0x009b_0be5);
-    let mut place_of: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut next = 0;
+    let mut world = World::default();
+    let mut ends = ends.into_iter().peekable();
     let mut probes = Vec::new();
     for after in 0..(prompt_len.saturating_sub(1)) / segment {
-        while next < ends.len() && ends[next].0 <= (after + 1) * segment {
-            place_of.insert(ends[next].1, ends[next].2);
-            next += 1;
+        while let Some((_, fact)) = ends.next_if(|(end, _)| *end <= (after + 1) * segment) {
+            world.apply(fact);
         }
-        if place_of.is_empty() {
+        let (people, objects) = world.places();
+        let known: Vec<(String, &str)> = people
+            .into_iter()
+            .map(|(p, place)| (format!("Where is {p}? "), place))
+            .chain(objects.into_iter().map(|(o, place)| (format!("Where is the {o}? "), place)))
+            .collect();
+        if known.is_empty() {
             continue;
         }
-        let asked: Vec<(&&str, &&str)> = if cfg.every_person {
-            place_of.iter().collect()
+        let asked: Vec<&(String, &str)> = if cfg.every_person {
+            known.iter().collect()
         } else {
-            place_of.iter().skip(rng.below(place_of.len() as u64) as usize).take(1).collect()
+            known.iter().skip(rng.below(known.len() as u64) as usize).take(1).collect()
         };
-        for (person, place) in asked {
-            let mut prompt = tok.encode(&format!("Where is {person}? "));
+        for (question, place) in asked {
+            let mut prompt = tok.encode(question);
             prompt.push(gen);
             probes.push(Probe { after, prompt, answer: tok.encode(place), weight: cfg.weight });
         }
@@ -113,28 +146,28 @@ mod tests {
     #[test]
     fn probes_ask_for_the_last_place_the_stream_has_given() {
         let s = story(&["Mary moved to the bathroom.", "John went to the hallway.", "Mary moved to the garden."]);
-        let one = ProbeConfig { weight: 0.5, every_person: false };
-        let probes = qa1_probes(&s, &[0, 6, 39], 57, 10, 9999, &one, 1).unwrap();
-        assert_eq!(probes.iter().map(|p| p.after).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        let one = ProbeConfig { weight: 0.5, every_person: false, tasks: qa1_only() };
+        let found = probes(&s, &[0, 6, 39], 57, 10, 9999, &one, 1).unwrap();
+        assert_eq!(found.iter().map(|p| p.after).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
         // after segment 0 (tokens < 10) only Mary's first fact has ended
-        assert_eq!(decode(&probes[0].prompt[..probes[0].prompt.len() - 1]), "Where is Mary? ");
-        assert_eq!(decode(&probes[0].answer), "bathroom");
-        assert_eq!(*probes[0].prompt.last().unwrap(), 9999);
-        for p in &probes[1..4] {
+        assert_eq!(decode(&found[0].prompt[..found[0].prompt.len() - 1]), "Where is Mary? ");
+        assert_eq!(decode(&found[0].answer), "bathroom");
+        assert_eq!(*found[0].prompt.last().unwrap(), 9999);
+        for p in &found[1..4] {
             let q = decode(&p.prompt[..p.prompt.len() - 1]);
             let want = if q.contains("Mary") { "bathroom" } else { "hallway" };
             assert_eq!(decode(&p.answer), want, "after segment {}: {q}", p.after);
         }
         // Mary's second fact ends at 45, inside segment 4
-        let last = &probes[4];
+        let last = &found[4];
         if decode(&last.prompt).contains("Mary") {
             assert_eq!(decode(&last.answer), "garden");
         }
-        assert!(probes.iter().all(|p| (p.weight - 0.1).abs() < 1e-7), "the weight is shared");
-        assert!(probes.iter().any(|p| decode(&p.prompt).contains("John")), "both people get asked");
+        assert!(found.iter().all(|p| (p.weight - 0.1).abs() < 1e-7), "the weight is shared");
+        assert!(found.iter().any(|p| decode(&p.prompt).contains("John")), "both people get asked");
         // every person: Mary alone after segment 0, then Mary and John
-        let every = ProbeConfig { weight: 0.5, every_person: true };
-        let all = qa1_probes(&s, &[0, 6, 39], 57, 10, 9999, &every, 1).unwrap();
+        let every = ProbeConfig { weight: 0.5, every_person: true, tasks: qa1_only() };
+        let all = probes(&s, &[0, 6, 39], 57, 10, 9999, &every, 1).unwrap();
         let asked: Vec<(usize, String, String)> =
             all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
         let want = |after, who: &str, place: &str| (after, format!("Where is {who}? "), place.to_string());
@@ -147,14 +180,55 @@ mod tests {
         assert!(all.iter().all(|p| (p.weight - 0.5 / 9.0).abs() < 1e-7));
     }
 
+    /// qa2: objects go wherever their holder goes, stay where they are dropped, and are asked after the people.
+    /// The facts start at 0, 6, 21, 30 and 40 (haystack between them) and end in segments 0, 1, 2, 3 and 4 of 10
+    /// tokens; a 51-token prompt: probes after segments 0–4.
     #[test]
-    fn non_qa1_facts_and_runs_without_qa1_are_refused() {
+    fn probes_follow_objects_with_their_holders() {
+        let facts = [
+            "Mary moved to the bathroom.",
+            "Mary picked up the football there.",
+            "Mary went to the garden.",
+            "Mary dropped the football.",
+            "Mary travelled to the kitchen.",
+        ];
+        let s = Sample { task: 2, facts: facts.iter().map(|f| f.to_string()).collect(), ..story(&[]) };
+        let at = [0, 6, 21, 30, 40];
+        let tok = Tokenizer::gpt2();
+        let ends: Vec<usize> =
+            facts.iter().zip(at).map(|(f, a)| (a + tok.encode(&format!(" {f}")).len() - 1) / 10).collect();
+        assert_eq!(ends, [0, 1, 2, 3, 4], "the segments this test's facts end in");
+        let every = ProbeConfig { weight: 1.0, every_person: true, tasks: vec!["qa2".into()] };
+        let all = probes(&s, &at, 51, 10, 9999, &every, 1).unwrap();
+        let asked: Vec<(usize, String, String)> =
+            all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        let q = |after, question: &str, place: &str| (after, question.to_string(), place.to_string());
+        assert_eq!(
+            asked,
+            [
+                q(0, "Where is Mary? ", "bathroom"),
+                q(1, "Where is Mary? ", "bathroom"),
+                q(1, "Where is the football? ", "bathroom"), // picked up where she is
+                q(2, "Where is Mary? ", "garden"),
+                q(2, "Where is the football? ", "garden"), // carried along
+                q(3, "Where is Mary? ", "garden"),
+                q(3, "Where is the football? ", "garden"), // dropped
+                q(4, "Where is Mary? ", "kitchen"),
+                q(4, "Where is the football? ", "garden"), // left behind
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_facts_and_tasks_without_probes_are_refused() {
         let s = story(&["Mary picked up the apple there"]);
-        let cfg = ProbeConfig { weight: 1.0, every_person: false };
-        assert!(qa1_probes(&s, &[0], 40, 10, 1, &cfg, 0).unwrap_err().to_string().contains("not a qa1 fact"));
+        let cfg = ProbeConfig { weight: 1.0, every_person: false, tasks: qa1_only() };
+        assert!(probes(&s, &[0], 40, 10, 1, &cfg, 0).unwrap_err().to_string().contains("not a fact"));
         assert!(cfg.check(&["qa1".into()]).is_ok());
-        // beside qa1, other tasks' samples go without probes (trainer's probes_ask_only_the_qa1_samples_of_a_mixed_run)
+        // beside qa1, other tasks' samples go without probes (trainer's probes_ask_only_the_samples_of_their_tasks)
         assert!(cfg.check(&["qa1".into(), "qa4".into()]).is_ok());
-        assert!(cfg.check(&["qa4".into()]).unwrap_err().to_string().contains("have no qa1"));
+        assert!(cfg.check(&["qa4".into()]).unwrap_err().to_string().contains("none of the run's tasks"));
+        let qa4 = ProbeConfig { tasks: vec!["qa4".into()], ..cfg };
+        assert!(qa4.check(&["qa4".into()]).unwrap_err().to_string().contains("not qa4"));
     }
 }

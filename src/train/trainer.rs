@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::look_back::{LookBack, LookBackConfig};
 use super::optim::{clip_grad_norm, learning_rate, AdamState, AdamW};
-use super::probes::{qa1_probes, ProbeConfig};
+use super::probes::{probes as memory_probes, ProbeConfig};
 use super::qa1::{asks_the_latest_mover, check_tasks};
 use super::{accumulate, Dropout, LookBackStep, TrainSample};
 use crate::babilong::babi::{self, Sample, Split};
@@ -128,7 +128,7 @@ pub struct TrainConfig {
     /// Training-only look-back heads (see [`super::look_back`]); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub look_back: Option<LookBackConfig>,
-    /// Training-only memory probes, qa1 (see [`super::probes`]); absent: none.
+    /// Training-only memory probes, qa1–qa3 (see [`super::probes`]); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<ProbeConfig>,
     /// qa1: the fraction of training samples drawn among the questions about someone other than the story's latest
@@ -261,8 +261,8 @@ impl Facts {
 /// One sample of `n_seg` segments: a context of uniformly random length that ends in the `n_seg`-th segment and
 /// leaves `qa_margin` tokens for the question and answer, then the question and GEN. The question lands anywhere in
 /// the last segment, as it does when a stream of any length is read: with learned positions, a model trained only
-/// on full segments cannot answer at other offsets. With `probes`, the memory of a qa1 sample is asked after every
-/// segment but the last.
+/// on full segments cannot answer at other offsets. With `probes`, the memory of a sample of a probed task is asked
+/// after every segment but the last.
 fn make_sample(
     model: &Model,
     s: &Sample,
@@ -296,9 +296,9 @@ fn make_sample(
     prompt.extend(&layout.question);
     prompt.push(model.config.gen_token_id);
     let probes = match probes {
-        Some(p) if s.task == 1 => {
+        Some(p) if p.probes_task(s.task) => {
             let (gen, len) = (model.config.gen_token_id, prompt.len());
-            qa1_probes(s, &layout.fact_positions, len, seg, gen, p, seed)?
+            memory_probes(s, &layout.fact_positions, len, seg, gen, p, seed)?
         }
         _ => Vec::new(),
     };
@@ -757,19 +757,20 @@ mod tests {
         assert!(lengths.iter().any(|&l| l > 128 - 24), "no long sample: {lengths:?}");
     }
 
-    /// In a qa1 + qa4 run, probes ask the memory in the qa1 samples (one per segment but the last, for each person
-    /// placed by then) and leave the qa4 samples without.
+    /// In a mixed run, probes ask the memory in the samples of their tasks (one per segment but the last, for each
+    /// person or object placed by then) and leave the others without: by default qa1's alone.
     #[test]
-    fn probes_ask_only_the_qa1_samples_of_a_mixed_run() {
+    fn probes_ask_only_the_samples_of_their_tasks() {
         let model = tiny_rmt();
-        let probes = ProbeConfig { weight: 1.0, every_person: true };
-        let probed = |task: usize| {
+        let probed = |probes: &ProbeConfig, task: usize| {
             let facts = generate(task, 20, &mut Rng::new(1)).unwrap();
-            let sample =
-                |i: usize| make_sample(&model, &facts[i], 4, 16, &Haystack::Synthetic, i as u64, Some(&probes));
+            let sample = |i: usize| make_sample(&model, &facts[i], 4, 16, &Haystack::Synthetic, i as u64, Some(probes));
             (0..20).filter(|&i| !sample(i).unwrap().probes.is_empty()).count()
         };
-        assert_eq!((probed(1) > 10, probed(4)), (true, 0));
+        let qa1: ProbeConfig = serde_json::from_str(r#"{"weight": 1.0, "every_person": true}"#).unwrap();
+        assert_eq!((probed(&qa1, 1) > 10, probed(&qa1, 2), probed(&qa1, 4)), (true, 0, 0));
+        let qa1_qa2 = ProbeConfig { tasks: vec!["qa1".into(), "qa2".into()], ..qa1 };
+        assert_eq!((probed(&qa1_qa2, 1) > 10, probed(&qa1_qa2, 2) > 10, probed(&qa1_qa2, 4)), (true, true, 0));
     }
 
     fn qa1_config(extra: &str) -> TrainConfig {
