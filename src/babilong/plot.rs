@@ -122,7 +122,7 @@ pub fn training_curve(series: &[(String, Vec<(u64, f64)>)], stages: &[(u64, Stri
     let ys = |a: f64| top + ph * (1.0 - a);
     let legend = series.len() > 1;
     // room on the right for the label of a stage that starts near the end, and for the legend
-    let mut svg = svg_open(left + pw + if legend { 180.0 } else { 90.0 }, top + ph + 50.0, left, title);
+    let mut svg = svg_open(left + pw + if legend { 200.0 } else { 90.0 }, top + ph + 50.0, left, title);
     y_grid(&mut svg, left, pw, &ys);
     // short stages sit close together on the step axis: a label goes on the first row where it clears the one before
     let mut row_ends: Vec<f64> = Vec::new();
