@@ -384,7 +384,7 @@ fn resumed_training_with_look_back_heads_equals_uninterrupted_training() {
 }
 
 /// The same with memory probes on: the trainer asks them (their loss is logged and not zero), resuming stays
-/// exact, and a run without qa1 is refused.
+/// exact, and a run without any of the probed tasks (qa1 by default) is refused.
 #[test]
 fn resumed_training_with_probes_equals_uninterrupted_training() {
     let cfg = tiny_config_with(10, 4, r#""probes": {"weight": 1.0},"#);
@@ -399,7 +399,7 @@ fn resumed_training_with_probes_equals_uninterrupted_training() {
     let mut qa4 = cfg.clone();
     qa4.tasks = vec!["qa4".into()];
     let err = rmt_fast::train::trainer::train(&qa4, &a.join("qa4"), false, |_| true).unwrap_err();
-    assert!(err.to_string().contains("probes are defined for qa1"), "{err}");
+    assert!(err.to_string().contains("none of the run's tasks"), "{err}");
     // beside qa1 another task trains too, its samples without probes
     qa4.tasks = vec!["qa1".into(), "qa4".into()];
     rmt_fast::train::trainer::train(&qa4, &a.join("qa1-qa4"), false, |_| true).unwrap();
