@@ -10,7 +10,7 @@ PyTorch is never a runtime or CI dependency of rmt-fast.
     bench     time the RMT segment loop (GPT-2 small shape, random weights) on CPU or CUDA
 
 Fixture command (the committed fixtures were made with exactly this; the ARMT ones, added later, with
-`--only armt`, torch 2.15.0 and transformers 5.24.0):
+`--only armt`, torch 2.15.0 and transformers 5.24.0; `armt_decay.*`, added last, with `--only armt-decay`):
     python3 scripts/rmt_reference.py fixtures --out tests/fixtures
 """
 import argparse
@@ -207,6 +207,9 @@ class ARMT(nn.Module):
         h = output[0] if isinstance(output, tuple) else output
         M = h[:, -self.m:]
         A, z = self.state[l]
+        # rmt-fast's decay (not the authors'): the write sees the state scaled by lambda
+        decay = self.cfg["memory"].get("decay", 1.0)
+        A, z = A * decay, z * decay
         k, v, beta = dpfp(self.W_mk[l](M)), self.W_mv[l](M), torch.sigmoid(self.W_mb[l](M))
         kz = (k * z[:, None]).sum(-1, keepdim=True)
         v_old = (k @ A) / (kz + 1e-5)
@@ -282,10 +285,11 @@ class ARMT(nn.Module):
         return dict(self.gpt2.transformer.named_parameters())[name]
 
 
-def armt_fixture(out, write="delta"):
+def armt_fixture(out, write="delta", decay=None):
     """A tiny ARMT: greedy answers of prompts of one partial to five segments (inference parity), and one
     4-segment sample's loss and gradients (three writes, so the detached γ of later writes matters). `write`:
-    the authors' rule (`armt.*`) or rmt-fast's replacing write (`armt_replacing.*`, the same weights).
+    the authors' rule (`armt.*`) or rmt-fast's replacing write (`armt_replacing.*`, the same weights); `decay`:
+    the authors' rule with rmt-fast's decay λ (`armt_decay.*`, the same weights).
 
     ARMT can be ill-conditioned: a query that meets keys the state has barely seen divides by ≈ ε = 1e-5, and the
     delta rule subtracts nearly equal values. So the expected values are computed in float64, and next to each
@@ -296,7 +300,9 @@ def armt_fixture(out, write="delta"):
     cfg = dict(TINY, memory=dict(kind="armt", num_mem_tokens=4, segment_size=16, d_mem=4))
     if write != "delta":
         cfg["memory"]["write"] = write
-    name = "armt" if write == "delta" else f"armt_{write}"
+    if decay is not None:
+        cfg["memory"]["decay"] = decay
+    name = "armt_decay" if decay is not None else "armt" if write == "delta" else f"armt_{write}"
     model = ARMT(cfg).eval()
     perturb(model)
     exact = ARMT(cfg).double().eval()
@@ -367,6 +373,8 @@ TINY = dict(n_layer=2, n_head=4, n_embd=32, vocab_size=96, n_positions=64, layer
 # Prompt lengths (GEN included) over segment_size 16: one partial segment, exactly one, 2 full + a partial,
 # exactly 4, 4 full + a partial.
 PROMPT_LENGTHS = [9, 16, 37, 64, 75]
+# the decay of the `armt_decay` fixture: strong, so that four segments show it
+DECAY = 0.75
 MAX_NEW = 10
 
 
@@ -411,6 +419,10 @@ def cmd_fixtures(args):
     if args.only == "armt":
         armt_fixture(args.out)
         armt_fixture(args.out, "replacing")
+        armt_fixture(args.out, decay=DECAY)
+        return
+    if args.only == "armt-decay":
+        armt_fixture(args.out, decay=DECAY)
         return
     for seed, (name, cfg) in enumerate(fixture_models().items()):
         torch.manual_seed(1000 + seed)
@@ -430,6 +442,7 @@ def cmd_fixtures(args):
     gradient_fixture(args.out)
     armt_fixture(args.out)
     armt_fixture(args.out, "replacing")
+    armt_fixture(args.out, decay=DECAY)
     print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}")
 
 
@@ -584,7 +597,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fixtures", help="write tiny models + expected outputs")
     f.add_argument("--out", default="tests/fixtures")
-    f.add_argument("--only", choices=["armt"], help="write only these fixtures (the ARMT ones were added later)")
+    f.add_argument("--only", choices=["armt", "armt-decay"],
+                   help="write only these fixtures (the ARMT ones were added later, the decay one last)")
     b = sub.add_parser("bench", help="time the RMT segment loop, GPT-2 small shape")
     b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     b.add_argument("--dtype", default="bf16", choices=["f32", "bf16"])

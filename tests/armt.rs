@@ -3,8 +3,9 @@
 //! associative read and write as hooks around each block, in float64); and the session's contracts for ARMT's
 //! state.
 //!
-//! Two fixtures with the same weights and samples: the authors' delta rule (`armt`) and rmt-fast's replacing
-//! write (`armt_replacing`, `memory.write = "replacing"`).
+//! Three fixtures with the same weights and samples: the authors' delta rule (`armt`), rmt-fast's replacing
+//! write (`armt_replacing`, `memory.write = "replacing"`) and the authors' rule with rmt-fast's decay
+//! (`armt_decay`, `memory.decay = 0.75`, `--only armt-decay`).
 //!
 //! Tolerance: ARMT can be ill-conditioned (a query meeting keys the state has barely seen divides by ≈ 1e-5), so
 //! each expected value comes with PyTorch's own float32 error against the float64 truth (the largest of its run and
@@ -27,8 +28,8 @@ fn bound(exp: &Expected, name: &str, base: f64) -> f64 {
     base.max(4.0 * exp.f32(&format!("{name}.torch_f32_err")).1[0] as f64)
 }
 
-/// The fixtures: the authors' delta rule, and rmt-fast's replacing write (the same weights and samples).
-const FIXTURES: [&str; 2] = ["armt", "armt_replacing"];
+/// The fixtures: the authors' delta rule, rmt-fast's replacing write, and the decay (the same weights and samples).
+const FIXTURES: [&str; 3] = ["armt", "armt_replacing", "armt_decay"];
 
 fn model() -> Model {
     load("armt")
@@ -39,7 +40,7 @@ fn load(name: &str) -> Model {
 }
 
 /// Every chunk but the last writes the state, the last only reads, then greedy decoding reads too: the logits
-/// of every step and the tokens equal PyTorch's, for prompts of one partial to five segments, with either write.
+/// of every step and the tokens equal PyTorch's, for prompts of one partial to five segments, with each fixture.
 #[test]
 fn answers_match_pytorch() {
     for (name, device) in FIXTURES.into_iter().flat_map(|n| [(n, Device::CpuReference), (n, Device::Cpu)]) {
@@ -67,7 +68,7 @@ fn answers_match_pytorch() {
 }
 
 /// A 4-segment sample (three writes, so the later writes' detached γ and gain are exercised): the loss within
-/// 1e-5 relative and each gradient tensor within 1e-4 normalised error of PyTorch autograd, with either write.
+/// 1e-5 relative and each gradient tensor within 1e-4 normalised error of PyTorch autograd, with each fixture.
 #[test]
 fn gradients_match_pytorch() {
     let mut losses = Vec::new();
@@ -91,9 +92,11 @@ fn gradients_match_pytorch() {
         eprintln!("{fixture}: loss {loss} (PyTorch {want}); gradient errors at most {worst:.2} of their bounds");
         losses.push(loss);
     }
-    // the same weights and sample: a write rule that was not applied would give the same loss
-    let gap = ((losses[1] - losses[0]) / losses[0]).abs();
-    assert!(gap > 1e-3, "the replacing write changes the loss by only {gap:.1e}");
+    // the same weights and sample: a write rule or a decay that was not applied would give the same loss
+    for (i, what) in [(1, "the replacing write"), (2, "the decay")] {
+        let gap = ((losses[i] - losses[0]) / losses[0]).abs();
+        assert!(gap > 1e-3, "{what} changes the loss by only {gap:.1e}");
+    }
 }
 
 /// A probe after segment `k` reads the state that segment left, as a question does: its loss and gradient are

@@ -11,10 +11,14 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 fn tiny(kind: &str) -> Config {
-    let retrieval = if kind == "rmt-r" { r#", "retrieval": "v2""# } else { "" };
+    let extra = match kind {
+        "rmt-r" => r#", "retrieval": "v2""#,
+        "armt" => r#", "d_mem": 2"#,
+        _ => "",
+    };
     Config::from_json(&format!(
         r#"{{"n_layer": 2, "n_head": 2, "n_embd": 8, "vocab_size": 40, "n_positions": 48, "eos_token_id": 39,
-            "gen_token_id": 38, "memory": {{"kind": "{kind}", "num_mem_tokens": 2, "segment_size": 8{retrieval}}}}}"#
+            "gen_token_id": 38, "memory": {{"kind": "{kind}", "num_mem_tokens": 2, "segment_size": 8{extra}}}}}"#
     ))
     .unwrap()
 }
@@ -207,4 +211,14 @@ fn bad_config() {
     let cfg = model.config.to_json().replace(r#""segment_size":8"#, r#""segment_size":8,"write":"overwrite""#);
     e.metadata.insert("config".into(), cfg);
     assert!(e.load_err("rule.safetensors").contains("unknown variant `overwrite`"));
+
+    // ARMT's decay on an RMT, and a decay that would grow the state
+    let cfg = model.config.to_json().replace(r#""segment_size":8"#, r#""segment_size":8,"decay":0.99"#);
+    e.metadata.insert("config".into(), cfg);
+    assert!(e.load_err("decay.safetensors").contains("memory.decay is only for memory.kind armt"));
+    let armt = Model::random(tiny("armt"), 1).unwrap();
+    let mut e = Edit::of(&armt);
+    let cfg = armt.config.to_json().replace(r#""segment_size":8"#, r#""segment_size":8,"decay":1.5"#);
+    e.metadata.insert("config".into(), cfg);
+    assert!(e.load_err("growth.safetensors").contains("memory.decay must be in (0, 1]; it is 1.5"));
 }

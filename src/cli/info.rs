@@ -90,6 +90,7 @@ pub fn run(path: &Path, dtype: Option<TokenDtype>) -> anyhow::Result<()> {
                         .d_mem
                         .map_or(String::new(), |k| format!(", associative keys {k} → {}", c.memory.key_width()))
                     + if c.memory.write == rmt_fast::AssociativeWrite::Replacing { ", replacing write" } else { "" }
+                    + &c.memory.decay.map_or(String::new(), |l| format!(", decay {l}"))
             );
             println!(
                 "  backbone     GPT-2, {} layers × {} wide, {} heads, {} positions",

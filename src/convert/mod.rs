@@ -122,6 +122,7 @@ fn infer_config(shapes: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, opts: &
         }),
         d_mem: None,
         write: Default::default(),
+        decay: None,
     };
     let n_head = match opts.n_head {
         Some(h) => h,

@@ -50,6 +50,12 @@ pub struct MemoryConfig {
     /// ARMT: how a write weighs each memory row's delta (absent: the authors' rule).
     #[serde(default, skip_serializing_if = "AssociativeWrite::is_delta")]
     pub write: AssociativeWrite,
+    /// ARMT: rmt-fast's forgetting factor λ (not in the authors' code; absent: 1, theirs). Each write first scales
+    /// the layer's `A` and `z` by λ, so a write `n` segments back weighs `λⁿ` of a fresh one: the state stays the
+    /// size of about `1 / (1 − λ)` segments' writes on a stream of any length, as in gated delta-rule models. A key
+    /// that nothing rewrites reads the same value (`A` and `z` shrink together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decay: Option<f32>,
 }
 
 /// How an ARMT write weighs each memory row's delta `β_j k_jᵀ (v_j − v_old_j)` (RMT-SPEC §3.1).
@@ -79,6 +85,11 @@ impl AssociativeWrite {
 pub const DPFP_NU: usize = 3;
 
 impl MemoryConfig {
+    /// ARMT: the factor each write scales the state by first ([`MemoryConfig::decay`]; 1 when absent).
+    pub fn decay_factor(&self) -> f32 {
+        self.decay.unwrap_or(1.0)
+    }
+
     /// Rows of the read block before the tokens: `m` for RMT, `2m` for RMT-R, none for ARMT.
     pub fn read_rows(&self) -> usize {
         match self.kind {
@@ -249,6 +260,14 @@ impl Config {
         }
         if mem.kind != MemoryKind::Armt && !mem.write.is_delta() {
             return bad("memory.write is only for memory.kind armt".into());
+        }
+        if let Some(decay) = mem.decay {
+            if mem.kind != MemoryKind::Armt {
+                return bad("memory.decay is only for memory.kind armt".into());
+            }
+            if !(decay > 0.0 && decay <= 1.0) {
+                return bad(format!("memory.decay must be in (0, 1]; it is {decay}"));
+            }
         }
         for (what, id) in [("eos_token_id", self.eos_token_id), ("gen_token_id", self.gen_token_id)] {
             if id as usize >= self.vocab_size {

@@ -3,6 +3,8 @@
 //! and inference cannot drift apart. Gradients flow through every segment's state (full BPTT), except through
 //! the normaliser weights γ, which the authors detach.
 
+use std::borrow::Cow;
+
 use crate::backend::cpu::associative::{self as memory, dot, dpfp_backward, Read, Write};
 use crate::backend::cpu::ops::{gemm_strided, matmul, MatRef, Strided};
 use crate::model::weights::{Layout, Weights};
@@ -39,8 +41,8 @@ pub(super) fn read(model: &Model, l: usize, state: &mut [f32], x: &mut [f32]) ->
 /// Block `l`'s write of its output's memory rows `mem` into `state`.
 pub(super) fn write(model: &Model, l: usize, state: &mut [f32], mem: &[f32], lm: &mut LayerMemory) {
     let (a, z) = layer(model, state, l);
-    let (w, rule) = (&model.weights.associative[l], model.config.memory.write);
-    lm.write = Some(memory::write(w, rule, a, z, mem, model.config.n_embd));
+    let w = &model.weights.associative[l];
+    lm.write = Some(memory::write(w, &model.config.memory, a, z, mem, model.config.n_embd));
 }
 
 /// `x` (`[rows, cols]`) as the left operand `xᵀ` of a GEMM.
@@ -89,14 +91,22 @@ pub(super) fn write_backward(
         d_num[j * d..][..d].iter_mut().zip(&de).for_each(|(o, x)| *o = -x / den);
         d_den[j] = dot(&de, v_old) / den;
     }
-    // k gets A·∂num + ∂den·z; then A and z get their v_old terms
-    matmul(&d_num, m, MatRef { w: &lm.a, n_in: d, n_out: dk, layout: Layout::OutIn }, None, &mut dk_rows, true);
+    // the write saw the state scaled by the decay λ: k gets (λA)·∂num + ∂den·(λz); then λA and λz get their
+    // v_old terms, and the state before the write λ times all of it
+    let decay = model.config.memory.decay_factor();
+    let seen = |x: &[f32]| -> Vec<f32> { x.iter().map(|v| v * decay).collect() };
+    let (a_seen, z_seen) =
+        if decay == 1.0 { (Cow::from(&lm.a), Cow::from(&lm.z)) } else { (seen(&lm.a).into(), seen(&lm.z).into()) };
+    matmul(&d_num, m, MatRef { w: &a_seen, n_in: d, n_out: dk, layout: Layout::OutIn }, None, &mut dk_rows, true);
     for (j, dk_j) in dk_rows.chunks_exact_mut(dk).enumerate() {
-        dk_j.iter_mut().zip(&lm.z).for_each(|(o, zv)| *o += d_den[j] * zv);
+        dk_j.iter_mut().zip(z_seen.iter()).for_each(|(o, zv)| *o += d_den[j] * zv);
     }
     gemm_strided((dk, d, m), da, Strided::rows(0, d), true, &wr.k, transposed(dk), &d_num, Strided::rows(0, d));
     for (j, k) in wr.k.chunks_exact(dk).enumerate() {
         dz.iter_mut().zip(k).for_each(|(o, kv)| *o += d_den[j] * kv);
+    }
+    if decay != 1.0 {
+        da.iter_mut().chain(dz.iter_mut()).for_each(|x| *x *= decay);
     }
     let mut du = vec![0.0; m * dm];
     dpfp_backward(&wr.u, dm, &dk_rows, &mut du);
@@ -226,6 +236,16 @@ mod tests {
     fn write_backward_matches_finite_differences() {
         let gamma_clipped = |w: &Write| w.gamma.iter().all(|&g| g == 0.0);
         check_write(&model(), gamma_clipped, &["mem", "A", "z", "W_mk", "W_mv", "W_mb"]);
+    }
+
+    /// The write with a decay λ = 0.9: the state is scaled before the write, so ∂/∂ the state before it is λ times
+    /// the undecayed write's, through `v_old` and the identity alike.
+    #[test]
+    fn decayed_write_backward_matches_finite_differences() {
+        let gamma_clipped = |w: &Write| w.gamma.iter().all(|&g| g == 0.0);
+        let mut model = model();
+        model.config.memory.decay = Some(0.9);
+        check_write(&model, gamma_clipped, &["mem", "A", "z", "W_mk", "W_mv", "W_mb"]);
     }
 
     /// The replacing write scales each row's delta by the detached gain `s = max(1, k·z / ‖k‖²)`. `s` depends

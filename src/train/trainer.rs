@@ -90,6 +90,9 @@ pub struct TrainConfig {
     /// on with the replacing write); absent: the model's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write: Option<AssociativeWrite>,
+    /// ARMT: the decay λ to train with (`memory.decay`), set on the starting model; absent: the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decay: Option<f32>,
     /// Seed of the initialisation and of every sample.
     #[serde(default)]
     pub seed: u64,
@@ -611,6 +614,10 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
                 ));
             }
             model.config.memory.write = write;
+        }
+        if let Some(decay) = cfg.decay {
+            model.config.memory.decay = Some(decay);
+            model.config.validate()?;
         }
         // samples carry bAbI's questions as written ("Where is Mary? "): plain-text questions get the same form
         model.config.question_template = Some(QUESTION_TEMPLATE.into());

@@ -7,7 +7,7 @@ use rmt_fast::backend::cpu::associative;
 use rmt_fast::backend::cpu::ops::{gelu_new, layer_norm, matmul, MatRef};
 use rmt_fast::backend::cuda::{Device, KernelArg, MatmulTile, Precision, MATMUL_TILES};
 use rmt_fast::model::weights::{Associative, LayerNorm, Layout, Linear};
-use rmt_fast::{AssociativeWrite, Config, Engine, Model};
+use rmt_fast::{AssociativeWrite, Config, Engine, MemoryConfig, MemoryKind, Model};
 
 pub fn tolerance(p: Precision) -> f64 {
     match p {
@@ -357,6 +357,15 @@ pub fn associative<D: Device>(dev: D) {
     let mut written = Vec::new();
     for rule in [AssociativeWrite::Delta, AssociativeWrite::Replacing] {
         let replacing = (rule == AssociativeWrite::Replacing) as usize;
+        let memory = MemoryConfig {
+            kind: MemoryKind::Armt,
+            num_mem_tokens: m,
+            segment_size: per - m,
+            retrieval: None,
+            d_mem: Some(dm),
+            write: rule,
+            decay: None,
+        };
         let (xb, sb) = (lab.f32(&x), lab.f32(&states));
         let eps = KernelArg::F32(associative::EPS);
 
@@ -364,7 +373,7 @@ pub fn associative<D: Device>(dev: D) {
         for (xs, st) in want.chunks_exact_mut(per * d).zip(want_states.chunks_exact_mut(stride)) {
             let (a, z) = st[..len].split_at_mut(dk * d);
             associative::read(&w, a, z, xs, d);
-            associative::write(&w, rule, a, z, &xs[(per - m) * d..], d);
+            associative::write(&w, &memory, a, z, &xs[(per - m) * d..], d);
         }
         // the K chunks' shares: 64 columns each, of d = 200 (4 chunks, the last partial) and of dk = 30 (1, partial)
         let chunks = |k: usize| k.div_ceil(64);

@@ -7,7 +7,7 @@
 //! give exactly that (the read adds `0 / ε`), so no segment is special.
 
 use super::ops::{matmul, MatRef};
-use crate::model::config::{AssociativeWrite, DPFP_NU};
+use crate::model::config::{AssociativeWrite, MemoryConfig, DPFP_NU};
 use crate::model::weights::{Associative, Layout};
 
 /// The ε of the read's and the write's denominators (the authors' 1e-5).
@@ -121,10 +121,15 @@ pub struct Write {
 
 /// The delta-rule write after a block, from the memory rows `mem` of its output:
 /// `A += Σ_j s_j β_j k_jᵀ (v_j − v_old_j)`, `z += Σ_j γ_j k_j`, with `γ = clip(1 − k·z / (‖k‖² + ε), 0, 1)` and
-/// the gain `s` of `rule` (1 for the authors' rule; see [`AssociativeWrite`]). No gradient flows through γ (the
-/// authors' `.detach()`) or `s`. All rows see the state before the write.
-pub fn write(w: &Associative, rule: AssociativeWrite, a: &mut [f32], z: &mut [f32], mem: &[f32], d: usize) -> Write {
+/// the gain `s` of the config's write rule (1 for the authors' rule; see [`AssociativeWrite`]). No gradient flows
+/// through γ (the authors' `.detach()`) or `s`. All rows see the state before the write, scaled first by the
+/// config's decay λ when it has one ([`MemoryConfig::decay`]).
+pub fn write(w: &Associative, cfg: &MemoryConfig, a: &mut [f32], z: &mut [f32], mem: &[f32], d: usize) -> Write {
     let (m, dm, dk) = (mem.len() / d, w.w_mk.n_out, z.len());
+    let (rule, decay) = (cfg.write, cfg.decay_factor());
+    if decay != 1.0 {
+        a.iter_mut().chain(z.iter_mut()).for_each(|x| *x *= decay);
+    }
     let mut u = vec![0.0; m * dm];
     matmul(mem, m, w.w_mk.mat(), None, &mut u, false);
     let mut k = vec![0.0; m * dk];

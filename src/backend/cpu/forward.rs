@@ -102,7 +102,7 @@ pub fn blocks(
         pair::for_halves(hidden, 4 * d, GELU_PAIR_MIN, |h| k.gelu(h));
         matmul(hidden, rows, b.mlp_proj.mat(), b.mlp_proj.b.as_deref(), &mut x, true);
         if let Some((w, a, z, write_rows)) = memory.filter(|m| m.3 > 0) {
-            associative::write(w, cfg.memory.write, a, z, &x[(rows - write_rows) * d..], d);
+            associative::write(w, &cfg.memory, a, z, &x[(rows - write_rows) * d..], d);
         }
     }
     caches.iter_mut().for_each(|c| c.len += n);
