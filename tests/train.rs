@@ -298,9 +298,9 @@ fn resumed_armt_training_from_an_rmt_backbone_equals_uninterrupted_training() {
 }
 
 /// `write` sets the starting ARMT's write rule: a run with the replacing write resumes exactly, its models carry
-/// the rule, and it trains otherwise than the authors' rule; an RMT is refused.
+/// the rule, and it trains otherwise than the authors' rule; an RMT is refused. `decay` the same way.
 #[test]
-fn write_sets_the_armt_write_rule() {
+fn write_and_decay_set_the_armt_memory() {
     use rmt_fast::train::trainer::{train, Start};
     use rmt_fast::AssociativeWrite;
     let armt_json = r#"{"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 50257, "n_positions": 96,
@@ -320,9 +320,18 @@ fn write_sets_the_armt_write_rule() {
         log.lines().map(|l| l.split(",\"grad_norm").next().unwrap().to_string()).collect()
     };
     assert_ne!(losses(&a), losses(&d), "the replacing write trains as the authors' rule does");
+    // `decay` likewise: the models carry it, and it trains otherwise
+    let decayed = rmt_fast::train::trainer::TrainConfig { decay: Some(0.5), ..delta.clone() };
+    let dd = common::scratch_dir("train-armt-decay");
+    train(&decayed, &dd, false, |_| true).unwrap();
+    assert_eq!(Model::load(dd.join("model_best.safetensors")).unwrap().config.memory.decay, Some(0.5));
+    assert_ne!(losses(&dd), losses(&d), "the decay trains as the authors' rule does");
     let rmt = rmt_fast::train::trainer::TrainConfig { write: Some(AssociativeWrite::Replacing), ..tiny_config(2, 4) };
     let err = train(&rmt, &common::scratch_dir("train-rmt-replacing"), false, |_| true).unwrap_err();
     assert!(err.to_string().contains("not an ARMT"), "{err}");
+    let rmt = rmt_fast::train::trainer::TrainConfig { decay: Some(0.5), ..tiny_config(2, 4) };
+    let err = train(&rmt, &common::scratch_dir("train-rmt-decay"), false, |_| true).unwrap_err();
+    assert!(err.to_string().contains("memory.decay is only for memory.kind armt"), "{err}");
 }
 
 /// Trained models record the longest samples they were trained on, over the runs they come from (what `infer`
