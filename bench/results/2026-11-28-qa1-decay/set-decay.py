@@ -1,3 +1,5 @@
+"""Copy an ARMT model file with `memory.decay` set to λ in its config (the tensors untouched):
+python3 set-decay.py MODEL OUT LAMBDA"""
 import json, struct, sys
 src, dst, lam = sys.argv[1], sys.argv[2], float(sys.argv[3])
 b = open(src, 'rb').read()
