@@ -177,14 +177,15 @@ KERNEL void associative_read(float* x, const float* query, const float* state, i
 }
 
 // The write's first step, per memory row M (the last `m` rows of each stream of `per` rows in x), against the
-// stream's state before the write: its key k = DPFP(u), u its key map (associative_map's `chunks` shares), into
-// `keys`, and into `gates` (3 per row) the normaliser weight γ = clip(1 − k·z / (‖k‖² + eps), 0, 1), the gate
-// s·β with β = σ(M·w_b + b_b) and the gain s = max(1, k·z / (‖k‖² + eps)) if `replacing` (else 1), and the old
-// value's denominator k·z + eps; rows numbered over all streams (each stream's m after the one before's). Fuses
-// the map's sum, DPFP and the gates.
+// stream's state before the write, scaled by the model's `decay` λ (1 for none; the state itself is scaled in
+// associative_update): its key k = DPFP(u), u its key map (associative_map's `chunks` shares), into `keys`, and
+// into `gates` (3 per row) the normaliser weight γ = clip(1 − λk·z / (‖k‖² + eps), 0, 1), the gate s·β with
+// β = σ(M·w_b + b_b) and the gain s = max(1, λk·z / (‖k‖² + eps)) if `replacing` (else 1), and the old value's
+// denominator λk·z + eps; rows numbered over all streams (each stream's m after the one before's). Fuses the map's
+// sum, DPFP and the gates.
 KERNEL void associative_key(float* keys, float* gates, const float* partial, int chunks, const float* x,
                             const float* wb, const float* bb, const float* state, int stride, int m, int per, int C,
-                            int dm, float eps, int replacing) {
+                            int dm, float eps, int replacing, float decay) {
     __shared__ float us[ASSOC_MAX_DM];
     __shared__ float phi[2 * DPFP_NU * ASSOC_MAX_DM];
     int s = blockIdx.y, j = blockIdx.x, r = s * m + j;
@@ -193,7 +194,7 @@ KERNEL void associative_key(float* keys, float* gates, const float* partial, int
     const float* z = state + (long)s * stride + (long)dk * C;
     const float* row = x + ((long)s * per + per - m + j) * C;
     gather_map(us, partial, chunks, gridDim.y * m, r, dm);
-    float kz = block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm));
+    float kz = decay * block_reduce<ASSOC_THREADS, false>(dpfp(phi, us, z, dm));
     float kk = 0.0f, mb = 0.0f;
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) kk += phi[p] * phi[p];
     for (int c = threadIdx.x; c < C; c += ASSOC_THREADS) mb += row[c] * wb[c];
@@ -208,11 +209,12 @@ KERNEL void associative_key(float* keys, float* gates, const float* partial, int
     for (int p = threadIdx.x; p < dk; p += ASSOC_THREADS) keys[(long)r * dk + p] = phi[p];
 }
 
-// The write's second step, one K chunk's share of each memory row's M·W_vᵀ − k·A / (k·z + eps) (the value map's
-// chunks first, then the old value's) into partial[chunk][s·m + r][c] (rows numbered as associative_key numbers
-// them), in tiles of 16 rows.
+// The write's second step, one K chunk's share of each memory row's M·W_vᵀ − λk·A / (λk·z + eps) (the value
+// map's chunks first, then the old value's; λ the `decay`) into partial[chunk][s·m + r][c] (rows numbered as
+// associative_key numbers them), in tiles of 16 rows.
 KERNEL void associative_delta_part(float* partial, const float* keys, const float* gates, const float* x,
-                                   const float* wv, const float* state, int stride, int m, int per, int C, int dk) {
+                                   const float* wv, const float* state, int stride, int m, int per, int C, int dk,
+                                   float decay) {
     int value_chunks = k_chunks(C), streams = gridDim.z / (value_chunks + k_chunks(dk));
     int s = blockIdx.z % streams, chunk = blockIdx.z / streams, r0 = blockIdx.x * 16, c0 = blockIdx.y * TILE_COLS;
     float acc[2][4] = {};
@@ -228,7 +230,7 @@ KERNEL void associative_delta_part(float* partial, const float* keys, const floa
     }
     float* out = partial + ((long)chunk * streams + s) * m * C;
     tile_outputs<2>(r0, c0, [&](int i, int j, int r, int c) {
-        if (r < m && c < C) out[(long)r * C + c] = value ? acc[i][j] : -acc[i][j] / gates[3 * (s * m + r) + 2];
+        if (r < m && c < C) out[(long)r * C + c] = value ? acc[i][j] : -(decay * acc[i][j]) / gates[3 * (s * m + r) + 2];
     });
 }
 
@@ -243,11 +245,11 @@ KERNEL void associative_delta(float* delta, const float* partial, int chunks, co
 
 // Launches: grid (⌈dk·(C + 1) / 256⌉, streams), 256 threads.
 
-// The write's last step, per stream: A += Σ_j kⱼᵀ·deltaⱼ and z += Σ_j γⱼ·kⱼ over its m memory rows, added in row
-// order as the CPU reference adds them. A thread per state value. With `step` (may be null; the last layer's update
+// The write's last step, per stream: A ← λA + Σ_j kⱼᵀ·deltaⱼ and z ← λz + Σ_j γⱼ·kⱼ over its m memory rows (λ the
+// `decay`), added in row order as the CPU reference adds them. A thread per state value. With `step` (may be null; the last layer's update
 // of a write step), the segment counter of a device-side chain of segments advances: embed reads it next.
 KERNEL void associative_update(float* state, const float* keys, const float* delta, const float* gates, int* step,
-                               int stride, int m, int C, int dk) {
+                               int stride, int m, int C, int dk, float decay) {
     long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (step && idx == 0 && blockIdx.y == 0) *step += 1;  // no other thread reads it in this launch
     state += (long)blockIdx.y * stride;
@@ -256,12 +258,12 @@ KERNEL void associative_update(float* state, const float* keys, const float* del
     gates += blockIdx.y * m * 3;
     if (idx < (long)dk * C) {
         long p = idx / C, c = idx % C;
-        float v = state[idx];
+        float v = decay * state[idx];
         for (int j = 0; j < m; j++) v += keys[(long)j * dk + p] * delta[(long)j * C + c];
         state[idx] = v;
     } else if (idx < (long)dk * (C + 1)) {
         long p = idx - (long)dk * C;
-        float v = state[idx];
+        float v = decay * state[idx];
         for (int j = 0; j < m; j++) v += gates[3 * j] * keys[(long)j * dk + p];
         state[idx] = v;
     }

@@ -219,6 +219,23 @@ fn emulated_armt_stream_matches_the_cpu() {
     compare_streams(&model, 4, 3, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
 }
 
+/// ARMT with a decay of its state (`memory.decay`), which the write kernels apply as the CPU does.
+#[test]
+fn emulated_decayed_armt_stream_matches_the_cpu() {
+    let plain = cuda_checks::tiny_armt(3);
+    let model = cuda_checks::decayed(plain.clone());
+    // on the CPU the decay moves the state far beyond the checks' tolerances: a kernel that dropped it would fail
+    let tokens = cuda_checks::stream(4 * 16, 3);
+    let state = |m: &Model| {
+        let mut s = Engine::cpu_reference(m.clone()).session();
+        s.read(&tokens).unwrap();
+        s.state().memory.clone()
+    };
+    let e = common::rel_err(&state(&model), &state(&plain));
+    assert!(e > 0.1, "the decay changes the state by only {e:.1e}");
+    compare_streams(&model, 4, 3, PRECISIONS.map(|p| (p, emulated_engine(&model, p))));
+}
+
 #[test]
 fn emulated_rmt_r_streams_match_the_cpu() {
     for retrieval in ["v1", "v2"] {

@@ -49,6 +49,8 @@ fn gpu_tiny_streams_match_the_cpu() {
     compare_streams(&model, 30, 7, [(Precision::F32, engine(&model, Precision::F32))]);
     compare_streams(&model, 4, 7, [(Precision::Bf16, engine(&model, Precision::Bf16))]);
     cuda_checks::batched_streams(&model, engine(&model, Precision::F32));
+    let decayed = cuda_checks::decayed(model);
+    compare_streams(&decayed, 30, 7, [(Precision::F32, engine(&decayed, Precision::F32))]);
     let model = tiny_model(r#"{"kind": "rmt", "num_mem_tokens": 4, "segment_size": 16}"#, 3);
     cuda_checks::batched_streams(&model, engine(&model, Precision::F32));
 }

@@ -353,9 +353,12 @@ pub fn associative<D: Device>(dev: D) {
     let x = random(rows * d, 85, 2.0);
     let buf = |l: &Linear| lab.f32(&l.w);
     let (wq, wk, wv, wb, bb) = (buf(&w.w_mq), buf(&w.w_mk), buf(&w.w_mv), buf(&w.w_mb), lab.f32(&[0.4]));
-    // each rule's write against the CPU's; the replacing gain must change the states (else the flag is unseen)
+    // each rule's write, and the authors' rule with a decay, against the CPU's; the replacing gain and the decay
+    // must each change the write (else the kernels do not see them)
     let mut written = Vec::new();
-    for rule in [AssociativeWrite::Delta, AssociativeWrite::Replacing] {
+    let writes =
+        [(AssociativeWrite::Delta, None), (AssociativeWrite::Replacing, None), (AssociativeWrite::Delta, Some(0.75))];
+    for (rule, decay) in writes {
         let replacing = (rule == AssociativeWrite::Replacing) as usize;
         let memory = MemoryConfig {
             kind: MemoryKind::Armt,
@@ -364,7 +367,7 @@ pub fn associative<D: Device>(dev: D) {
             retrieval: None,
             d_mem: Some(dm),
             write: rule,
-            decay: None,
+            decay,
         };
         let (xb, sb) = (lab.f32(&x), lab.f32(&states));
         let eps = KernelArg::F32(associative::EPS);
@@ -401,32 +404,38 @@ pub fn associative<D: Device>(dev: D) {
             (lab.zeros(streams * m * dk), lab.zeros(streams * m * 3), lab.zeros(streams * m * d));
         map(&wk, per - m, m);
         let args = [lab.p(&keys), lab.p(&gates), lab.p(&partial), i(map_chunks), lab.p(&xb), lab.p(&wb), lab.p(&bb)];
-        let args = [&args[..], &[lab.p(&sb), i(stride), i(m), i(per), i(d), i(dm), eps, i(replacing)]].concat();
+        let lambda = KernelArg::F32(memory.decay_factor());
+        let args = [&args[..], &[lab.p(&sb), i(stride), i(m), i(per), i(d), i(dm), eps, i(replacing), lambda]].concat();
         lab.run("associative_key", [m as u32, streams as u32, 1], [128, 1, 1], &args);
         let args = [lab.p(&partial), lab.p(&keys), lab.p(&gates), lab.p(&xb), lab.p(&wv), lab.p(&sb), i(stride), i(m)];
-        let args = [&args[..], &[i(per), i(d), i(dk)]].concat();
+        let args = [&args[..], &[i(per), i(d), i(dk), lambda]].concat();
         let grid = [m.div_ceil(16) as u32, d.div_ceil(64) as u32, (streams * delta_chunks) as u32];
         lab.run("associative_delta_part", grid, [128, 1, 1], &args);
         let args = [lab.p(&delta), lab.p(&partial), i(delta_chunks), lab.p(&gates), i(streams * m), i(d)];
         lab.run("associative_delta", [(streams * m * d).div_ceil(256) as u32, 1, 1], [256, 1, 1], &args);
         let step = lab.bytes(&5i32.to_le_bytes());
-        let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gates), lab.p(&step), i(stride), i(m), i(d), i(dk)];
+        let args = [lab.p(&sb), lab.p(&keys), lab.p(&delta), lab.p(&gates), lab.p(&step), i(stride), i(m), i(d)];
+        let args = [&args[..], &[i(dk), lambda]].concat();
         lab.run("associative_update", [len.div_ceil(256) as u32, streams as u32, 1], [256, 1, 1], &args);
         assert_eq!(lab.read_f32(&step, 1)[0].to_bits(), 6, "the chain counter advances by one");
         let got = lab.read_f32(&sb, states.len());
         for (k, (g, w)) in got.chunks_exact(stride).zip(want_states.chunks_exact(stride)).enumerate() {
-            lab.check(&format!("associative write ({rule:?}), stream {k} (A)"), &g[..dk * d], &w[..dk * d]);
-            lab.check(&format!("associative write ({rule:?}), stream {k} (z)"), &g[dk * d..len], &w[dk * d..len]);
+            let what = format!("associative write ({rule:?}, decay {decay:?}), stream {k}");
+            lab.check(&format!("{what} (A)"), &g[..dk * d], &w[..dk * d]);
+            lab.check(&format!("{what} (z)"), &g[dk * d..len], &w[dk * d..len]);
             assert_eq!(g[len..], w[len..], "stream {k}: the values between states are left alone");
         }
         // the write changed the states by more than the tolerance: the check sees a missing update
         assert!(rel_err(&states, &want_states) > 1e-2, "the test's write is too small to see");
         written.push(want_states);
     }
-    // the writes themselves (new state − old) differ: the kernel sees the gain
+    // the writes themselves (new state − old) differ by more than any tolerance here (1e-2 at most): a kernel
+    // that dropped the gain or the decay would fail its check above (the decay's: 5.7e-2)
     let write = |w: &[f32]| -> Vec<f32> { w.iter().zip(&states).map(|(a, b)| a - b).collect() };
-    let gap = rel_err(&write(&written[1]), &write(&written[0]));
-    assert!(gap > 0.1, "the replacing gain changes the write by only {gap:.1e}");
+    for (k, what) in [(1, "the replacing gain"), (2, "the decay")] {
+        let gap = rel_err(&write(&written[k]), &write(&written[0]));
+        assert!(gap > 2e-2, "{what} changes the write by only {gap:.1e}");
+    }
 }
 
 /// Token and memory rows with restarting positions, and the f32 → storage conversion.
@@ -489,6 +498,13 @@ pub fn tiny_armt(seed: u64) -> Model {
     for (l, a) in model.weights.associative.iter_mut().enumerate() {
         a.w_mv.w = random(a.w_mv.w.len(), seed + 100 + l as u64, 0.3);
     }
+    model
+}
+
+/// `model` (an ARMT) with a decay of 0.8 on its state (`memory.decay`): strong enough to change every segment's
+/// state and answer logits by far more than the checks' tolerances.
+pub fn decayed(mut model: Model) -> Model {
+    model.config.memory.decay = Some(0.8);
     model
 }
 

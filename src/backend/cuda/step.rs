@@ -148,7 +148,7 @@ struct GraphKey {
 /// let wide_keys = gpt2.replace(r#""kind": "rmt""#, r#""kind": "armt", "d_mem": 128"#);
 /// assert!(supports(&Config::from_json(&wide_keys).unwrap()).is_err());
 /// let decayed = armt.replace(r#""d_mem": 32"#, r#""d_mem": 32, "decay": 0.999"#);
-/// assert!(supports(&Config::from_json(&decayed).unwrap()).is_err());
+/// assert!(supports(&Config::from_json(&decayed).unwrap()).is_ok());
 /// ```
 pub fn supports(cfg: &Config) -> Result<()> {
     supports_memory(cfg)?;
@@ -162,15 +162,10 @@ pub fn supports(cfg: &Config) -> Result<()> {
     )))
 }
 
-/// Whether the kernels cover this model's memory: RMT, RMT-R, and ARMT with key maps (`memory.d_mem`) up to 64
-/// wide (associative.cu's shared buffers) and without a decay. [`crate::Engine::cuda`] asks this before it
-/// looks for a GPU, so such a model is refused the same way on every machine.
+/// Whether the kernels cover this model's memory: RMT, RMT-R, and ARMT (either write rule, any decay) with key
+/// maps (`memory.d_mem`) up to 64 wide (associative.cu's shared buffers). [`crate::Engine::cuda`] asks this
+/// before it looks for a GPU, so such a model is refused the same way on every machine.
 pub fn supports_memory(cfg: &Config) -> Result<()> {
-    if cfg.memory.decay_factor() != 1.0 {
-        return Err(Error::Config(
-            "the CUDA kernels do not take an ARMT memory.decay yet; run this model on the CPU (--device cpu)".into(),
-        ));
-    }
     match cfg.memory.d_mem {
         Some(dm) if dm > associative::MAX_D_MEM => Err(Error::Config(format!(
             "the CUDA kernels take ARMT key maps up to {} wide (memory.d_mem); this model's is {dm}",

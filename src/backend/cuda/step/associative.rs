@@ -140,6 +140,7 @@ impl<D: Device> CudaStep<D> {
     ) -> Result<()> {
         let (a, s, w) = (self.act.as_ref().expect("allocated"), self.buffers(), &self.m.weights.associative[l]);
         let (d, dk) = (self.d(), self.m.model.config.memory.key_width());
+        let decay = KernelArg::F32(self.m.model.config.memory.decay_factor());
         let (state, stride) = self.layer_state(l);
         let i32_arg = |v: usize| KernelArg::I32(v as i32);
         let per = rows / streams;
@@ -160,6 +161,7 @@ impl<D: Device> CudaStep<D> {
             self.key_map_width(),
             KernelArg::F32(EPS),
             KernelArg::I32((self.m.model.config.memory.write == AssociativeWrite::Replacing) as i32),
+            decay,
         ];
         self.dev().launch("associative_key", [write_rows as u32, streams as u32, 1], [THREADS, 1, 1], &key)?;
         let part = [
@@ -174,6 +176,7 @@ impl<D: Device> CudaStep<D> {
             i32_arg(per),
             i32_arg(d),
             i32_arg(dk),
+            decay,
         ];
         let grid = [blocks_for(write_rows, TILE.0), blocks_for(d, TILE.1), (streams * delta_chunks(d, dk)) as u32];
         self.dev().launch("associative_delta_part", grid, [THREADS, 1, 1], &part)?;
@@ -198,6 +201,7 @@ impl<D: Device> CudaStep<D> {
             i32_arg(write_rows),
             i32_arg(d),
             i32_arg(dk),
+            decay,
         ];
         let grid = [blocks_for(dk * (d + 1), UPDATE_THREADS), streams as u32, 1];
         self.dev().launch("associative_update", grid, [UPDATE_THREADS as u32, 1, 1], &update)
