@@ -230,7 +230,8 @@ KERNEL void associative_delta_part(float* partial, const float* keys, const floa
     }
     float* out = partial + ((long)chunk * streams + s) * m * C;
     tile_outputs<2>(r0, c0, [&](int i, int j, int r, int c) {
-        if (r < m && c < C) out[(long)r * C + c] = value ? acc[i][j] : -(decay * acc[i][j]) / gates[3 * (s * m + r) + 2];
+        if (r < m && c < C)
+            out[(long)r * C + c] = value ? acc[i][j] : -(decay * acc[i][j]) / gates[3 * (s * m + r) + 2];
     });
 }
 
@@ -246,8 +247,9 @@ KERNEL void associative_delta(float* delta, const float* partial, int chunks, co
 // Launches: grid (⌈dk·(C + 1) / 256⌉, streams), 256 threads.
 
 // The write's last step, per stream: A ← λA + Σ_j kⱼᵀ·deltaⱼ and z ← λz + Σ_j γⱼ·kⱼ over its m memory rows (λ the
-// `decay`), added in row order as the CPU reference adds them. A thread per state value. With `step` (may be null; the last layer's update
-// of a write step), the segment counter of a device-side chain of segments advances: embed reads it next.
+// `decay`), added in row order as the CPU reference adds them. A thread per state value. With `step` (may be null;
+// the last layer's update of a write step), the segment counter of a device-side chain of segments advances: embed
+// reads it next.
 KERNEL void associative_update(float* state, const float* keys, const float* delta, const float* gates, int* step,
                                int stride, int m, int C, int dk, float decay) {
     long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;

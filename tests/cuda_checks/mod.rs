@@ -501,8 +501,8 @@ pub fn tiny_armt(seed: u64) -> Model {
     model
 }
 
-/// `model` (an ARMT) with a decay of 0.8 on its state (`memory.decay`): strong enough to change every segment's
-/// state and answer logits by far more than the checks' tolerances.
+/// `model` (an ARMT) with a decay of 0.8 on its state (`memory.decay`): strong enough to move the state by far more
+/// than the checks' tolerances (`emulated_decayed_armt_stream_matches_the_cpu` asserts it).
 pub fn decayed(mut model: Model) -> Model {
     model.config.memory.decay = Some(0.8);
     model
