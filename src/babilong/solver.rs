@@ -137,6 +137,30 @@ impl World {
         }
     }
 
+    /// Every question the stated relations answer (qa4's two forms, about each side of each relation), with its
+    /// answer as [`solve`] gives it, in the order the relations were stated; a question is listed once.
+    pub(crate) fn relation_questions(&self) -> Vec<(String, String)> {
+        let mut asked = Vec::new();
+        for (a, d, b) in &self.relations {
+            let Some(opp) = opposite(d) else { continue };
+            // "a is d of b" ⇔ "b is opp of a"
+            let forms = [
+                (format!("What is {d} of the {b}? "), self.is_dir_of(d, b)),
+                (format!("What is the {b} {opp} of? "), self.is_dir_of(d, b)),
+                (format!("What is {opp} of the {a}? "), self.is_dir_of(opp, a)),
+                (format!("What is the {a} {d} of? "), self.is_dir_of(opp, a)),
+            ];
+            for (question, answer) in forms {
+                if let Some(answer) = answer {
+                    if !asked.iter().any(|(q, _)| *q == question) {
+                        asked.push((question, answer));
+                    }
+                }
+            }
+        }
+        asked
+    }
+
     /// `X` such that "X is `direction` of `b`", from a stated or an inverse fact.
     fn is_dir_of(&self, direction: &str, b: &str) -> Option<String> {
         let opp = opposite(direction)?;

@@ -1,11 +1,12 @@
 //! Memory probes: after every segment but the last, ask the memory where someone (or, in qa2 and qa3 stories,
-//! something) is, as far as the stream has told (see [`super::Probe`]). The final question reaches the memory only
+//! something) is, or, in qa4 stories, what lies in a direction of a place, as far as the stream has told (see
+//! [`super::Probe`]). The final question reaches the memory only
 //! through BPTT from the end of the sample; the probes give every hand-off its own target, so keeping a person's
 //! last place (and who carries what) across many segments is trained directly.
 //!
 //! The state after a prefix of the stream is the bAbI world simulation ([`crate::babilong::solver`]) run over the
 //! facts that have ended in it: each person's last place, and each object's place (where it was dropped, or where
-//! its holder is).
+//! its holder is), and the relations stated (qa4: both question forms, about both places of each).
 
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +27,8 @@ pub struct ProbeConfig {
     /// segment more of work per segment, at qa1's four people).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub every_person: bool,
-    /// The tasks whose samples are probed: qa1 (people), qa2 and qa3 (people and objects). Default: qa1 alone, as
+    /// The tasks whose samples are probed: qa1 (people), qa2 and qa3 (people and objects), qa4 (relations between
+    /// places). Default: qa1 alone, as
     /// the runs before probes knew other tasks; a run's samples of other tasks go without.
     #[serde(default = "qa1_only", skip_serializing_if = "is_qa1_only")]
     pub tasks: Vec<String>,
@@ -40,16 +42,17 @@ fn is_qa1_only(tasks: &[String]) -> bool {
     tasks == ["qa1"]
 }
 
-/// The tasks whose stories only place people and objects, so that "Where is X?" has an answer after any prefix.
-const PROBED: [usize; 3] = [1, 2, 3];
+/// The tasks whose stories only place people and objects, or only relate places, so that their questions have
+/// an answer after any prefix (once the fact it needs has ended).
+const PROBED: [usize; 4] = [1, 2, 3, 4];
 
 impl ProbeConfig {
-    /// The probed tasks must be ones probes are defined for (qa1–qa3), and the run must train at least one of them.
+    /// The probed tasks must be ones probes are defined for (qa1–qa4), and the run must train at least one of them.
     pub fn check(&self, tasks: &[String]) -> Result<()> {
         for t in &self.tasks {
             if !PROBED.contains(&babi::task_number(t)?) {
                 return Err(Error::Input(format!(
-                    "probes are defined for qa1, qa2 and qa3 (stories that place people and objects), not {t}"
+                    "probes are defined for qa1–qa4 (stories that place people and objects, or relate places), not {t}"
                 )));
             }
         }
@@ -68,9 +71,10 @@ impl ProbeConfig {
     }
 }
 
-/// Probes after each segment of the prompt but the last (the one the question is in): for one person or object
-/// drawn (with `seed`) among those whose place the stream has given by then, or with `cfg.every_person` for each of
-/// them (people first, then objects, each by name); none after a segment that no fact has ended in yet.
+/// Probes after each segment of the prompt but the last (the one the question is in): for one person, object or
+/// relation question drawn (with `seed`) among those the stream has answered by then, or with `cfg.every_person`
+/// for each of them (people first, then objects, each by name, then the relations' questions in story order);
+/// none after a segment that no fact has ended in yet.
 /// `fact_positions` are the facts' token offsets in the prompt (as [`crate::babilong::sample::build`] lays them
 /// out); every probe weighs `cfg.weight` over the number of probes.
 pub fn probes(
@@ -87,7 +91,7 @@ pub fn probes(
     let mut ends = Vec::with_capacity(sample.facts.len());
     for (f, &at) in sample.facts.iter().zip(fact_positions) {
         let fact = parse_fact(f)
-            .ok_or_else(|| Error::Input(format!("not a fact of bAbI tasks 1–3 (probes read those): `{f}`")))?;
+            .ok_or_else(|| Error::Input(format!("not a fact of bAbI tasks 1–4 (probes read those): `{f}`")))?;
         ends.push((at + tok.encode(&format!(" {f}")).len(), fact));
     }
     let mut rng = Rng::new(seed ^ 0x009b_0be5);
@@ -99,15 +103,16 @@ pub fn probes(
             world.apply(fact);
         }
         let (people, objects) = world.places();
-        let known: Vec<(String, &str)> = people
+        let known: Vec<(String, String)> = people
             .into_iter()
-            .map(|(p, place)| (format!("Where is {p}? "), place))
-            .chain(objects.into_iter().map(|(o, place)| (format!("Where is the {o}? "), place)))
+            .map(|(p, place)| (format!("Where is {p}? "), place.to_string()))
+            .chain(objects.into_iter().map(|(o, place)| (format!("Where is the {o}? "), place.to_string())))
+            .chain(world.relation_questions())
             .collect();
         if known.is_empty() {
             continue;
         }
-        let asked: Vec<&(String, &str)> = if cfg.every_person {
+        let asked: Vec<&(String, String)> = if cfg.every_person {
             known.iter().collect()
         } else {
             known.iter().skip(rng.below(known.len() as u64) as usize).take(1).collect()
@@ -126,6 +131,7 @@ pub fn probes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::babilong::solver::solve;
 
     fn story(facts: &[&str]) -> Sample {
         Sample {
@@ -219,6 +225,41 @@ mod tests {
         );
     }
 
+    /// qa4: after each relation has ended, both question forms about both of its places, each answered as the
+    /// solver answers that question from the facts ended so far. Facts at 0 and 20 end in segments 0 and 2 of 10
+    /// tokens; a 41-token prompt: probes after segments 0–3.
+    #[test]
+    fn probes_ask_the_relations_both_ways() {
+        let facts = ["The office is north of the kitchen.", "The garden is south of the kitchen."];
+        let s = Sample { task: 4, facts: facts.iter().map(|f| f.to_string()).collect(), ..story(&[]) };
+        let every = ProbeConfig { weight: 1.0, every_person: true, tasks: vec!["qa4".into()] };
+        let all = probes(&s, &[0, 20], 41, 10, 9999, &every, 1).unwrap();
+        let asked: Vec<(usize, String, String)> =
+            all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        let first = [
+            ("What is north of the kitchen? ", "office"),
+            ("What is the kitchen south of? ", "office"),
+            ("What is south of the office? ", "kitchen"),
+            ("What is the office north of? ", "kitchen"),
+        ];
+        let second = [
+            ("What is south of the kitchen? ", "garden"),
+            ("What is the kitchen north of? ", "garden"),
+            ("What is north of the garden? ", "kitchen"),
+            ("What is the garden south of? ", "kitchen"),
+        ];
+        let mut want = Vec::new();
+        for (after, qs) in [(0, &first[..]), (1, &first), (2, &first), (2, &second), (3, &first), (3, &second)] {
+            want.extend(qs.iter().map(|(q, a)| (after, q.to_string(), a.to_string())));
+        }
+        assert_eq!(asked, want);
+        // the solver, which answers the benchmark's questions, agrees with every probe
+        for (after, q, a) in &asked {
+            let ended = if *after < 2 { &s.facts[..1] } else { &s.facts[..] };
+            assert_eq!(solve(ended, q).as_deref(), Some(a.as_str()), "{q}");
+        }
+    }
+
     #[test]
     fn unknown_facts_and_tasks_without_probes_are_refused() {
         let s = story(&["Mary picked up the apple there"]);
@@ -228,7 +269,7 @@ mod tests {
         // beside qa1, other tasks' samples go without probes (trainer's probes_ask_only_the_samples_of_their_tasks)
         assert!(cfg.check(&["qa1".into(), "qa4".into()]).is_ok());
         assert!(cfg.check(&["qa4".into()]).unwrap_err().to_string().contains("none of the run's tasks"));
-        let qa4 = ProbeConfig { tasks: vec!["qa4".into()], ..cfg };
-        assert!(qa4.check(&["qa4".into()]).unwrap_err().to_string().contains("not qa4"));
+        let qa5 = ProbeConfig { tasks: vec!["qa5".into()], ..cfg };
+        assert!(qa5.check(&["qa5".into()]).unwrap_err().to_string().contains("not qa5"));
     }
 }
