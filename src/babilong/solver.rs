@@ -143,17 +143,18 @@ impl World {
         let mut asked = Vec::new();
         for (a, d, b) in &self.relations {
             let Some(opp) = opposite(d) else { continue };
-            // "a is d of b" ⇔ "b is opp of a"
+            // "a is d of b" ⇔ "b is opp of a": two forms name what is d of b, two what is opp of a
+            let (of_b, of_a) = (self.is_dir_of(d, b), self.is_dir_of(opp, a));
             let forms = [
-                (format!("What is {d} of the {b}? "), self.is_dir_of(d, b)),
-                (format!("What is the {b} {opp} of? "), self.is_dir_of(d, b)),
-                (format!("What is {opp} of the {a}? "), self.is_dir_of(opp, a)),
-                (format!("What is the {a} {d} of? "), self.is_dir_of(opp, a)),
+                (format!("What is {d} of the {b}? "), &of_b),
+                (format!("What is the {b} {opp} of? "), &of_b),
+                (format!("What is {opp} of the {a}? "), &of_a),
+                (format!("What is the {a} {d} of? "), &of_a),
             ];
             for (question, answer) in forms {
                 if let Some(answer) = answer {
                     if !asked.iter().any(|(q, _)| *q == question) {
-                        asked.push((question, answer));
+                        asked.push((question, answer.clone()));
                     }
                 }
             }
