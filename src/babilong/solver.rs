@@ -145,19 +145,28 @@ impl World {
             let Some(opp) = opposite(d) else { continue };
             // "a is d of b" ⇔ "b is opp of a": two forms name what is d of b, two what is opp of a
             let (of_b, of_a) = (self.is_dir_of(d, b), self.is_dir_of(opp, a));
-            let forms = [
-                (format!("What is {d} of the {b}? "), &of_b),
-                (format!("What is the {b} {opp} of? "), &of_b),
-                (format!("What is {opp} of the {a}? "), &of_a),
-                (format!("What is the {a} {d} of? "), &of_a),
-            ];
-            for (question, answer) in forms {
-                if let Some(answer) = answer {
-                    if !asked.iter().any(|(q, _)| *q == question) {
-                        asked.push((question, answer.clone()));
-                    }
-                }
-            }
+            ask_once(&mut asked, format!("What is {d} of the {b}? "), &of_b);
+            ask_once(&mut asked, format!("What is the {b} {opp} of? "), &of_b);
+            ask_once(&mut asked, format!("What is {opp} of the {a}? "), &of_a);
+            ask_once(&mut asked, format!("What is the {a} {d} of? "), &of_a);
+        }
+        asked
+    }
+
+    /// Every question the gives so far answer (qa5's five forms about each give), with its answer as [`solve`]
+    /// gives it (the latest give that fits), in the order of the gives; a question is listed once.
+    pub(crate) fn give_questions(&self) -> Vec<(String, String)> {
+        let mut asked = Vec::new();
+        for (giver, object, receiver) in &self.gives {
+            let what = self.last_give(|g| g.0 == *giver && g.2 == *receiver).map(|g| g.1.clone());
+            let who_to = self.last_give(|g| g.1 == *object && g.2 == *receiver).map(|g| g.0.clone());
+            let last = self.last_give(|g| g.1 == *object);
+            let to_whom = self.last_give(|g| g.0 == *giver && g.1 == *object).map(|g| g.2.clone());
+            ask_once(&mut asked, format!("What did {giver} give to {receiver}? "), &what);
+            ask_once(&mut asked, format!("Who gave the {object} to {receiver}? "), &who_to);
+            ask_once(&mut asked, format!("Who gave the {object}? "), &last.map(|g| g.0.clone()));
+            ask_once(&mut asked, format!("Who received the {object}? "), &last.map(|g| g.2.clone()));
+            ask_once(&mut asked, format!("Who did {giver} give the {object} to? "), &to_whom);
         }
         asked
     }
@@ -178,6 +187,15 @@ impl World {
 
     fn last_give(&self, keep: impl Fn(&(String, String, String)) -> bool) -> Option<&(String, String, String)> {
         self.gives.iter().rev().find(|g| keep(g))
+    }
+}
+
+/// Adds `question` with its `answer` to `asked` unless it has no answer or is there already.
+fn ask_once(asked: &mut Vec<(String, String)>, question: String, answer: &Option<String>) {
+    if let Some(answer) = answer {
+        if !asked.iter().any(|(q, _)| *q == question) {
+            asked.push((question, answer.clone()));
+        }
     }
 }
 

@@ -1,12 +1,14 @@
-//! Memory probes: after every segment but the last, ask the memory where someone (or, in qa2 and qa3 stories,
-//! something) is, or, in qa4 stories, what lies in a direction of a place, as far as the stream has told (see
+//! Memory probes: after every segment but the last, ask the memory where someone (or, in qa2, qa3 and qa5 stories,
+//! something) is, in qa4 stories what lies in a direction of a place, and in qa5 stories who gave what to whom, as
+//! far as the stream has told (see
 //! [`super::Probe`]). The final question reaches the memory only through BPTT from the end of the sample; the probes
 //! give every hand-off its own target, so keeping a person's last place (and who carries what) across many segments
 //! is trained directly.
 //!
 //! The state after a prefix of the stream is the bAbI world simulation ([`crate::babilong::solver`]) run over the
 //! facts that have ended in it: each person's last place, and each object's place (where it was dropped, or where
-//! its holder is), and the relations stated (qa4: both question forms, about both places of each).
+//! its holder is), the relations stated (qa4: both question forms, about both places of each), and the gives
+//! (qa5: its five question forms about each).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +30,7 @@ pub struct ProbeConfig {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub every_person: bool,
     /// The tasks whose samples are probed: qa1 (people), qa2 and qa3 (people and objects), qa4 (relations between
-    /// places). Default: qa1 alone, as the runs before probes knew other tasks; a run's samples of other tasks go
+    /// places), qa5 (people, objects and gives). Default: qa1 alone, as the runs before probes knew other tasks; a run's samples of other tasks go
     /// without.
     #[serde(default = "qa1_only", skip_serializing_if = "is_qa1_only")]
     pub tasks: Vec<String>,
@@ -42,17 +44,17 @@ fn is_qa1_only(tasks: &[String]) -> bool {
     tasks == ["qa1"]
 }
 
-/// The tasks whose stories only place people and objects, or only relate places, so that their questions have
-/// an answer after any prefix (once the fact it needs has ended).
-const PROBED: [usize; 4] = [1, 2, 3, 4];
+/// The tasks whose stories only place people and objects, pass objects on, or relate places, so that their
+/// questions have an answer after any prefix (once the fact it needs has ended).
+const PROBED: [usize; 5] = [1, 2, 3, 4, 5];
 
 impl ProbeConfig {
-    /// The probed tasks must be ones probes are defined for (qa1–qa4), and the run must train at least one of them.
+    /// The probed tasks must be ones probes are defined for (qa1–qa5), and the run must train at least one of them.
     pub fn check(&self, tasks: &[String]) -> Result<()> {
         for t in &self.tasks {
             if !PROBED.contains(&babi::task_number(t)?) {
                 return Err(Error::Input(format!(
-                    "probes are defined for qa1–qa4 (stories that place people and objects, or relate places), not {t}"
+                    "probes are defined for qa1–qa5 (stories that place people and objects, pass objects on, or relate places), not {t}"
                 )));
             }
         }
@@ -73,7 +75,8 @@ impl ProbeConfig {
 
 /// Probes after each segment of the prompt but the last (the one the question is in): for one person, object or
 /// relation question drawn (with `seed`) among those the stream has answered by then, or with `cfg.every_person`
-/// for each of them (people first, then objects, each by name, then the relations' questions in story order);
+/// for each of them (people first, then objects, each by name, then the relations' and the gives' questions in
+/// story order);
 /// none after a segment that no fact has ended in yet.
 /// `fact_positions` are the facts' token offsets in the prompt (as [`crate::babilong::sample::build`] lays them
 /// out); every probe weighs `cfg.weight` over the number of probes.
@@ -91,7 +94,7 @@ pub fn probes(
     let mut ends = Vec::with_capacity(sample.facts.len());
     for (f, &at) in sample.facts.iter().zip(fact_positions) {
         let fact = parse_fact(f)
-            .ok_or_else(|| Error::Input(format!("not a fact of bAbI tasks 1–4 (probes read those): `{f}`")))?;
+            .ok_or_else(|| Error::Input(format!("not a fact of bAbI tasks 1–5 (probes read those): `{f}`")))?;
         ends.push((at + tok.encode(&format!(" {f}")).len(), fact));
     }
     let mut rng = Rng::new(seed ^ 0x009b_0be5);
@@ -108,6 +111,7 @@ pub fn probes(
             .map(|(p, place)| (format!("Where is {p}? "), place.to_string()))
             .chain(objects.into_iter().map(|(o, place)| (format!("Where is the {o}? "), place.to_string())))
             .chain(world.relation_questions())
+            .chain(world.give_questions())
             .collect();
         if known.is_empty() {
             continue;
@@ -260,6 +264,55 @@ mod tests {
         }
     }
 
+    /// qa5: after each give has ended, its five question forms, each answered by the latest give that fits, as the
+    /// solver answers it; the people and the object are asked first, as in qa2. Facts at 0, 10, 20, 30 and 40 end
+    /// in segments 0–4 of 10 tokens; a 51-token prompt: probes after segments 0–4.
+    #[test]
+    fn probes_ask_who_gave_what_to_whom() {
+        let facts = [
+            "Mary moved to the kitchen.",
+            "Bill went to the kitchen.",
+            "Mary got the apple there.",
+            "Mary gave the apple to Bill.",
+            "Bill handed the apple to Mary.",
+        ];
+        let s = Sample { task: 5, facts: facts.iter().map(|f| f.to_string()).collect(), ..story(&[]) };
+        let at = [0, 10, 20, 30, 40];
+        let tok = Tokenizer::gpt2();
+        let ends: Vec<usize> =
+            facts.iter().zip(at).map(|(f, a)| (a + tok.encode(&format!(" {f}")).len() - 1) / 10).collect();
+        assert_eq!(ends, [0, 1, 2, 3, 4], "the segments this test's facts end in");
+        let every = ProbeConfig { weight: 1.0, every_person: true, tasks: vec!["qa5".into()] };
+        let all = probes(&s, &at, 51, 10, 9999, &every, 1).unwrap();
+        let asked: Vec<(usize, String, String)> =
+            all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        let gives: Vec<(usize, &str, &str)> =
+            asked.iter().filter(|(_, q, _)| !q.starts_with("Where")).map(|(a, q, x)| (*a, &q[..], &x[..])).collect();
+        let mary_to_bill = [
+            (3, "What did Mary give to Bill? ", "apple"),
+            (3, "Who gave the apple to Bill? ", "Mary"),
+            (3, "Who gave the apple? ", "Mary"),
+            (3, "Who received the apple? ", "Bill"),
+            (3, "Who did Mary give the apple to? ", "Bill"),
+        ];
+        let and_back = [
+            (4, "What did Mary give to Bill? ", "apple"),
+            (4, "Who gave the apple to Bill? ", "Mary"),
+            (4, "Who gave the apple? ", "Bill"), // the latest give of the apple
+            (4, "Who received the apple? ", "Mary"),
+            (4, "Who did Mary give the apple to? ", "Bill"),
+            (4, "What did Bill give to Mary? ", "apple"),
+            (4, "Who gave the apple to Mary? ", "Bill"),
+            (4, "Who did Bill give the apple to? ", "Mary"),
+        ];
+        assert_eq!(gives, [&mary_to_bill[..], &and_back].concat());
+        assert!(asked.contains(&(4, "Where is the apple? ".into(), "kitchen".into())));
+        // the solver, which answers the benchmark's questions, agrees with every probe
+        for (after, q, a) in &asked {
+            assert_eq!(solve(&s.facts[..=*after], q).as_deref(), Some(a.as_str()), "after {after}: {q}");
+        }
+    }
+
     #[test]
     fn unknown_facts_and_tasks_without_probes_are_refused() {
         let s = story(&["Mary picked up the apple there"]);
@@ -269,7 +322,7 @@ mod tests {
         // beside qa1, other tasks' samples go without probes (trainer's probes_ask_only_the_samples_of_their_tasks)
         assert!(cfg.check(&["qa1".into(), "qa4".into()]).is_ok());
         assert!(cfg.check(&["qa4".into()]).unwrap_err().to_string().contains("none of the run's tasks"));
-        let qa5 = ProbeConfig { tasks: vec!["qa5".into()], ..cfg };
-        assert!(qa5.check(&["qa5".into()]).unwrap_err().to_string().contains("not qa5"));
+        let qa6 = ProbeConfig { tasks: vec!["qa6".into()], ..cfg };
+        assert!(qa6.check(&["qa6".into()]).unwrap_err().to_string().contains("not qa6"));
     }
 }
