@@ -151,6 +151,26 @@ mod tests {
         Tokenizer::gpt2().decode(t).unwrap()
     }
 
+    /// The probes for everyone of a `task` story whose `facts` start at `at` and end in segments `ends` of 10
+    /// tokens, in a `prompt_len`-token prompt, as (after, question, answer); and the story.
+    fn asked_of_everyone(
+        task: usize,
+        facts: &[&str],
+        at: &[usize],
+        ends: &[usize],
+        prompt_len: usize,
+    ) -> (Sample, Vec<(usize, String, String)>) {
+        let s = Sample { task, facts: facts.iter().map(|f| f.to_string()).collect(), ..story(&[]) };
+        let tok = Tokenizer::gpt2();
+        let ended: Vec<usize> =
+            facts.iter().zip(at).map(|(f, a)| (a + tok.encode(&format!(" {f}")).len() - 1) / 10).collect();
+        assert_eq!(ended, ends, "the segments this test's facts end in");
+        let every = ProbeConfig { weight: 1.0, every_person: true, tasks: vec![format!("qa{task}")] };
+        let all = probes(&s, at, prompt_len, 10, 9999, &every, 1).unwrap();
+        let asked = all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        (s, asked)
+    }
+
     /// Facts end at 6, 12 and 45 (each " Mary moved to the bathroom." is 6 tokens); segments of 10 tokens, a
     /// 57-token prompt: probes after segments 0–4 (not 5, which holds GEN). Segment 0 has no finished fact.
     #[test]
@@ -202,16 +222,7 @@ mod tests {
             "Mary dropped the football.",
             "Mary travelled to the kitchen.",
         ];
-        let s = Sample { task: 2, facts: facts.iter().map(|f| f.to_string()).collect(), ..story(&[]) };
-        let at = [0, 6, 21, 30, 40];
-        let tok = Tokenizer::gpt2();
-        let ends: Vec<usize> =
-            facts.iter().zip(at).map(|(f, a)| (a + tok.encode(&format!(" {f}")).len() - 1) / 10).collect();
-        assert_eq!(ends, [0, 1, 2, 3, 4], "the segments this test's facts end in");
-        let every = ProbeConfig { weight: 1.0, every_person: true, tasks: vec!["qa2".into()] };
-        let all = probes(&s, &at, 51, 10, 9999, &every, 1).unwrap();
-        let asked: Vec<(usize, String, String)> =
-            all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        let (_, asked) = asked_of_everyone(2, &facts, &[0, 6, 21, 30, 40], &[0, 1, 2, 3, 4], 51);
         let q = |after, question: &str, place: &str| (after, question.to_string(), place.to_string());
         assert_eq!(
             asked,
@@ -235,11 +246,7 @@ mod tests {
     #[test]
     fn probes_ask_the_relations_both_ways() {
         let facts = ["The office is north of the kitchen.", "The garden is south of the kitchen."];
-        let s = Sample { task: 4, facts: facts.iter().map(|f| f.to_string()).collect(), ..story(&[]) };
-        let every = ProbeConfig { weight: 1.0, every_person: true, tasks: vec!["qa4".into()] };
-        let all = probes(&s, &[0, 20], 41, 10, 9999, &every, 1).unwrap();
-        let asked: Vec<(usize, String, String)> =
-            all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        let (s, asked) = asked_of_everyone(4, &facts, &[0, 20], &[0, 2], 41);
         let first = [
             ("What is north of the kitchen? ", "office"),
             ("What is the kitchen south of? ", "office"),
@@ -276,16 +283,7 @@ mod tests {
             "Mary gave the apple to Bill.",
             "Bill handed the apple to Mary.",
         ];
-        let s = Sample { task: 5, facts: facts.iter().map(|f| f.to_string()).collect(), ..story(&[]) };
-        let at = [0, 10, 20, 30, 40];
-        let tok = Tokenizer::gpt2();
-        let ends: Vec<usize> =
-            facts.iter().zip(at).map(|(f, a)| (a + tok.encode(&format!(" {f}")).len() - 1) / 10).collect();
-        assert_eq!(ends, [0, 1, 2, 3, 4], "the segments this test's facts end in");
-        let every = ProbeConfig { weight: 1.0, every_person: true, tasks: vec!["qa5".into()] };
-        let all = probes(&s, &at, 51, 10, 9999, &every, 1).unwrap();
-        let asked: Vec<(usize, String, String)> =
-            all.iter().map(|p| (p.after, decode(&p.prompt[..p.prompt.len() - 1]), decode(&p.answer))).collect();
+        let (s, asked) = asked_of_everyone(5, &facts, &[0, 10, 20, 30, 40], &[0, 1, 2, 3, 4], 51);
         let gives: Vec<(usize, &str, &str)> =
             asked.iter().filter(|(_, q, _)| !q.starts_with("Where")).map(|(a, q, x)| (*a, &q[..], &x[..])).collect();
         let mary_to_bill = [
