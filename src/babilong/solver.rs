@@ -157,16 +157,12 @@ impl World {
     /// gives it (the latest give that fits), in the order of the gives; a question is listed once.
     pub(crate) fn give_questions(&self) -> Vec<(String, String)> {
         let mut asked = Vec::new();
-        for (giver, object, receiver) in &self.gives {
-            let what = self.last_give(|g| g.0 == *giver && g.2 == *receiver).map(|g| g.1.clone());
-            let who_to = self.last_give(|g| g.1 == *object && g.2 == *receiver).map(|g| g.0.clone());
-            let last = self.last_give(|g| g.1 == *object);
-            let to_whom = self.last_give(|g| g.0 == *giver && g.1 == *object).map(|g| g.2.clone());
-            ask_once(&mut asked, format!("What did {giver} give to {receiver}? "), &what);
-            ask_once(&mut asked, format!("Who gave the {object} to {receiver}? "), &who_to);
-            ask_once(&mut asked, format!("Who gave the {object}? "), &last.map(|g| g.0.clone()));
-            ask_once(&mut asked, format!("Who received the {object}? "), &last.map(|g| g.2.clone()));
-            ask_once(&mut asked, format!("Who did {giver} give the {object} to? "), &to_whom);
+        for (g, o, r) in &self.gives {
+            ask_once(&mut asked, format!("What did {g} give to {r}? "), &self.given(g, r));
+            ask_once(&mut asked, format!("Who gave the {o} to {r}? "), &self.giver(o, Some(r)));
+            ask_once(&mut asked, format!("Who gave the {o}? "), &self.giver(o, None));
+            ask_once(&mut asked, format!("Who received the {o}? "), &self.receiver(None, o));
+            ask_once(&mut asked, format!("Who did {g} give the {o} to? "), &self.receiver(Some(g), o));
         }
         asked
     }
@@ -185,8 +181,24 @@ impl World {
         })
     }
 
+    /// The latest give that `keep` accepts, as (giver, object, receiver).
     fn last_give(&self, keep: impl Fn(&(String, String, String)) -> bool) -> Option<&(String, String, String)> {
         self.gives.iter().rev().find(|g| keep(g))
+    }
+
+    /// What `giver` last gave to `receiver`.
+    fn given(&self, giver: &str, receiver: &str) -> Option<String> {
+        self.last_give(|g| g.0 == giver && g.2 == receiver).map(|g| g.1.clone())
+    }
+
+    /// Who last gave `object` (to `receiver`, if named).
+    fn giver(&self, object: &str, receiver: Option<&str>) -> Option<String> {
+        self.last_give(|g| g.1 == object && receiver.is_none_or(|r| g.2 == r)).map(|g| g.0.clone())
+    }
+
+    /// Who last received `object` (from `giver`, if named).
+    fn receiver(&self, giver: Option<&str>, object: &str) -> Option<String> {
+        self.last_give(|g| g.1 == object && giver.is_none_or(|x| g.0 == x)).map(|g| g.2.clone())
     }
 }
 
@@ -233,20 +245,20 @@ pub fn solve(facts: &[String], question: &str) -> Option<String> {
     }
     if let Some(rest) = q.strip_prefix("What did ") {
         let (giver, receiver) = rest.split_once(" give to ")?;
-        return w.last_give(|g| g.0 == giver && g.2 == receiver).map(|g| g.1.clone());
+        return w.given(giver, receiver);
     }
     if let Some(rest) = q.strip_prefix("Who gave the ") {
         return match rest.split_once(" to ") {
-            Some((object, receiver)) => w.last_give(|g| g.1 == object && g.2 == receiver).map(|g| g.0.clone()),
-            None => w.last_give(|g| g.1 == rest).map(|g| g.0.clone()),
+            Some((object, receiver)) => w.giver(object, Some(receiver)),
+            None => w.giver(rest, None),
         };
     }
     if let Some(object) = q.strip_prefix("Who received the ") {
-        return w.last_give(|g| g.1 == object).map(|g| g.2.clone());
+        return w.receiver(None, object);
     }
     if let Some(rest) = q.strip_prefix("Who did ") {
         let (giver, object) = rest.strip_suffix(" to")?.split_once(" give the ")?;
-        return w.last_give(|g| g.0 == giver && g.1 == object).map(|g| g.2.clone());
+        return w.receiver(Some(giver), object);
     }
     None
 }

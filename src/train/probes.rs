@@ -1,9 +1,8 @@
 //! Memory probes: after every segment but the last, ask the memory where someone (or, in qa2, qa3 and qa5 stories,
 //! something) is, in qa4 stories what lies in a direction of a place, and in qa5 stories who gave what to whom, as
-//! far as the stream has told (see
-//! [`super::Probe`]). The final question reaches the memory only through BPTT from the end of the sample; the probes
-//! give every hand-off its own target, so keeping a person's last place (and who carries what) across many segments
-//! is trained directly.
+//! far as the stream has told (see [`super::Probe`]). The final question reaches the memory only through BPTT from
+//! the end of the sample; the probes give every hand-off its own target, so keeping a person's last place (and who
+//! carries what) across many segments is trained directly.
 //!
 //! The state after a prefix of the stream is the bAbI world simulation ([`crate::babilong::solver`]) run over the
 //! facts that have ended in it: each person's last place, and each object's place (where it was dropped, or where
@@ -30,8 +29,8 @@ pub struct ProbeConfig {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub every_person: bool,
     /// The tasks whose samples are probed: qa1 (people), qa2 and qa3 (people and objects), qa4 (relations between
-    /// places), qa5 (people, objects and gives). Default: qa1 alone, as the runs before probes knew other tasks; a run's samples of other tasks go
-    /// without.
+    /// places), qa5 (people, objects and gives). Default: qa1 alone, as the runs before probes knew other tasks; a
+    /// run's samples of other tasks go without.
     #[serde(default = "qa1_only", skip_serializing_if = "is_qa1_only")]
     pub tasks: Vec<String>,
 }
