@@ -141,7 +141,8 @@ pub struct Config {
     /// trimmed question (bAbI-trained models: `"{question} "`, since bAbI writes "Where is Mary? ").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question_template: Option<String>,
-    /// The longest samples the model was trained on, in segments (`rmt-fast train` records it; absent: not known).
+    /// The longest samples the model was trained on, in segments: `rmt-fast train` records the longest stage of the
+    /// run that made the file (not of the model it started from); absent: not known.
     /// A memory trained on shorter streams may not hold over longer ones: see [`Config::length_warning`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained_segments: Option<u64>,

@@ -621,6 +621,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         }
         // samples carry bAbI's questions as written ("Where is Mary? "): plain-text questions get the same form
         model.config.question_template = Some(QUESTION_TEMPLATE.into());
+        // the parent's training length does not carry over: a run on shorter samples retrains the memory for them
+        // (qa5's first model, from a parent trained to 4,096 segments, broke at 1,000 after stages of 256)
+        model.config.trained_segments = None;
         let adam = AdamState::new(&model.weights);
         let heads = cfg.look_back.as_ref().map(|lb| {
             let h = LookBack::new(lb.heads, model.config.n_embd, cfg.seed);
@@ -638,7 +641,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
         std::fs::OpenOptions::new().append(true).create(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
     while progress.stage < cfg.stages.len() {
         let st = cfg.stages[progress.stage].clone();
-        // what `infer` warns past: the longest samples the model has been trained on, in this run or before it
+        // what `infer` warns past: the longest samples of this run so far (a resumed run kept it in its checkpoint)
         let longest = model.config.trained_segments.unwrap_or(0).max(st.segments as u64);
         model.config.trained_segments = Some(longest);
         let end = st.run_steps();
