@@ -353,6 +353,23 @@ fn models_record_the_longest_samples_of_their_own_run() {
     assert_eq!(Model::load(second.join("model_best.safetensors")).unwrap().config.trained_segments, Some(2));
 }
 
+/// `"model": {"resize": …}` starts from a trained model carried to longer segments: the run trains at them, and
+/// its models have the new segment size and positions.
+#[test]
+fn a_run_resizes_its_starting_model_to_longer_segments() {
+    use rmt_fast::train::trainer::train;
+    let short = common::scratch_dir("train-resize-short");
+    train(&tiny_config(2, 4), &short, false, |_| true).unwrap();
+    let from = short.join("model_best.safetensors");
+    let mut cfg = tiny_config(3, 4);
+    cfg.model = serde_json::from_str(&format!(r#"{{"resize": {{"from": {from:?}, "segment_size": 80}}}}"#)).unwrap();
+    let long = common::scratch_dir("train-resize-long");
+    train(&cfg, &long, false, |_| true).unwrap();
+    let model = Model::load(long.join("model_best.safetensors")).unwrap();
+    assert_eq!((model.config.memory.segment_size, model.config.n_positions), (80, 96 + 40));
+    assert_eq!(model.config.trained_segments, Some(2));
+}
+
 /// A stage's `k2` reaches the gradient: the same run backpropagating through one segment only has the same first
 /// loss and then other ones (its steps differ); `"k2": 0` is refused.
 #[test]

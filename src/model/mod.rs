@@ -2,6 +2,7 @@
 
 pub mod config;
 mod init;
+mod resize;
 pub mod weights;
 
 use std::collections::HashMap;

@@ -78,6 +78,14 @@ pub enum Start {
         /// The model file whose backbone is copied.
         from: PathBuf,
     },
+    /// A model file carried to segments of another size ([`Model::with_segment_size`]): all its weights, with the
+    /// position embeddings interpolated to the new segment.
+    Resize {
+        /// The model file.
+        from: PathBuf,
+        /// The new segment size, in tokens.
+        segment_size: usize,
+    },
 }
 
 /// A training run, as read from `train.json`.
@@ -606,6 +614,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
             Start::Backbone { init, from } => {
                 with_backbone(Model::random(init.clone(), cfg.seed)?, &Model::load(from)?)?
             }
+            Start::Resize { from, segment_size } => Model::load(from)?.with_segment_size(*segment_size)?,
         };
         if let Some(write) = cfg.write {
             if model.config.memory.kind != MemoryKind::Armt {
