@@ -51,9 +51,25 @@ pub struct Stage {
     /// −1, full BPTT, is the default): longer samples for the cost of a forward pass over their first segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k2: Option<std::num::NonZeroUsize>,
+    /// The share of samples made one segment long (the rest drawn as `segments` says): keeps answering from within
+    /// a segment trained while the stages grow, which the uniform draw alone (one sample in `segments`) lets fade.
+    /// Absent: the uniform draw only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_share: Option<f64>,
 }
 
 impl Stage {
+    /// What a config can get wrong in a stage, said before any file is read.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.segments == 0 {
+            return Err("samples need at least one segment (`segments` is 0)".into());
+        }
+        match self.short_share {
+            Some(p) if !(0.0..=1.0).contains(&p) => Err(format!("short_share is a fraction (0 … 1), not {p}")),
+            _ => Ok(()),
+        }
+    }
+
     /// The steps this stage runs: `steps`, or fewer with `stop_after`.
     pub fn run_steps(&self) -> u64 {
         self.stop_after.map_or(self.steps, |s| s.min(self.steps))
@@ -331,7 +347,10 @@ fn batch(
         .map(|b| {
             let mut rng = Rng::new(mix(cfg.seed, &[stage as u64, step, b as u64, 3]));
             let s = facts.draw(cfg.hard_questions, &mut rng);
-            let n_seg = 1 + rng.below(st.segments as u64) as usize;
+            let n_seg = match st.short_share {
+                Some(p) if rng.uniform() < p => 1,
+                _ => 1 + rng.below(st.segments as u64) as usize,
+            };
             make_sample(model, s, n_seg, cfg.qa_margin, hay, rng.next_u64(), cfg.probes.as_ref())
         })
         .collect()
@@ -597,6 +616,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, mut on_step: impl FnMu
     if let Some(p) = &cfg.probes {
         p.check(&cfg.tasks)?;
     }
+    for (i, st) in cfg.stages.iter().enumerate() {
+        st.check().map_err(|m| Error::Input(format!("stage {}: {m}", i + 1)))?;
+    }
     let facts = Facts::load(cfg)?;
     let hay = if cfg.haystack.is_empty() { Haystack::Synthetic } else { Haystack::books(&cfg.haystack)? };
     let valid_hay =
@@ -823,5 +845,35 @@ mod tests {
         let mut qa2 = qa1_config(r#""hard_questions": 0.5,"#);
         qa2.tasks.push("qa2".into());
         assert!(Facts::load(&qa2).err().unwrap().to_string().contains("hard questions are defined for qa1"));
+    }
+
+    /// `short_share` makes that share of a stage's samples one segment long, on top of the uniform draw's 1 in
+    /// `segments`; out of 0 … 1 it is refused.
+    #[test]
+    fn short_share_draws_one_segment_samples_at_its_share() {
+        // segments long enough for every qa1 story, so that a one-segment sample never falls back past its segment
+        let cfg = Config::from_json(
+            r#"{"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 50257, "n_positions": 260,
+                "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 256}}"#,
+        );
+        let model = Model::random(cfg.unwrap(), 0).unwrap();
+        let one_segment_share = |share: &str| {
+            let mut cfg = qa1_config("");
+            cfg.stages[0] = serde_json::from_str(&format!(
+                r#"{{"segments": 8, "steps": 1, "batch": 100, "lr": 1e-3, "warmup": 0 {share}}}"#
+            ))
+            .unwrap();
+            let facts = Facts::load(&cfg).unwrap();
+            let samples: Vec<TrainSample> =
+                (0..10).flat_map(|step| batch(&model, &cfg, &facts, &Haystack::Synthetic, 0, step).unwrap()).collect();
+            samples.iter().filter(|s| s.prompt.len() <= 256).count() as f64 / samples.len() as f64
+        };
+        let uniform = one_segment_share("");
+        assert!((0.08..0.17).contains(&uniform), "{uniform}");
+        let half = one_segment_share(r#", "short_share": 0.5"#);
+        assert!((half - (0.5 + 0.5 / 8.0)).abs() < 0.05, "{half}");
+        let stage = |p: f64| Stage { short_share: Some(p), ..qa1_config("").stages[0].clone() };
+        assert!(stage(1.5).check().unwrap_err().contains("fraction"));
+        assert!(stage(1.0).check().is_ok());
     }
 }
