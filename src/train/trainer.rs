@@ -848,7 +848,7 @@ mod tests {
     }
 
     /// `short_share` makes that share of a stage's samples one segment long, on top of the uniform draw's 1 in
-    /// `segments`; out of 0 … 1 it is refused.
+    /// `segments`; out of 0 … 1 it is refused, as is a stage of 0 segments.
     #[test]
     fn short_share_draws_one_segment_samples_at_its_share() {
         // segments long enough for every qa1 story, so that a one-segment sample never falls back past its segment
@@ -875,5 +875,7 @@ mod tests {
         let stage = |p: f64| Stage { short_share: Some(p), ..qa1_config("").stages[0].clone() };
         assert!(stage(1.5).check().unwrap_err().contains("fraction"));
         assert!(stage(1.0).check().is_ok());
+        let empty = Stage { segments: 0, ..stage(0.5) };
+        assert!(empty.check().unwrap_err().contains("at least one segment"));
     }
 }
