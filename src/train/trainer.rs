@@ -56,6 +56,12 @@ pub struct Stage {
     /// Absent: the uniform draw only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_share: Option<f64>,
+    /// The share of samples whose facts all lie in their last `k2` segments, after background alone. Truncated
+    /// BPTT trains a write only when its fact falls in the window, so with facts spread over a long sample the
+    /// writes into a memory that a long stream has aged are almost never trained, and late facts fail to replace
+    /// early ones; these samples train exactly those writes. Needs `k2`. Absent: facts anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_share: Option<f64>,
 }
 
 impl Stage {
@@ -64,10 +70,16 @@ impl Stage {
         if self.segments == 0 {
             return Err("samples need at least one segment (`segments` is 0)".into());
         }
-        match self.short_share {
-            Some(p) if !(0.0..=1.0).contains(&p) => Err(format!("short_share is a fraction (0 … 1), not {p}")),
-            _ => Ok(()),
+        for (name, share) in [("short_share", self.short_share), ("late_share", self.late_share)] {
+            match share {
+                Some(p) if !(0.0..=1.0).contains(&p) => return Err(format!("{name} is a fraction (0 … 1), not {p}")),
+                _ => {}
+            }
         }
+        if self.late_share.is_some() && self.k2.is_none() {
+            return Err("late_share puts the facts in the last `k2` segments: the stage needs a `k2`".into());
+        }
+        Ok(())
     }
 
     /// The steps this stage runs: `steps`, or fewer with `stop_after`.
@@ -288,12 +300,15 @@ impl Facts {
 /// One sample of `n_seg` segments: a context of uniformly random length that ends in the `n_seg`-th segment and
 /// leaves `qa_margin` tokens for the question and answer, then the question and GEN. The question lands anywhere in
 /// the last segment, as it does when a stream of any length is read: with learned positions, a model trained only
-/// on full segments cannot answer at other offsets. With `probes`, the memory of a sample of a probed task is asked
+/// on full segments cannot answer at other offsets. With `late = Some(w)`, the facts go into the last `w` segments
+/// and the segments before are background alone. With `probes`, the memory of a sample of a probed task is asked
 /// after every segment but the last.
+#[allow(clippy::too_many_arguments)]
 fn make_sample(
     model: &Model,
     s: &Sample,
     n_seg: usize,
+    late: Option<usize>,
     margin: usize,
     hay: &Haystack,
     seed: u64,
@@ -305,15 +320,24 @@ fn make_sample(
     let length = shortest + Rng::new(seed ^ 0x1e9).below((longest - shortest + 1) as u64) as usize;
     let mut prompt = Vec::with_capacity(length + 16);
     let mut sampler = hay.sampler(seed);
+    let background = match late {
+        Some(w) if n_seg > w => (n_seg - w) * seg,
+        _ => 0,
+    };
+    while prompt.len() < background {
+        let sentence = sampler.next_sentence()?;
+        let take = sentence.len().min(background - prompt.len()); // cut to end exactly where the facts' segments begin
+        prompt.extend_from_slice(&sentence[..take]);
+    }
     let mut rng = Rng::new(seed ^ 0x5eed);
     // a sample's facts may not fit a short length: fall back to the facts alone (the "0k" sample)
-    let layout = match build(s, length, false, &mut sampler, &mut rng, &mut |t| {
+    let layout = match build(s, length - background, false, &mut sampler, &mut rng, &mut |t| {
         prompt.extend_from_slice(t);
         Ok(())
     }) {
         Ok(l) => l,
         Err(_) => {
-            prompt.clear();
+            prompt.truncate(background);
             build(s, 0, false, &mut sampler, &mut rng, &mut |t| {
                 prompt.extend_from_slice(t);
                 Ok(())
@@ -325,7 +349,8 @@ fn make_sample(
     let probes = match probes {
         Some(p) if p.probes_task(s.task) => {
             let (gen, len) = (model.config.gen_token_id, prompt.len());
-            memory_probes(s, &layout.fact_positions, len, seg, gen, p, seed)?
+            let at: Vec<usize> = layout.fact_positions.iter().map(|&f| background + f).collect();
+            memory_probes(s, &at, len, seg, gen, p, seed)?
         }
         _ => Vec::new(),
     };
@@ -351,7 +376,12 @@ fn batch(
                 Some(p) if rng.uniform() < p => 1,
                 _ => 1 + rng.below(st.segments as u64) as usize,
             };
-            make_sample(model, s, n_seg, cfg.qa_margin, hay, rng.next_u64(), cfg.probes.as_ref())
+            // drawn only with a share set, so that runs without one keep their data
+            let late = match st.late_share {
+                Some(p) if rng.uniform() < p => st.k2.map(|k| k.get()),
+                _ => None,
+            };
+            make_sample(model, s, n_seg, late, cfg.qa_margin, hay, rng.next_u64(), cfg.probes.as_ref())
         })
         .collect()
 }
@@ -388,7 +418,7 @@ pub fn validate(
         .map(|i| {
             let task = &facts_valid[i % facts_valid.len()];
             let s = &task[(i / facts_valid.len()) % task.len()];
-            let sample = make_sample(model, s, n_seg, cfg.qa_margin, hay, mix(cfg.seed, &[i as u64, 4]), None)?;
+            let sample = make_sample(model, s, n_seg, None, cfg.qa_margin, hay, mix(cfg.seed, &[i as u64, 4]), None)?;
             Ok((sample, s.answer.clone()))
         })
         .collect::<Result<_>>()?;
@@ -789,7 +819,7 @@ mod tests {
         let facts = generate(1, 50, &mut Rng::new(1)).unwrap();
         let lengths: Vec<usize> = (0..200)
             .map(|i| {
-                let s = make_sample(&model, &facts[i % 50], 2, 16, &Haystack::Synthetic, i as u64, None).unwrap();
+                let s = make_sample(&model, &facts[i % 50], 2, None, 16, &Haystack::Synthetic, i as u64, None).unwrap();
                 s.prompt.len()
             })
             .collect();
@@ -805,7 +835,8 @@ mod tests {
         let model = tiny_rmt();
         let probed = |probes: &ProbeConfig, task: usize| {
             let facts = generate(task, 20, &mut Rng::new(1)).unwrap();
-            let sample = |i: usize| make_sample(&model, &facts[i], 4, 16, &Haystack::Synthetic, i as u64, Some(probes));
+            let sample =
+                |i: usize| make_sample(&model, &facts[i], 4, None, 16, &Haystack::Synthetic, i as u64, Some(probes));
             (0..20).filter(|&i| !sample(i).unwrap().probes.is_empty()).count()
         };
         let qa1: ProbeConfig = serde_json::from_str(r#"{"weight": 1.0, "every_person": true}"#).unwrap();
@@ -847,25 +878,34 @@ mod tests {
         assert!(Facts::load(&qa2).err().unwrap().to_string().contains("hard questions are defined for qa1"));
     }
 
-    /// `short_share` makes that share of a stage's samples one segment long, on top of the uniform draw's 1 in
-    /// `segments`; out of 0 … 1 it is refused, as is a stage of 0 segments.
-    #[test]
-    fn short_share_draws_one_segment_samples_at_its_share() {
-        // segments long enough for every qa1 story, so that a one-segment sample never falls back past its segment
+    /// A one-layer RMT of 256-token segments: long enough for every qa1 story, so that a one-segment sample never
+    /// falls back past its segment.
+    fn rmt_of_long_segments() -> Model {
         let cfg = Config::from_json(
             r#"{"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 50257, "n_positions": 260,
                 "memory": {"kind": "rmt", "num_mem_tokens": 2, "segment_size": 256}}"#,
         );
-        let model = Model::random(cfg.unwrap(), 0).unwrap();
+        Model::random(cfg.unwrap(), 0).unwrap()
+    }
+
+    /// The samples of the first `steps` steps of a qa1 stage of 8 segments, with `extra` fields.
+    fn stage_samples(model: &Model, batch_size: usize, steps: u64, extra: &str) -> Vec<TrainSample> {
+        let mut cfg = qa1_config("");
+        cfg.stages[0] = serde_json::from_str(&format!(
+            r#"{{"segments": 8, "steps": 1, "batch": {batch_size}, "lr": 1e-3, "warmup": 0 {extra}}}"#
+        ))
+        .unwrap();
+        let facts = Facts::load(&cfg).unwrap();
+        (0..steps).flat_map(|step| batch(model, &cfg, &facts, &Haystack::Synthetic, 0, step).unwrap()).collect()
+    }
+
+    /// `short_share` makes that share of a stage's samples one segment long, on top of the uniform draw's 1 in
+    /// `segments`; out of 0 … 1 it is refused, as is a stage of 0 segments.
+    #[test]
+    fn short_share_draws_one_segment_samples_at_its_share() {
+        let model = rmt_of_long_segments();
         let one_segment_share = |share: &str| {
-            let mut cfg = qa1_config("");
-            cfg.stages[0] = serde_json::from_str(&format!(
-                r#"{{"segments": 8, "steps": 1, "batch": 100, "lr": 1e-3, "warmup": 0 {share}}}"#
-            ))
-            .unwrap();
-            let facts = Facts::load(&cfg).unwrap();
-            let samples: Vec<TrainSample> =
-                (0..10).flat_map(|step| batch(&model, &cfg, &facts, &Haystack::Synthetic, 0, step).unwrap()).collect();
+            let samples = stage_samples(&model, 100, 10, share);
             samples.iter().filter(|s| s.prompt.len() <= 256).count() as f64 / samples.len() as f64
         };
         let uniform = one_segment_share("");
@@ -877,5 +917,35 @@ mod tests {
         assert!(stage(1.0).check().is_ok());
         let empty = Stage { segments: 0, ..stage(0.5) };
         assert!(empty.check().unwrap_err().contains("at least one segment"));
+    }
+
+    /// `late_share` puts all of a sample's facts in its last `k2` segments, the segments before background alone;
+    /// without it, facts spread over the whole sample. Out of 0 … 1, or without `k2`, it is refused.
+    #[test]
+    fn late_share_puts_the_facts_in_the_backpropagated_segments() {
+        let model = rmt_of_long_segments();
+        let tok = Tokenizer::gpt2();
+        // of the samples over three segments long, the share with a fact before their last two
+        let early_facts = |share: &str| {
+            let samples = stage_samples(&model, 50, 4, &format!(r#", "k2": 2 {share}"#));
+            let long: Vec<&TrainSample> = samples.iter().filter(|s| s.prompt.len() > 3 * 256).collect();
+            assert!(long.len() > 50, "{}", long.len());
+            let early = long.iter().filter(|s| {
+                let before = tok.decode(&s.prompt[..(s.prompt.len().div_ceil(256) - 2) * 256]).unwrap();
+                // qa1's people, whom the synthetic background never names
+                ["Mary", "John", "Sandra", "Daniel"].iter().any(|p| before.contains(p))
+            });
+            early.count() as f64 / long.len() as f64
+        };
+        assert!(early_facts("") > 0.8, "{}", early_facts(""));
+        assert_eq!(early_facts(r#", "late_share": 1.0"#), 0.0);
+        let stage = |p: f64, k2: usize| Stage {
+            late_share: Some(p),
+            k2: std::num::NonZeroUsize::new(k2),
+            ..qa1_config("").stages[0].clone()
+        };
+        assert!(stage(0.5, 2).check().is_ok());
+        assert!(stage(-0.1, 2).check().unwrap_err().contains("late_share is a fraction"));
+        assert!(stage(0.5, 0).check().unwrap_err().contains("needs a `k2`"));
     }
 }
