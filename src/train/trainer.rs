@@ -62,6 +62,32 @@ pub struct Stage {
     /// early ones; these samples train exactly those writes. Needs `k2`. Absent: facts anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_share: Option<f64>,
+    /// Which facts of a `late_share` sample go in its last `k2` segments. Absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_facts: Option<LateFacts>,
+}
+
+/// Which facts of a late sample (see [`Stage::late_share`]) lie in its last `k2` segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LateFacts {
+    /// All of them, after background alone: writes into a memory that background has aged.
+    All,
+    /// The facts from the last supporting one on; the earlier ones spread over the segments before. The answer's
+    /// write then lands in a memory that a long stream has aged and that holds the facts it must replace (qa1's
+    /// earlier rooms of the asked person), the write that fails in a long stream.
+    FromSupport,
+}
+
+impl LateFacts {
+    /// How many of the story's first facts go before the window (none for a sample that names no supporting fact,
+    /// as the built-in generators' do not).
+    fn before_window(self, s: &Sample) -> usize {
+        match self {
+            LateFacts::All => 0,
+            LateFacts::FromSupport => s.supporting.iter().max().copied().unwrap_or(0),
+        }
+    }
 }
 
 impl Stage {
@@ -78,6 +104,9 @@ impl Stage {
         }
         if self.late_share.is_some() && self.k2.is_none() {
             return Err("late_share puts the facts in the last `k2` segments: the stage needs a `k2`".into());
+        }
+        if self.late_facts.is_some() && self.late_share.is_none() {
+            return Err("late_facts says which facts of a late sample go late: the stage needs a `late_share`".into());
         }
         Ok(())
     }
@@ -300,15 +329,15 @@ impl Facts {
 /// One sample of `n_seg` segments: a context of uniformly random length that ends in the `n_seg`-th segment and
 /// leaves `qa_margin` tokens for the question and answer, then the question and GEN. The question lands anywhere in
 /// the last segment, as it does when a stream of any length is read: with learned positions, a model trained only
-/// on full segments cannot answer at other offsets. With `late = Some(w)`, the facts go into the last `w` segments
-/// and the segments before are background alone. With `probes`, the memory of a sample of a probed task is asked
-/// after every segment but the last.
+/// on full segments cannot answer at other offsets. With `late = Some((w, which))`, `which` facts go into the last
+/// `w` segments and the segments before hold background and the other facts. With `probes`, the memory of a sample
+/// of a probed task is asked after every segment but the last.
 #[allow(clippy::too_many_arguments)]
 fn make_sample(
     model: &Model,
     s: &Sample,
     n_seg: usize,
-    late: Option<usize>,
+    late: Option<(usize, LateFacts)>,
     margin: usize,
     hay: &Haystack,
     seed: u64,
@@ -320,37 +349,52 @@ fn make_sample(
     let length = shortest + Rng::new(seed ^ 0x1e9).below((longest - shortest + 1) as u64) as usize;
     let mut prompt = Vec::with_capacity(length + 16);
     let mut sampler = hay.sampler(seed);
-    let background = match late {
-        Some(w) if n_seg > w => (n_seg - w) * seg,
-        _ => 0,
+    let (background, early) = match late {
+        Some((w, which)) if n_seg > w => ((n_seg - w) * seg, which.before_window(s)),
+        _ => (0, 0),
     };
+    // the segments before the window: the story's first `early` facts in background (a story too long for them
+    // keeps all its facts in the window), or background alone
+    let mut fact_at = Vec::new();
+    if early > 0 {
+        let first = Sample { facts: s.facts[..early].to_vec(), ..s.clone() };
+        let mut emit = |t: &[u32]| {
+            prompt.extend_from_slice(t);
+            Ok(())
+        };
+        // its own generator, so that the other samples keep their data
+        if let Ok(l) = build(&first, background, false, &mut sampler, &mut Rng::new(seed ^ 0xea7), &mut emit) {
+            fact_at = l.fact_positions;
+        }
+    }
     while prompt.len() < background {
         let sentence = sampler.next_sentence()?;
-        let take = sentence.len().min(background - prompt.len()); // cut to end exactly where the facts' segments begin
+        let take = sentence.len().min(background - prompt.len()); // cut to end exactly where the window begins
         prompt.extend_from_slice(&sentence[..take]);
     }
+    let rest = Sample { facts: s.facts[fact_at.len()..].to_vec(), ..s.clone() };
     let mut rng = Rng::new(seed ^ 0x5eed);
     // a sample's facts may not fit a short length: fall back to the facts alone (the "0k" sample)
-    let layout = match build(s, length - background, false, &mut sampler, &mut rng, &mut |t| {
+    let layout = match build(&rest, length - background, false, &mut sampler, &mut rng, &mut |t| {
         prompt.extend_from_slice(t);
         Ok(())
     }) {
         Ok(l) => l,
         Err(_) => {
             prompt.truncate(background);
-            build(s, 0, false, &mut sampler, &mut rng, &mut |t| {
+            build(&rest, 0, false, &mut sampler, &mut rng, &mut |t| {
                 prompt.extend_from_slice(t);
                 Ok(())
             })?
         }
     };
+    fact_at.extend(layout.fact_positions.iter().map(|&f| background + f));
     prompt.extend(&layout.question);
     prompt.push(model.config.gen_token_id);
     let probes = match probes {
         Some(p) if p.probes_task(s.task) => {
             let (gen, len) = (model.config.gen_token_id, prompt.len());
-            let at: Vec<usize> = layout.fact_positions.iter().map(|&f| background + f).collect();
-            memory_probes(s, &at, len, seg, gen, p, seed)?
+            memory_probes(s, &fact_at, len, seg, gen, p, seed)?
         }
         _ => Vec::new(),
     };
@@ -378,7 +422,7 @@ fn batch(
             };
             // drawn only with a share set, so that runs without one keep their data
             let late = match st.late_share {
-                Some(p) if rng.uniform() < p => st.k2.map(|k| k.get()),
+                Some(p) if rng.uniform() < p => st.k2.map(|k| (k.get(), st.late_facts.unwrap_or(LateFacts::All))),
                 _ => None,
             };
             make_sample(model, s, n_seg, late, cfg.qa_margin, hay, rng.next_u64(), cfg.probes.as_ref())
@@ -888,9 +932,20 @@ mod tests {
         Model::random(cfg.unwrap(), 0).unwrap()
     }
 
-    /// The samples of the first `steps` steps of a qa1 stage of 8 segments, with `extra` fields.
+    /// The samples of the first `steps` steps of a qa1 stage of 8 segments, with `extra` fields, of the built-in
+    /// generator's stories.
     fn stage_samples(model: &Model, batch_size: usize, steps: u64, extra: &str) -> Vec<TrainSample> {
-        let mut cfg = qa1_config("");
+        stage_samples_of(qa1_config(""), model, batch_size, steps, extra)
+    }
+
+    /// [`stage_samples`] of `cfg`'s stories.
+    fn stage_samples_of(
+        mut cfg: TrainConfig,
+        model: &Model,
+        batch_size: usize,
+        steps: u64,
+        extra: &str,
+    ) -> Vec<TrainSample> {
         cfg.stages[0] = serde_json::from_str(&format!(
             r#"{{"segments": 8, "steps": 1, "batch": {batch_size}, "lr": 1e-3, "warmup": 0 {extra}}}"#
         ))
@@ -947,5 +1002,35 @@ mod tests {
         assert!(stage(0.5, 2).check().is_ok());
         assert!(stage(-0.1, 2).check().unwrap_err().contains("late_share is a fraction"));
         assert!(stage(0.5, 0).check().unwrap_err().contains("needs a `k2`"));
+    }
+
+    /// With `late_facts` "from_support", a late sample's facts before its last supporting one spread over the
+    /// segments before the window, and the answer's fact is in the window: for qa1, the asked person's last move is
+    /// the last sentence naming them. Without a `late_share`, `late_facts` is refused.
+    #[test]
+    fn late_facts_from_support_writes_the_answer_into_a_memory_that_holds_the_earlier_facts() {
+        let model = rmt_of_long_segments();
+        let tok = Tokenizer::gpt2();
+        // the real files', which name the supporting facts (the built-in generators' do not)
+        let babi = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/babi/tasks_1-20_v1-2/en-10k");
+        let late = r#", "k2": 2, "late_share": 1.0, "late_facts": "from_support""#;
+        let samples = stage_samples_of(qa1_config(&format!(r#""babi": "{babi}","#)), &model, 50, 4, late);
+        let long: Vec<&TrainSample> = samples.iter().filter(|s| s.prompt.len() > 3 * 256).collect();
+        assert!(long.len() > 50, "{}", long.len());
+        let (mut early, mut answered_late) = (0, 0);
+        for s in &long {
+            let split = (s.prompt.len().div_ceil(256) - 2) * 256;
+            let (before, window) = (tok.decode(&s.prompt[..split]).unwrap(), tok.decode(&s.prompt[split..]).unwrap());
+            early += ["Mary", "John", "Sandra", "Daniel"].iter().any(|p| before.contains(p)) as usize;
+            let (story, question) = window.rsplit_once("Where is ").unwrap();
+            let who = question.split('?').next().unwrap();
+            let last_move = story.split('.').rfind(|f| f.contains(who)).unwrap_or("");
+            answered_late += last_move.trim_end().ends_with(tok.decode(&s.answer).unwrap().as_str()) as usize;
+        }
+        assert_eq!(answered_late, long.len());
+        // the stories whose answer is their first fact have nothing to put early
+        assert!(early as f64 > 0.5 * long.len() as f64, "{early} of {}", long.len());
+        let stage = Stage { late_facts: Some(LateFacts::FromSupport), ..qa1_config("").stages[0].clone() };
+        assert!(stage.check().unwrap_err().contains("needs a `late_share`"));
     }
 }
