@@ -56,10 +56,11 @@ pub struct Stage {
     /// Absent: the uniform draw only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_share: Option<f64>,
-    /// The share of samples whose facts all lie in their last `k2` segments, after background alone. Truncated
-    /// BPTT trains a write only when its fact falls in the window, so with facts spread over a long sample the
-    /// writes into a memory that a long stream has aged are almost never trained, and late facts fail to replace
-    /// early ones; these samples train exactly those writes. Needs `k2`. Absent: facts anywhere.
+    /// The share of samples whose facts lie in their last `k2` segments (all of them, or those `late_facts`
+    /// names), after background and the others. Truncated BPTT trains a write only when its fact falls in the
+    /// window, so with facts spread over a long sample the writes into a memory that a long stream has aged are
+    /// almost never trained, and late facts fail to replace early ones; these samples train those writes. Needs
+    /// `k2`. Absent: facts anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_share: Option<f64>,
     /// Which facts of a `late_share` sample go in its last `k2` segments. Absent: all of them.
