@@ -1,10 +1,11 @@
 //! Built-in generators for bAbI tasks 1–5, written from the task definitions: the same actors, places,
 //! objects, sentence templates and answer sets, so BABILong runs without a download. Stories are simulated
 //! forward; a question is asked only when the facts so far determine its answer, which [`super::solver`]
-//! derives. That solver agrees with every sample of the real files.
+//! derives with the facts it rests on (the samples' supporting facts). That solver agrees with every sample of the
+//! real files.
 
 use super::babi::Sample;
-use super::solver::{opposite, parse_fact, solve, Fact};
+use super::solver::{derive, opposite, parse_fact, solve, Derived, Fact};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -78,8 +79,8 @@ impl Story<'_> {
     }
 
     fn ask(&self, task: usize, question: String) -> Option<Sample> {
-        let answer = solve(&self.facts, &question)?;
-        Some(Sample { task, facts: self.facts.clone(), question, answer, supporting: Vec::new() })
+        let Derived { answer, supporting } = derive(&self.facts, &question)?;
+        Some(Sample { task, facts: self.facts.clone(), question, answer, supporting })
     }
 }
 
@@ -174,8 +175,9 @@ fn relations(rng: &mut Rng) -> Sample {
     } else {
         format!("What is the {b} {} of?", opposite(dir).expect("a direction"))
     };
-    let facts = facts.iter().map(|(a, d, b)| format!("The {a} is {d} of the {b}.")).collect();
-    Sample { task: 4, facts, question, answer: a.to_string(), supporting: Vec::new() }
+    let facts: Vec<String> = facts.iter().map(|(a, d, b)| format!("The {a} is {d} of the {b}.")).collect();
+    let supporting = derive(&facts, &question).expect("a relation stated in the story").supporting;
+    Sample { task: 4, facts, question, answer: a.to_string(), supporting }
 }
 
 /// `n` samples of bAbI task 1–5, deterministic for the generator's state.

@@ -1,5 +1,5 @@
 //! A world simulation for bAbI tasks 1–5: it reads the facts the way the task generator wrote them and derives
-//! the answer. It checks the real files and the built-in generators against each other.
+//! the answer and the facts it rests on. It checks the real files and the built-in generators against each other.
 
 use std::collections::HashMap;
 
@@ -74,30 +74,39 @@ pub(super) fn opposite(direction: &str) -> Option<&'static str> {
 pub(crate) type Places<'a> = Vec<(&'a str, &'a str)>;
 
 /// A map's entries sorted by key.
-fn sorted_pairs(m: &HashMap<String, String>) -> Places<'_> {
-    let mut v: Places<'_> = m.iter().map(|(k, p)| (k.as_str(), p.as_str())).collect();
+fn sorted_pairs(m: &HashMap<String, Sourced>) -> Places<'_> {
+    let mut v: Places<'_> = m.iter().map(|(k, p)| (k.as_str(), p.0.as_str())).collect();
     v.sort_unstable();
     v
 }
 
-/// The world after a sequence of facts.
+/// A value with the index of the fact it comes from.
+type Sourced = (String, usize);
+
+/// The world after a sequence of facts, each value with the fact that set it (bAbI's supporting facts).
 #[derive(Default)]
 pub(crate) struct World {
-    place: HashMap<String, String>,
+    /// Facts applied so far: the index of the next one.
+    applied: usize,
+    /// Where each person is, by their latest move.
+    place: HashMap<String, Sourced>,
     holder: HashMap<String, String>,
-    object_place: HashMap<String, String>,
-    /// Every place an object has been, consecutive repeats collapsed (qa3).
-    history: HashMap<String, Vec<String>>,
-    gives: Vec<(String, String, String)>,
-    relations: Vec<(String, String, String)>,
+    /// Where each object is, by the move that took its carrier there.
+    object_place: HashMap<String, Sourced>,
+    /// Each object's latest pick-up, put-down or give.
+    handled: HashMap<String, usize>,
+    /// Every place an object has been, by the move that took it there; consecutive repeats collapsed (qa3).
+    history: HashMap<String, Vec<Sourced>>,
+    gives: Vec<(String, String, String, usize)>,
+    relations: Vec<(String, String, String, usize)>,
 }
 
 impl World {
-    fn object_at(&mut self, object: &str, place: Option<String>) {
+    fn object_at(&mut self, object: &str, place: Option<Sourced>) {
         let Some(place) = place else { return };
         self.object_place.insert(object.to_string(), place.clone());
         let h = self.history.entry(object.to_string()).or_default();
-        if h.last() != Some(&place) {
+        if h.last().map(|p| &p.0) != Some(&place.0) {
             h.push(place);
         }
     }
@@ -108,32 +117,37 @@ impl World {
     }
 
     pub(crate) fn apply(&mut self, fact: Fact) {
+        let at = self.applied;
+        self.applied += 1;
         match fact {
             Fact::Move { person, place } => {
-                self.place.insert(person.clone(), place.clone());
+                self.place.insert(person.clone(), (place.clone(), at));
                 let carried: Vec<String> =
                     self.holder.iter().filter(|(_, h)| **h == person).map(|(o, _)| o.clone()).collect();
                 for o in carried {
-                    self.object_at(&o, Some(place.clone()));
+                    self.object_at(&o, Some((place.clone(), at)));
                 }
             }
             Fact::Take { person, object } => {
-                let at = self.place.get(&person).cloned();
+                let there = self.place.get(&person).cloned();
                 self.holder.insert(object.clone(), person);
-                self.object_at(&object, at);
+                self.handled.insert(object.clone(), at);
+                self.object_at(&object, there);
             }
             Fact::Drop { person, object } => {
                 self.holder.remove(&object);
-                let at = self.place.get(&person).cloned();
-                self.object_at(&object, at);
+                self.handled.insert(object.clone(), at);
+                let there = self.place.get(&person).cloned();
+                self.object_at(&object, there);
             }
             Fact::Give { giver, object, receiver } => {
-                let at = self.place.get(&receiver).cloned();
+                let there = self.place.get(&receiver).cloned();
                 self.holder.insert(object.clone(), receiver.clone());
-                self.object_at(&object, at);
-                self.gives.push((giver, object, receiver));
+                self.handled.insert(object.clone(), at);
+                self.object_at(&object, there);
+                self.gives.push((giver, object, receiver, at));
             }
-            Fact::Relation { a, direction, b } => self.relations.push((a, direction, b)),
+            Fact::Relation { a, direction, b } => self.relations.push((a, direction, b, at)),
         }
     }
 
@@ -141,7 +155,7 @@ impl World {
     /// answer as [`solve`] gives it, in the order the relations were stated; a question is listed once.
     pub(crate) fn relation_questions(&self) -> Vec<(String, String)> {
         let mut asked = Vec::new();
-        for (a, d, b) in &self.relations {
+        for (a, d, b, _) in &self.relations {
             let Some(opp) = opposite(d) else { continue };
             // "a is d of b" ⇔ "b is opp of a": two forms name what is d of b, two what is opp of a
             let (of_b, of_a) = (self.is_dir_of(d, b), self.is_dir_of(opp, a));
@@ -157,7 +171,7 @@ impl World {
     /// gives it (the latest give that fits), in the order of the gives; a question is listed once.
     pub(crate) fn give_questions(&self) -> Vec<(String, String)> {
         let mut asked = Vec::new();
-        for (g, o, r) in &self.gives {
+        for (g, o, r, _) in &self.gives {
             ask_once(&mut asked, format!("What did {g} give to {r}? "), &self.given(g, r));
             ask_once(&mut asked, format!("Who gave the {o} to {r}? "), &self.giver(o, Some(r)));
             ask_once(&mut asked, format!("Who gave the {o}? "), &self.giver(o, None));
@@ -168,97 +182,135 @@ impl World {
     }
 
     /// `X` such that "X is `direction` of `b`", from a stated or an inverse fact.
-    fn is_dir_of(&self, direction: &str, b: &str) -> Option<String> {
+    fn is_dir_of(&self, direction: &str, b: &str) -> Option<Sourced> {
         let opp = opposite(direction)?;
-        self.relations.iter().rev().find_map(|(x, d, y)| {
+        self.relations.iter().rev().find_map(|(x, d, y, at)| {
             if d == direction && y == b {
-                Some(x.clone())
+                Some((x.clone(), *at))
             } else if d == opp && x == b {
-                Some(y.clone())
+                Some((y.clone(), *at))
             } else {
                 None
             }
         })
     }
 
-    /// The latest give that `keep` accepts, as (giver, object, receiver).
-    fn last_give(&self, keep: impl Fn(&(String, String, String)) -> bool) -> Option<&(String, String, String)> {
-        self.gives.iter().rev().find(|g| keep(g))
+    /// Field `pick` (0 giver, 1 object, 2 receiver) of the latest give that `keep` accepts, with that give.
+    fn last_give(&self, keep: impl Fn(&str, &str, &str) -> bool, pick: usize) -> Option<Sourced> {
+        let (g, o, r, at) = self.gives.iter().rev().find(|(g, o, r, _)| keep(g, o, r))?;
+        Some(([g, o, r][pick].clone(), *at))
     }
 
     /// What `giver` last gave to `receiver`.
-    fn given(&self, giver: &str, receiver: &str) -> Option<String> {
-        self.last_give(|g| g.0 == giver && g.2 == receiver).map(|g| g.1.clone())
+    fn given(&self, giver: &str, receiver: &str) -> Option<Sourced> {
+        self.last_give(|g, _, r| g == giver && r == receiver, 1)
     }
 
     /// Who last gave `object` (to `receiver`, if named).
-    fn giver(&self, object: &str, receiver: Option<&str>) -> Option<String> {
-        self.last_give(|g| g.1 == object && receiver.is_none_or(|r| g.2 == r)).map(|g| g.0.clone())
+    fn giver(&self, object: &str, receiver: Option<&str>) -> Option<Sourced> {
+        self.last_give(|_, o, r| o == object && receiver.is_none_or(|x| r == x), 0)
     }
 
     /// Who last received `object` (from `giver`, if named).
-    fn receiver(&self, giver: Option<&str>, object: &str) -> Option<String> {
-        self.last_give(|g| g.1 == object && giver.is_none_or(|x| g.0 == x)).map(|g| g.2.clone())
+    fn receiver(&self, giver: Option<&str>, object: &str) -> Option<Sourced> {
+        self.last_give(|g, o, _| o == object && giver.is_none_or(|x| g == x), 2)
+    }
+
+    /// Where `object` is (qa2): its latest pick-up or put-down, then the move that took it there.
+    fn object_is(&self, object: &str) -> Option<Derived> {
+        let (place, moved) = match self.holder.get(object) {
+            Some(person) => self.place.get(person),
+            None => self.object_place.get(object),
+        }?;
+        Some(Derived { answer: place.clone(), supporting: vec![*self.handled.get(object)?, *moved] })
+    }
+
+    /// Where `object` was before `before` (qa3): its latest pick-up or put-down, the move that took it to `before`
+    /// (the latest time), and the move that took it to the place before that.
+    fn object_was(&self, object: &str, before: &str) -> Option<Derived> {
+        let h = self.history.get(object)?;
+        let i = h.iter().rposition(|p| p.0 == before)?;
+        let (answer, from) = h.get(i.checked_sub(1)?)?;
+        Some(Derived { answer: answer.clone(), supporting: vec![*self.handled.get(object)?, h[i].1, *from] })
     }
 }
 
 /// Adds `question` with its `answer` to `asked` unless it has no answer or is there already.
-fn ask_once(asked: &mut Vec<(String, String)>, question: String, answer: &Option<String>) {
-    if let Some(answer) = answer {
+fn ask_once(asked: &mut Vec<(String, String)>, question: String, answer: &Option<Sourced>) {
+    if let Some((answer, _)) = answer {
         if !asked.iter().any(|(q, _)| *q == question) {
             asked.push((question, answer.clone()));
         }
     }
 }
 
+/// An answer with the facts it rests on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Derived {
+    /// The answer (`"bathroom"`).
+    pub answer: String,
+    /// Indices into the story's facts of the supporting facts, in the order the bAbI files list them.
+    pub supporting: Vec<usize>,
+}
+
 /// Derives the answer to a question of tasks 1–5 from the facts before it; `None` if a fact or the question is
 /// outside the templates, or the facts do not determine the answer.
 pub fn solve(facts: &[String], question: &str) -> Option<String> {
+    derive(facts, question).map(|d| d.answer)
+}
+
+/// [`solve`], with the supporting facts as the bAbI generator names them: the asked person's latest move (qa1);
+/// the object's latest pick-up or put-down and the move that took it to its place (qa2); that pick-up or put-down,
+/// the move to the place asked about and the move to the place before it (qa3); the relation (qa4); the give (qa5).
+///
+/// ```
+/// use rmt_fast::babilong::solver::derive;
+/// let facts = ["Mary went to the garden.", "John took the milk there.", "Mary moved to the office."].map(String::from);
+/// let d = derive(&facts, "Where is Mary? ").unwrap();
+/// assert_eq!((d.answer.as_str(), &d.supporting[..]), ("office", &[2][..]));
+/// ```
+pub fn derive(facts: &[String], question: &str) -> Option<Derived> {
     let mut w = World::default();
     for f in facts {
         w.apply(parse_fact(f)?);
     }
     let q = question.trim().strip_suffix('?')?;
+    let single = |found: Option<Sourced>| found.map(|(answer, at)| Derived { answer, supporting: vec![at] });
     if let Some(rest) = q.strip_prefix("Where was the ") {
         let (object, before) = rest.split_once(" before the ")?;
-        let h = w.history.get(object)?;
-        let i = h.iter().rposition(|p| p == before)?;
-        return h.get(i.checked_sub(1)?).cloned();
+        return w.object_was(object, before);
     }
     if let Some(object) = q.strip_prefix("Where is the ") {
-        return match w.holder.get(object) {
-            Some(person) => w.place.get(person).cloned(),
-            None => w.object_place.get(object).cloned(),
-        };
+        return w.object_is(object);
     }
     if let Some(person) = q.strip_prefix("Where is ") {
-        return w.place.get(person).cloned();
+        return single(w.place.get(person).cloned());
     }
     if let Some(rest) = q.strip_prefix("What is the ") {
         // "What is the A D of?": Y with "A is D of Y", i.e. A is D of Y ⇔ Y is opposite(D) of A
         let (a, direction) = rest.strip_suffix(" of")?.split_once(' ')?;
-        return w.is_dir_of(opposite(direction)?, a);
+        return single(w.is_dir_of(opposite(direction)?, a));
     }
     if let Some(rest) = q.strip_prefix("What is ") {
         let (direction, b) = rest.split_once(" of the ")?;
-        return w.is_dir_of(direction, b);
+        return single(w.is_dir_of(direction, b));
     }
     if let Some(rest) = q.strip_prefix("What did ") {
         let (giver, receiver) = rest.split_once(" give to ")?;
-        return w.given(giver, receiver);
+        return single(w.given(giver, receiver));
     }
     if let Some(rest) = q.strip_prefix("Who gave the ") {
-        return match rest.split_once(" to ") {
+        return single(match rest.split_once(" to ") {
             Some((object, receiver)) => w.giver(object, Some(receiver)),
             None => w.giver(rest, None),
-        };
+        });
     }
     if let Some(object) = q.strip_prefix("Who received the ") {
-        return w.receiver(None, object);
+        return single(w.receiver(None, object));
     }
     if let Some(rest) = q.strip_prefix("Who did ") {
         let (giver, object) = rest.strip_suffix(" to")?.split_once(" give the ")?;
-        return w.receiver(Some(giver), object);
+        return single(w.receiver(Some(giver), object));
     }
     None
 }

@@ -81,8 +81,7 @@ pub enum LateFacts {
 }
 
 impl LateFacts {
-    /// How many of the story's first facts go before the window (none for a sample that names no supporting fact,
-    /// as the built-in generators' do not).
+    /// How many of the story's first facts go before the window (none for a sample that names no supporting fact).
     fn before_window(self, s: &Sample) -> usize {
         match self {
             LateFacts::All => 0,
@@ -1007,30 +1006,33 @@ mod tests {
 
     /// With `late_facts` "from_support", a late sample's facts before its last supporting one spread over the
     /// segments before the window, and the answer's fact is in the window: for qa1, the asked person's last move is
-    /// the last sentence naming them. Without a `late_share`, `late_facts` is refused.
+    /// the last sentence naming them. So for the real files and the built-in generators alike (both name the
+    /// supporting facts). Without a `late_share`, `late_facts` is refused.
     #[test]
     fn late_facts_from_support_writes_the_answer_into_a_memory_that_holds_the_earlier_facts() {
         let model = rmt_of_long_segments();
         let tok = Tokenizer::gpt2();
-        // the real files', which name the supporting facts (the built-in generators' do not)
         let babi = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/babi/tasks_1-20_v1-2/en-10k");
         let late = r#", "k2": 2, "late_share": 1.0, "late_facts": "from_support""#;
-        let samples = stage_samples_of(qa1_config(&format!(r#""babi": "{babi}","#)), &model, 50, 4, late);
-        let long: Vec<&TrainSample> = samples.iter().filter(|s| s.prompt.len() > 3 * 256).collect();
-        assert!(long.len() > 50, "{}", long.len());
-        let (mut early, mut answered_late) = (0, 0);
-        for s in &long {
-            let split = (s.prompt.len().div_ceil(256) - 2) * 256;
-            let (before, window) = (tok.decode(&s.prompt[..split]).unwrap(), tok.decode(&s.prompt[split..]).unwrap());
-            early += ["Mary", "John", "Sandra", "Daniel"].iter().any(|p| before.contains(p)) as usize;
-            let (story, question) = window.rsplit_once("Where is ").unwrap();
-            let who = question.split('?').next().unwrap();
-            let last_move = story.split('.').rfind(|f| f.contains(who)).unwrap_or("");
-            answered_late += last_move.trim_end().ends_with(tok.decode(&s.answer).unwrap().as_str()) as usize;
+        for source in [format!(r#""babi": "{babi}","#), String::new()] {
+            let samples = stage_samples_of(qa1_config(&source), &model, 50, 4, late);
+            let long: Vec<&TrainSample> = samples.iter().filter(|s| s.prompt.len() > 3 * 256).collect();
+            assert!(long.len() > 50, "{source}: {}", long.len());
+            let (mut early, mut answered_late) = (0, 0);
+            for s in &long {
+                let split = (s.prompt.len().div_ceil(256) - 2) * 256;
+                let (before, window) =
+                    (tok.decode(&s.prompt[..split]).unwrap(), tok.decode(&s.prompt[split..]).unwrap());
+                early += ["Mary", "John", "Sandra", "Daniel"].iter().any(|p| before.contains(p)) as usize;
+                let (story, question) = window.rsplit_once("Where is ").unwrap();
+                let who = question.split('?').next().unwrap();
+                let last_move = story.split('.').rfind(|f| f.contains(who)).unwrap_or("");
+                answered_late += last_move.trim_end().ends_with(tok.decode(&s.answer).unwrap().as_str()) as usize;
+            }
+            assert_eq!(answered_late, long.len(), "{source}");
+            // the stories whose answer is their first fact have nothing to put early
+            assert!(early as f64 > 0.5 * long.len() as f64, "{source}: {early} of {}", long.len());
         }
-        assert_eq!(answered_late, long.len());
-        // the stories whose answer is their first fact have nothing to put early
-        assert!(early as f64 > 0.5 * long.len() as f64, "{early} of {}", long.len());
         let stage = Stage { late_facts: Some(LateFacts::FromSupport), ..qa1_config("").stages[0].clone() };
         assert!(stage.check().unwrap_err().contains("needs a `late_share`"));
     }
