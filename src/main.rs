@@ -163,8 +163,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BabilongCommand {
-    /// Generate samples: JSONL (HF `RMT-team/babilong` fields + task, length, seed, fact positions) and a
-    /// pre-tokenized twin per task and length, streaming (a 10M-token sample at flat memory).
+    /// Generate samples: JSONL (HF `RMT-team/babilong` fields + task, length, seed, facts, fact positions, supporting
+    /// facts) and a pre-tokenized twin per task and length, streaming (a 10M-token sample at flat memory).
     Gen(cli::babilong::GenArgs),
     /// Run a model over generated data; exact-match accuracy per task × length (Markdown, CSV, JSON).
     Eval(cli::babilong::EvalArgs),
@@ -186,6 +186,24 @@ enum BabilongCommand {
         /// Write PREFIX.md, PREFIX.csv and PREFIX.json [default: beside the predictions].
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Split results by the needle's depth (where the answer's last supporting fact lies in the context): a
+    /// table per task of depth bands × lengths (Markdown, printed too) and its heatmap (SVG).
+    Depth {
+        /// A results JSON file (from `eval` or `merge`).
+        results: PathBuf,
+        /// The `babilong gen` directories it was evaluated on (one per set; repeat the flag).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// How many equal depth bands.
+        #[arg(long, default_value_t = 5)]
+        bands: usize,
+        /// Write PREFIX.md and PREFIX.svg.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Figure title.
+        #[arg(long, default_value = "BABILong by needle depth")]
+        title: String,
     },
     /// Plot results as SVG: the task × length heatmap for one file, accuracy vs length for several.
     Plot {
@@ -224,6 +242,9 @@ fn run(command: Command) -> anyhow::Result<u8> {
             BabilongCommand::Eval(a) => cli::babilong::eval(a),
             BabilongCommand::Merge { results, output } => cli::babilong::merge(&results, &output),
             BabilongCommand::Score { predictions, output } => cli::babilong::score(&predictions, output),
+            BabilongCommand::Depth { results, data, bands, output, title } => {
+                cli::babilong::depth(&results, &data, bands, &output, &title)
+            }
             BabilongCommand::Plot { results, output, title } => cli::babilong::plot(&results, &output, &title),
         }),
         Command::Train { config, output, resume, threads } => cli::train::run(&config, &output, resume, threads),

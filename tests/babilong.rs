@@ -52,6 +52,11 @@ fn check(dir: &Path, task: &str, name: &str, length: usize) {
         assert_eq!(all[offset + context + q.len()], 35353);
         assert_eq!(r["input"].as_str().unwrap(), tok.decode(ctx).unwrap().trim_start());
         assert_eq!(t["target"].as_array().unwrap().len(), tok.encode(r["target"].as_str().unwrap()).len());
+        // the supporting facts: the real files' (tests/babi.rs: the solver names exactly those) or the generators'
+        let supporting: Vec<usize> =
+            r["supporting"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as usize).collect();
+        let derived = rmt_fast::babilong::solver::derive(&facts, r["question"].as_str().unwrap()).unwrap();
+        assert_eq!(supporting, derived.supporting, "{task} {name}");
     }
 }
 
@@ -366,4 +371,81 @@ fn eval_matches_infer_and_shards_merge_and_plots_draw() {
     assert!(!o.status.success() && stderr(&o).contains("plot several as .svg"), "{}", stderr(&o));
     let o = rmt_fast(&["babilong", "plot", s(&whole.with_extension("json")), "-o", s(&dir.join("x.pdf"))]);
     assert!(!o.status.success() && stderr(&o).contains(".svg or .png"));
+}
+
+/// `babilong depth` puts each prediction in the band of its needle (the last supporting fact's token offset over
+/// the context), leaves out cells the data does not hold, and refuses results of another set.
+#[test]
+fn depth_bands_follow_the_last_supporting_fact() {
+    use rmt_fast::babilong::eval::{Prediction, Results};
+    let dir = scratch_dir("babilong-depth");
+    let data = dir.join("data");
+    let o = gen(&["--tasks", "qa1,qa2", "--lengths", "2000,4000", "--samples", "12", "--seed", "3", "-o", s(&data)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // predictions right on even indices, and one cell the data does not hold
+    let mut predictions = Vec::new();
+    let mut expected = std::collections::BTreeMap::new(); // (task, length, band) → (n, correct)
+    for task in ["qa1", "qa2"] {
+        for length in [2000, 4000] {
+            for r in records(&data.join(task).join(format!("{length}.jsonl"))) {
+                let index = r["index"].as_u64().unwrap() as usize;
+                let last = r["supporting"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).max().unwrap();
+                let at = r["fact_positions"][last as usize].as_u64().unwrap() as f64;
+                let band = (4.0 * at / length as f64) as usize;
+                let e = expected.entry((task, length, band)).or_insert((0, 0));
+                *e = (e.0 + 1, e.1 + index.is_multiple_of(2) as usize);
+                predictions.push(Prediction {
+                    task: task.into(),
+                    length,
+                    index,
+                    question: r["question"].as_str().unwrap().into(),
+                    target: r["target"].as_str().unwrap().into(),
+                    prediction: String::new(),
+                    correct: index.is_multiple_of(2),
+                });
+            }
+        }
+    }
+    assert!(expected.len() > 8, "needles in several bands: {expected:?}");
+    let mut extra = predictions[0].clone();
+    extra.length = 1000;
+    predictions.push(extra);
+    let write = |name: &str, p: &[Prediction]| {
+        let path = dir.join(name);
+        let results = Results::from_predictions("test".into(), p.to_vec());
+        std::fs::write(&path, serde_json::to_string(&results).unwrap()).unwrap();
+        path
+    };
+    let results = write("results.json", &predictions);
+    let out = dir.join("depth");
+    let o = rmt_fast(&["babilong", "depth", s(&results), "--data", s(&data), "--bands", "4", "-o", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("left out (not in the data): qa1 1k"), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.with_extension("md")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), md);
+    for ((task, length, band), (n, correct)) in &expected {
+        let row = md.split(&format!("| {task}: depth |")).nth(1).unwrap().lines().nth(2 + band).unwrap();
+        let column = if *length == 2000 { 1 } else { 2 };
+        let cell = row.split('|').nth(1 + column).unwrap().trim();
+        let pct = (100.0 * *correct as f64 / *n as f64).round();
+        assert!(
+            cell.starts_with(&format!("{pct} ({n}) [")),
+            "{task} {length} band {band}: {cell} against {correct}/{n}"
+        );
+    }
+    let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
+    assert_eq!(svg.matches("<rect x=").count(), 2 * 4 * 2, "a cell per task × band × length");
+    assert!(svg.contains(">qa2 75–100 %<"));
+
+    // results of another set: a question that differs, an index the set does not have, a set given twice
+    let mut other = predictions.clone();
+    other[1].question = "Where is nobody? ".into();
+    let o = rmt_fast(&["babilong", "depth", s(&write("other.json", &other)), "--data", s(&data), "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("another set"), "{}", stderr(&o));
+    let mut past = predictions.clone();
+    past[1].index = 99;
+    let o = rmt_fast(&["babilong", "depth", s(&write("past.json", &past)), "--data", s(&data), "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("is not in the data"), "{}", stderr(&o));
+    let o = rmt_fast(&["babilong", "depth", s(&results), "--data", s(&data), "--data", s(&data), "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("two samples are"), "{}", stderr(&o));
 }

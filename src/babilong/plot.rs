@@ -1,6 +1,7 @@
 //! Figures as SVG (no plotting dependency): the task × length accuracy heatmap known from the BABILong paper, and
 //! mean accuracy against length for several models on one figure.
 
+use super::depth::DepthTable;
 use super::eval::{length_name, Results};
 
 /// Red (0 %) → yellow (50 %) → green (100 %).
@@ -32,9 +33,42 @@ pub(crate) fn axes(r: &Results) -> (Vec<String>, Vec<usize>) {
 /// The heatmap of one results file.
 pub fn heatmap(r: &Results, title: &str) -> String {
     let (tasks, lengths) = axes(r);
-    let (cw, ch, left, top) = (64.0, 36.0, 70.0, 60.0);
-    let (w, h) = (left + cw * lengths.len() as f64 + 20.0, top + ch * tasks.len() as f64 + 50.0);
-    let mut svg = svg_open(w, h, left, title);
+    let accuracy =
+        |i: usize, l: usize| r.cells.iter().find(|c| c.task == tasks[i] && c.length == l).map(|c| c.accuracy);
+    grid(&tasks, &lengths, &accuracy, title, "accuracy %, context length in GPT-2 tokens")
+}
+
+/// The heatmap of a results file split by the needle's depth: a row per task × depth band, shallow needles (early
+/// in the context) on top.
+pub fn depth_heatmap(t: &DepthTable, title: &str) -> String {
+    let (tasks, lengths) = t.axes();
+    let rows: Vec<(String, usize)> =
+        tasks.iter().flat_map(|task| (0..t.bands).map(move |b| (task.clone(), b))).collect();
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|(task, b)| if tasks.len() > 1 { format!("{task} {}", t.band_name(*b)) } else { t.band_name(*b) })
+        .collect();
+    let accuracy = |i: usize, l: usize| {
+        let (task, band) = &rows[i];
+        t.cell(task, l, *band).map(|c| c.correct as f64 / c.n as f64)
+    };
+    let caption = "accuracy % by the depth of the answer's last fact (rows), context length in GPT-2 tokens";
+    grid(&labels, &lengths, &accuracy, title, caption)
+}
+
+/// A heatmap: a row per label, a column per length, cells coloured and labelled by `accuracy(row, length)`.
+fn grid(
+    rows: &[String],
+    lengths: &[usize],
+    accuracy: &dyn Fn(usize, usize) -> Option<f64>,
+    title: &str,
+    caption: &str,
+) -> String {
+    let (cw, ch, top) = (64.0, 36.0, 60.0);
+    let left = (30.0 + 8.0 * rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as f64).max(70.0);
+    let (w, h) = (left + cw * lengths.len() as f64 + 20.0, top + ch * rows.len() as f64 + 50.0);
+    // the caption (13 px sans-serif, about 7 px a character) sets the width of a narrow grid
+    let mut svg = svg_open(w.max(left + 7.0 * caption.chars().count() as f64), h, left, title);
     for (j, l) in lengths.iter().enumerate() {
         svg.push_str(&format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
@@ -43,23 +77,24 @@ pub fn heatmap(r: &Results, title: &str) -> String {
             length_name(*l)
         ));
     }
-    for (i, t) in tasks.iter().enumerate() {
+    for (i, label) in rows.iter().enumerate() {
         let y = top + ch * i as f64;
         svg.push_str(&format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{t}</text>\n",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
             left - 8.0,
-            y + ch / 2.0 + 5.0
+            y + ch / 2.0 + 5.0,
+            escape(label)
         ));
         for (j, l) in lengths.iter().enumerate() {
             let x = left + cw * j as f64;
-            match r.cells.iter().find(|c| &c.task == t && c.length == *l) {
-                Some(c) => svg.push_str(&format!(
+            match accuracy(i, *l) {
+                Some(a) => svg.push_str(&format!(
                     "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" fill=\"{}\" stroke=\"white\"/>\
                      <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.0}</text>\n",
-                    colour(c.accuracy),
+                    colour(a),
                     x + cw / 2.0,
                     y + ch / 2.0 + 5.0,
-                    100.0 * c.accuracy
+                    100.0 * a
                 )),
                 None => svg.push_str(&format!(
                     "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" fill=\"#eee\" stroke=\"white\"/>\n"
@@ -67,10 +102,7 @@ pub fn heatmap(r: &Results, title: &str) -> String {
             }
         }
     }
-    svg.push_str(&format!(
-        "<text x=\"{left}\" y=\"{}\" fill=\"#555\">accuracy %, context length in GPT-2 tokens</text>\n</svg>\n",
-        h - 16.0
-    ));
+    svg.push_str(&format!("<text x=\"{left}\" y=\"{}\" fill=\"#555\">{}</text>\n</svg>\n", h - 16.0, escape(caption)));
     svg
 }
 

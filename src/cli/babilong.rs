@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
 use rmt_fast::babilong::babi::{self, task_number, Split};
-use rmt_fast::babilong::eval::{Results, Selection};
+use rmt_fast::babilong::eval::{length_name, Results, Selection};
 use rmt_fast::babilong::generate::generate;
 use rmt_fast::babilong::haystack::Haystack;
 use rmt_fast::babilong::sample::{build, parse_length};
@@ -149,7 +149,7 @@ pub fn gen(a: GenArgs) -> anyhow::Result<()> {
                 let rest = json!({
                     "question": s.question, "target": s.answer, "task": format!("qa{task}"), "length": length,
                     "seed": a.seed, "index": i, "haystack": haystack_name, "llm_prompt": a.llm_prompt,
-                    "facts": s.facts, "fact_positions": layout.fact_positions,
+                    "facts": s.facts, "fact_positions": layout.fact_positions, "supporting": s.supporting,
                     "tokens": {"file": format!("{name}.bin"), "offset": offset, "context": layout.context_tokens,
                                "question": layout.question.len(), "target": layout.target},
                 });
@@ -290,6 +290,28 @@ pub fn score(predictions: &Path, output: Option<PathBuf>) -> anyhow::Result<()> 
     let scored = rmt_fast::babilong::eval::score_file(predictions)?;
     let results = Results::from_predictions(format!("{} (label-set metric)", predictions.display()), scored);
     report(&results, &output.unwrap_or_else(|| predictions.with_extension("scores")), false)
+}
+
+pub fn depth(results: &Path, data: &[PathBuf], bands: usize, output: &Path, title: &str) -> anyhow::Result<()> {
+    let mut needles = Vec::new();
+    for d in data {
+        needles.extend(rmt_fast::babilong::depth::needles(d)?);
+    }
+    let table = rmt_fast::babilong::depth::by_depth(&Results::read(results)?, &needles, bands)?;
+    if !table.left_out.is_empty() {
+        let cells: Vec<String> = table.left_out.iter().map(|(t, l)| format!("{t} {}", length_name(*l))).collect();
+        eprintln!("left out (not in the data): {}", cells.join(", "));
+    }
+    ensure!(!table.cells.is_empty(), "{}: no prediction is of a sample in the data", results.display());
+    let md = table.markdown();
+    print!("{md}");
+    let svg = rmt_fast::babilong::plot::depth_heatmap(&table, title);
+    for (ext, text) in [("md", md), ("svg", svg)] {
+        let path = output.with_extension(ext);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 pub fn plot(files: &[PathBuf], output: &Path, title: &str) -> anyhow::Result<()> {
