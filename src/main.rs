@@ -192,8 +192,8 @@ enum BabilongCommand {
     Depth {
         /// A results JSON file (from `eval` or `merge`).
         results: PathBuf,
-        /// The `babilong gen` directories it was evaluated on (one per set; repeat the flag).
-        #[arg(long, required = true)]
+        /// The `babilong gen` directories it was evaluated on (one or more, one per set).
+        #[arg(long, required = true, num_args = 1..)]
         data: Vec<PathBuf>,
         /// How many equal depth bands.
         #[arg(long, default_value_t = 5)]

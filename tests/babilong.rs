@@ -446,6 +446,6 @@ fn depth_bands_follow_the_last_supporting_fact() {
     past[1].index = 99;
     let o = rmt_fast(&["babilong", "depth", s(&write("past.json", &past)), "--data", s(&data), "-o", s(&out)]);
     assert!(!o.status.success() && stderr(&o).contains("is not in the data"), "{}", stderr(&o));
-    let o = rmt_fast(&["babilong", "depth", s(&results), "--data", s(&data), "--data", s(&data), "-o", s(&out)]);
+    let o = rmt_fast(&["babilong", "depth", s(&results), "--data", s(&data), s(&data), "-o", s(&out)]);
     assert!(!o.status.success() && stderr(&o).contains("two samples are"), "{}", stderr(&o));
 }
