@@ -6,8 +6,8 @@
 #
 # SAMPLES per cell at 0k, 4k, 16k, 64k (default 100), LONG_SAMPLES at 128k (default 100), MILLION_SAMPLES at 1M
 # (default 100). Fewer make a quicker table: say so wherever its numbers go. Writes OUT/{kjv,synthetic}/…, the
-# merged OUT/kjv.{md,csv,json} and OUT/synthetic.*, the KJV heatmap (PNG) and
-# accuracy against length for both (SVG).
+# merged OUT/kjv.{md,csv,json} and OUT/synthetic.*, the KJV heatmap (PNG), accuracy against length for both (SVG)
+# and accuracy by the needle's depth for each (OUT/depth-*.{md,svg}).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/default.safetensors}
@@ -33,4 +33,8 @@ done
 $B babilong plot "$OUT/kjv.json" -o "$OUT/heatmap-kjv.png" --title "qa1, bAbI test facts in the KJV"
 $B babilong plot "$OUT/kjv.json" "$OUT/synthetic.json" -o "$OUT/accuracy-vs-length.svg" \
   --title "qa1 accuracy vs context length (KJV and synthetic background)"
+for hay in kjv synthetic; do   # by the needle's depth: OUT/depth-{kjv,synthetic}.{md,svg}
+  $B babilong depth "$OUT/$hay.json" --data "$OUT/$hay"/{short,128k,1M} -o "$OUT/depth-$hay" \
+    --title "qa1 by needle depth ($hay background)" >/dev/null
+done
 cat "$OUT/kjv.md" "$OUT/synthetic.md"
