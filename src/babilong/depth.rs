@@ -8,31 +8,9 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
 
-use serde::Deserialize;
-
-use super::eval::{data_files, length_name, wilson, Results};
+use super::eval::{data_files, length_name, task_length_axes, wilson, Record, Results};
 use super::solver::derive;
 use crate::error::{Error, Result};
-
-/// The fields of a generated record that place its needle (the long `input` text is skipped).
-#[derive(Deserialize)]
-struct Record {
-    task: String,
-    length: usize,
-    index: usize,
-    question: String,
-    target: String,
-    facts: Vec<String>,
-    fact_positions: Vec<usize>,
-    /// Absent in sets generated before `gen` wrote them: derived again for qa1–qa5.
-    supporting: Option<Vec<usize>>,
-    tokens: Context,
-}
-
-#[derive(Deserialize)]
-struct Context {
-    context: usize,
-}
 
 /// Where one generated sample's needle is.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +38,7 @@ pub fn needles(data: &Path) -> Result<Vec<Needle>> {
             let line = line.map_err(|e| Error::io(&file, e))?;
             let at = || format!("{}:{}", file.display(), n + 1);
             let r: Record = serde_json::from_str(&line)
-                .map_err(|e| Error::Input(format!("{}: not a BABILong record with fact positions: {e}", at())))?;
+                .map_err(|e| Error::Input(format!("{}: not a BABILong record: {e}", at())))?;
             out.push(needle(r).map_err(|m| Error::Input(format!("{}: {m}", at())))?);
         }
     }
@@ -77,6 +55,9 @@ fn needle(r: Record) -> std::result::Result<Needle, String> {
             .supporting,
     };
     let last = *supporting.iter().max().ok_or("the record names no supporting fact")?;
+    if r.fact_positions.is_empty() {
+        return Err("the record has no fact positions (`babilong gen` writes them)".into());
+    }
     let position = *r.fact_positions.get(last).ok_or("a supporting fact past the record's facts")?;
     if position >= r.tokens.context.max(1) {
         return Err(format!("a fact at token {position} of a context of {}", r.tokens.context));
@@ -197,12 +178,7 @@ impl DepthTable {
 
     /// The tasks and lengths that have cells, in order.
     pub fn axes(&self) -> (Vec<String>, Vec<usize>) {
-        let mut tasks: Vec<String> = self.cells.iter().map(|c| c.task.clone()).collect();
-        tasks.dedup();
-        let mut lengths: Vec<usize> = self.cells.iter().map(|c| c.length).collect();
-        lengths.sort_unstable();
-        lengths.dedup();
-        (tasks, lengths)
+        task_length_axes(self.cells.iter().map(|c| (c.task.as_str(), c.length)))
     }
 
     /// The cell of `task` at `length` in `band`, if it has samples.
@@ -254,7 +230,8 @@ mod tests {
         serde_json::from_str(&format!(
             r#"{{"input": "…", "task": "qa1", "length": 100, "index": 0, "question": "Where is Mary? ",
                 "target": "office", "facts": ["Mary went to the garden.", "John went to the hallway.",
-                "Mary moved to the office."], "fact_positions": [10, 40, 75], "tokens": {{"context": 100}} {extra}}}"#
+                "Mary moved to the office."], "fact_positions": [10, 40, 75],
+                "tokens": {{"file": "100.bin", "offset": 0, "context": 100, "question": 5}} {extra}}}"#
         ))
         .unwrap()
     }

@@ -13,22 +13,29 @@ use crate::stream::tokenizer::Tokenizer;
 use crate::stream::tokens::TokenFile;
 use crate::Engine;
 
-/// The fields of a generated record that evaluation needs (the long `input` text is skipped).
+/// The fields of a generated record that evaluation and the depth split need (the long `input` text is skipped).
 #[derive(Deserialize)]
-struct Record {
-    task: String,
-    length: usize,
-    index: usize,
-    question: String,
-    target: String,
-    tokens: TwinRef,
+pub(super) struct Record {
+    pub(super) task: String,
+    pub(super) length: usize,
+    pub(super) index: usize,
+    pub(super) question: String,
+    pub(super) target: String,
+    #[serde(default)]
+    pub(super) facts: Vec<String>,
+    /// Token offset of each fact in the context.
+    #[serde(default)]
+    pub(super) fact_positions: Vec<usize>,
+    /// Absent in sets generated before `gen` wrote them.
+    pub(super) supporting: Option<Vec<usize>>,
+    pub(super) tokens: TwinRef,
 }
 
 #[derive(Deserialize)]
-struct TwinRef {
+pub(super) struct TwinRef {
     file: String,
     offset: usize,
-    context: usize,
+    pub(super) context: usize,
     question: usize,
 }
 
@@ -174,6 +181,15 @@ impl Results {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: not a results file: {e}", path.display())))
     }
+}
+
+/// The tasks (in order of first appearance) and the sorted lengths of cells given as (task, length).
+pub(crate) fn task_length_axes<'a>(cells: impl Iterator<Item = (&'a str, usize)>) -> (Vec<String>, Vec<usize>) {
+    let (mut tasks, mut lengths): (Vec<String>, Vec<usize>) = cells.map(|(t, l)| (t.to_string(), l)).unzip();
+    tasks.dedup();
+    lengths.sort_unstable();
+    lengths.dedup();
+    (tasks, lengths)
 }
 
 /// `0k`, `4k`, `1M`, or the count, as the grid names lengths.

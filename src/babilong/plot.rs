@@ -2,7 +2,7 @@
 //! mean accuracy against length for several models on one figure.
 
 use super::depth::DepthTable;
-use super::eval::{length_name, Results};
+use super::eval::{length_name, task_length_axes, Results};
 
 /// Red (0 %) → yellow (50 %) → green (100 %).
 pub fn colour_rgb(a: f64) -> [u8; 3] {
@@ -22,12 +22,7 @@ fn escape(s: &str) -> String {
 }
 
 pub(crate) fn axes(r: &Results) -> (Vec<String>, Vec<usize>) {
-    let mut tasks: Vec<String> = r.cells.iter().map(|c| c.task.clone()).collect();
-    tasks.dedup();
-    let mut lengths: Vec<usize> = r.cells.iter().map(|c| c.length).collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    (tasks, lengths)
+    task_length_axes(r.cells.iter().map(|c| (c.task.as_str(), c.length)))
 }
 
 /// The heatmap of one results file.
