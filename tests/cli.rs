@@ -142,6 +142,15 @@ fn demo_reads_a_generated_sample_and_answers() {
     for want in ["qa1 sample of 2000 tokens", "question: Where is", "answer:", "truth:", "tokens/s"] {
         assert!(out.contains(want), "{want} missing from:\n{out}");
     }
+    // qa1 rests on one fact: the asked person's last move, which ends in the truth
+    let marked: Vec<&str> = out.lines().filter(|l| l.starts_with("  * ")).collect();
+    let (who, truth) =
+        (out.split("Where is ").nth(1).unwrap().split('?').next().unwrap(), out.split("truth:").nth(1).unwrap());
+    assert_eq!(marked.len(), 1, "{out}");
+    assert!(
+        marked[0].contains(who) && marked[0].ends_with(&format!("{}.", truth.split_whitespace().next().unwrap())),
+        "{out}"
+    );
     let o = rmt_fast(&["demo", "--model", model.to_str().unwrap(), "--task", "qa9"]);
     assert!(!o.status.success());
 }

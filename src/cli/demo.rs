@@ -62,8 +62,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let seconds = t0.elapsed().as_secs_f64();
     let predicted = Tokenizer::gpt2().decode(&answer.tokens)?.trim().to_string();
     let tokens = layout.context_tokens;
-    println!("{} sample of {tokens} tokens; facts at tokens {:?}:", a.task, layout.fact_positions);
-    sample.facts.iter().for_each(|f| println!("  {f}"));
+    println!("{} sample of {tokens} tokens; its facts, at these tokens (* the answer rests on it):", a.task);
+    let width = tokens.to_string().len();
+    for (i, (f, at)) in sample.facts.iter().zip(&layout.fact_positions).enumerate() {
+        let mark = if sample.supporting.contains(&i) { '*' } else { ' ' };
+        println!("  {mark} {at:>width$}  {f}");
+    }
     println!("question: {}", question.trim());
     println!("answer:   {predicted}");
     println!("truth:    {} ({})", sample.answer, if predicted == sample.answer { "right" } else { "wrong" });
