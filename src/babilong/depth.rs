@@ -1,8 +1,8 @@
 //! Accuracy by the needle's depth: where in the context the answer's last supporting fact lies, from 0 (the
 //! context's first token) to 1 (its end, just before the question). A recurrent memory reads the context once, so
-//! a needle's depth says how many segments wrote over it before the question: a memory that holds a fact for a
-//! while and then loses it is right on the deep needles and wrong on the shallow ones, which the overall
-//! accuracy of a cell does not show.
+//! a needle's depth says how long the memory had run before the fact came and how many segments wrote after it: a
+//! memory that loses old facts is wrong at small depths and right near 1, one that cannot write into a state a
+//! long stream has aged the other way round. A cell's overall accuracy shows neither.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
