@@ -128,10 +128,11 @@ pub fn by_depth(results: &Results, needles: &[Needle], bands: usize) -> Result<D
             )));
         }
     }
+    let cells_held: std::collections::BTreeSet<(&str, usize)> = by_key.keys().map(|&(t, l, _)| (t, l)).collect();
     let mut counts: BTreeMap<(usize, usize, usize), (String, usize, usize)> = BTreeMap::new();
     let mut left_out = Vec::new();
     for p in &results.predictions {
-        if !needles.iter().any(|n| n.task == p.task && n.length == p.length) {
+        if !cells_held.contains(&(p.task.as_str(), p.length)) {
             if !left_out.contains(&(p.task.clone(), p.length)) {
                 left_out.push((p.task.clone(), p.length));
             }
@@ -246,5 +247,7 @@ mod tests {
         assert!(needle(other).unwrap_err().contains("regenerate the set"));
         assert!(needle(record(r#", "supporting": []"#)).unwrap_err().contains("names no supporting fact"));
         assert!(needle(record(r#", "supporting": [5]"#)).unwrap_err().contains("past the record's facts"));
+        let results = Results::default();
+        assert!(by_depth(&results, &[], 0).unwrap_err().to_string().contains("at least 1"));
     }
 }
